@@ -1,0 +1,153 @@
+// Package tunnel is the remoteingress engine: the frame codec, the multiplexed
+// session over one TLS connection, the authentication handshake, the hub
+// (private side) and the edge (public side).
+package tunnel
+
+import (
+	"log/slog"
+	"time"
+)
+
+// Event is something that happened in the engine, reported to whoever drives
+// it (the bridge turns it into an `{"event":...}` line). Data is a value that
+// encodes to the event's JSON object.
+type Event struct {
+	Name string
+	Data any
+}
+
+// EventSink receives engine events. It is called from data-path goroutines and
+// must never block: a sink that cannot deliver drops and counts.
+type EventSink func(Event)
+
+// Event names (see CONTRACT section 4).
+const (
+	EventEdgeConnected      = "edgeConnected"
+	EventEdgeDisconnected   = "edgeDisconnected"
+	EventStreamOpened       = "streamOpened"
+	EventStreamClosed       = "streamClosed"
+	EventTunnelConnected    = "tunnelConnected"
+	EventTunnelDisconnected = "tunnelDisconnected"
+	EventPublicIPDiscovered = "publicIpDiscovered"
+)
+
+// EdgeEvent is the data of edgeConnected.
+type EdgeEvent struct {
+	EdgeID string `json:"edgeId"`
+	// RemoteAddr is the address the edge's tunnel connection came from.
+	RemoteAddr string `json:"remoteAddr,omitempty"`
+}
+
+// EdgeDisconnectedEvent is the data of edgeDisconnected.
+type EdgeDisconnectedEvent struct {
+	EdgeID string `json:"edgeId"`
+	Reason string `json:"reason"`
+}
+
+// StreamEvent is the data of streamOpened and streamClosed.
+type StreamEvent struct {
+	EdgeID   string `json:"edgeId"`
+	StreamID uint32 `json:"streamId"`
+}
+
+// TunnelConnectedEvent is the data of tunnelConnected.
+type TunnelConnectedEvent struct {
+	HubAddr string `json:"hubAddr"`
+}
+
+// TunnelDisconnectedEvent is the data of tunnelDisconnected.
+type TunnelDisconnectedEvent struct {
+	Reason string `json:"reason"`
+}
+
+// PublicIPEvent is the data of publicIpDiscovered.
+type PublicIPEvent struct {
+	IP string `json:"ip"`
+}
+
+// EdgeCredential is one entry of the hub's allow list.
+type EdgeCredential struct {
+	ID     string `json:"id"`
+	Secret string `json:"secret"`
+}
+
+// String never shows the secret.
+func (c EdgeCredential) String() string { return "EdgeCredential{" + c.ID + "}" }
+
+// Tuning holds the knobs shared by hub and edge. Zero values take defaults.
+type Tuning struct {
+	// Window is the per-stream receive window in bytes (default 1 MiB).
+	Window uint32
+	// KeepaliveInterval is how often a PING is sent (default 10 s).
+	KeepaliveInterval time.Duration
+	// KeepaliveTimeout closes a tunnel from which nothing arrived for this long (default 30 s).
+	KeepaliveTimeout time.Duration
+	// HandshakeTimeout bounds TLS plus authentication (default 10 s).
+	HandshakeTimeout time.Duration
+}
+
+// HubConfig configures a Hub.
+type HubConfig struct {
+	// ListenHost is the address the tunnel port binds to (default: all interfaces).
+	ListenHost string
+	// TunnelPort is the TCP port edges connect to; 0 picks a free port.
+	TunnelPort int
+	// TargetHost is where streams are forwarded, on the edge's listen port (default 127.0.0.1).
+	TargetHost string
+	// TLSCertPEM and TLSKeyPEM are an optional certificate; empty generates a self-signed ECDSA P-256 one.
+	TLSCertPEM, TLSKeyPEM string
+	// DialTimeout bounds the dial to the target (default 10 s).
+	DialTimeout time.Duration
+	Tuning
+	Logger *slog.Logger
+	Events EventSink
+}
+
+// HubStatus is the result of getHubStatus.
+type HubStatus struct {
+	Running        bool            `json:"running"`
+	TunnelPort     int             `json:"tunnelPort"`
+	ConnectedEdges []ConnectedEdge `json:"connectedEdges"`
+}
+
+// ConnectedEdge describes one authenticated tunnel in HubStatus.
+type ConnectedEdge struct {
+	EdgeID        string `json:"edgeId"`
+	ConnectedAt   int64  `json:"connectedAt"`
+	ActiveStreams int    `json:"activeStreams"`
+	RemoteAddr    string `json:"remoteAddr"`
+}
+
+// EdgeConfig configures an Edge.
+type EdgeConfig struct {
+	HubHost string
+	HubPort int
+	EdgeID  string
+	Secret  string
+	// ListenPorts are the public ports; ListenHost the address they bind to (default all interfaces).
+	ListenPorts []int
+	ListenHost  string
+	// StunServer is host:port of a STUN server (default stun.cloudflare.com:3478);
+	// StunInterval how often to ask it (default 300 s).
+	StunServer   string
+	StunInterval time.Duration
+	// ReconnectMin and ReconnectMax bound the reconnect backoff (defaults 1 s and 30 s).
+	ReconnectMin, ReconnectMax time.Duration
+	Tuning
+	Logger *slog.Logger
+	Events EventSink
+}
+
+// String never shows the secret.
+func (c EdgeConfig) String() string {
+	return "EdgeConfig{edgeId=" + c.EdgeID + " hub=" + c.HubHost + "}"
+}
+
+// EdgeStatus is the result of getEdgeStatus.
+type EdgeStatus struct {
+	Running       bool    `json:"running"`
+	Connected     bool    `json:"connected"`
+	PublicIP      *string `json:"publicIp"`
+	ActiveStreams int     `json:"activeStreams"`
+	ListenPorts   []int   `json:"listenPorts"`
+}
