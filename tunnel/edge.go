@@ -1,16 +1,377 @@
 package tunnel
 
-import "errors"
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-multierror"
+)
+
+// Edge defaults.
+const (
+	DefaultStunServer   = "stun.cloudflare.com:3478"
+	DefaultStunInterval = 300 * time.Second
+	DefaultReconnectMin = time.Second
+	DefaultReconnectMax = 30 * time.Second
+	stunRetryMin        = 5 * time.Second
+)
 
 // Edge listens on public ports and carries each connection over the tunnel.
-type Edge struct{}
+type Edge struct {
+	cfg       EdgeConfig
+	log       *slog.Logger
+	listeners []net.Listener
+	ports     []int
+	backoff   Backoff
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+
+	mu        sync.Mutex
+	sess      *session
+	publicIP  string
+	lastError string
+	attempts  int
+	closed    bool
+}
 
 // StartEdge validates cfg, binds every listen port (or none) and starts the
 // tunnel and STUN loops in the background. An unreachable hub is not an error.
-func StartEdge(cfg EdgeConfig) (*Edge, error) { return nil, errors.New("not implemented yet") }
+func StartEdge(cfg EdgeConfig) (*Edge, error) {
+	if err := cfg.normalize(); err != nil {
+		return nil, err
+	}
+	e := &Edge{cfg: cfg, log: cfg.Logger.With("side", "edge", "edgeId", cfg.EdgeID),
+		backoff: Backoff{Min: cfg.ReconnectMin, Max: cfg.ReconnectMax}}
+	for _, p := range cfg.ListenPorts {
+		ln, err := net.Listen("tcp", net.JoinHostPort(cfg.ListenHost, strconv.Itoa(p)))
+		if err != nil {
+			for _, l := range e.listeners {
+				_ = l.Close()
+			}
+			return nil, fmt.Errorf("cannot listen on port %d: %v", p, unwrapOpError(err))
+		}
+		e.listeners = append(e.listeners, ln)
+		e.ports = append(e.ports, p)
+	}
+	e.ctx, e.cancel = context.WithCancel(context.Background())
+	for _, ln := range e.listeners {
+		e.wg.Add(1)
+		go e.acceptLoop(ln)
+	}
+	e.wg.Add(1)
+	go e.tunnelLoop()
+	if cfg.StunInterval > 0 { // negative disables STUN
+		e.wg.Add(1)
+		go e.stunLoop()
+	}
+	e.log.Info("edge started", "listenPorts", e.ports, "hub", net.JoinHostPort(cfg.HubHost, strconv.Itoa(cfg.HubPort)))
+	return e, nil
+}
+
+func (c *EdgeConfig) normalize() error {
+	if c.HubHost == "" {
+		return errors.New("hubHost must not be empty")
+	}
+	if c.HubPort == 0 {
+		c.HubPort = DefaultTunnelPort
+	}
+	if c.HubPort < 1 || c.HubPort > 65535 {
+		return fmt.Errorf("hubPort %d is not a port (1-65535)", c.HubPort)
+	}
+	if c.EdgeID == "" || len(c.EdgeID) > maxEdgeIDLen {
+		return fmt.Errorf("edgeId must be 1-%d bytes", maxEdgeIDLen)
+	}
+	if c.Secret == "" {
+		return errors.New("secret must not be empty")
+	}
+	if len(c.ListenPorts) == 0 {
+		return errors.New("listenPorts must name at least one port")
+	}
+	seen := map[int]bool{}
+	for _, p := range c.ListenPorts {
+		if p < 1 || p > 65535 {
+			return fmt.Errorf("listen port %d is not a port (1-65535)", p)
+		}
+		if seen[p] {
+			return fmt.Errorf("listen port %d is given twice", p)
+		}
+		seen[p] = true
+	}
+	if c.StunServer == "" {
+		c.StunServer = DefaultStunServer
+	}
+	if c.StunInterval == 0 {
+		c.StunInterval = DefaultStunInterval
+	}
+	if c.ReconnectMin <= 0 {
+		c.ReconnectMin = DefaultReconnectMin
+	}
+	if c.ReconnectMax <= 0 {
+		c.ReconnectMax = DefaultReconnectMax
+	}
+	c.ReconnectMax = max(c.ReconnectMax, c.ReconnectMin)
+	c.Tuning = c.Tuning.withDefaults()
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return nil
+}
 
 // Status reports the edge's state.
-func (e *Edge) Status() EdgeStatus { return EdgeStatus{} }
+func (e *Edge) Status() EdgeStatus {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	st := EdgeStatus{Running: !e.closed, Connected: e.sess != nil, ListenPorts: append([]int{}, e.ports...)}
+	if e.publicIP != "" {
+		ip := e.publicIP
+		st.PublicIP = &ip
+	}
+	if e.sess != nil {
+		st.ActiveStreams = e.sess.activeStreams()
+	}
+	return st
+}
+
+// LastError is why the last connection attempt or tunnel failed ("" if none).
+func (e *Edge) LastError() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.lastError
+}
 
 // Close stops the listeners, the tunnel and every stream, and waits for them.
-func (e *Edge) Close() error { return nil }
+func (e *Edge) Close() error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	e.closed = true
+	e.cancel()
+	sess := e.sess
+	e.mu.Unlock()
+	var errs error
+	for i, ln := range e.listeners {
+		if err := ln.Close(); err != nil {
+			errs = multierror.Append(errs, fmt.Errorf("closing listener on port %d: %w", e.ports[i], err))
+		}
+	}
+	if sess != nil {
+		sess.close(&LocalCloseError{Reason: "edge stopping"})
+	}
+	e.wg.Wait()
+	e.log.Info("edge stopped")
+	return errs
+}
+
+func (e *Edge) emit(name string, data any) {
+	if e.cfg.Events != nil {
+		e.cfg.Events(Event{Name: name, Data: data})
+	}
+}
+
+func (e *Edge) acceptLoop(ln net.Listener) {
+	defer e.wg.Done()
+	var delay time.Duration
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if e.ctx.Err() != nil {
+				return
+			}
+			if isTemporaryAcceptError(err) {
+				delay = min(max(delay*2, 5*time.Millisecond), time.Second)
+				e.log.Warn("accept failed, retrying", "err", err, "in", delay)
+				select {
+				case <-time.After(delay):
+				case <-e.ctx.Done():
+					return
+				}
+				continue
+			}
+			e.log.Error("listener failed", "addr", ln.Addr().String(), "err", err)
+			return
+		}
+		delay = 0
+		e.handleClient(conn)
+	}
+}
+
+// handleClient opens a stream for a client, or closes the connection at once
+// when there is no tunnel.
+func (e *Edge) handleClient(conn net.Conn) {
+	e.mu.Lock()
+	sess := e.sess
+	e.mu.Unlock()
+	if sess == nil {
+		e.log.Debug("no tunnel, closing client connection", "client", conn.RemoteAddr().String())
+		_ = conn.Close()
+		return
+	}
+	hdr, err := ProxyHeaderFor(conn.RemoteAddr(), conn.LocalAddr())
+	if err != nil {
+		e.log.Warn("cannot describe client connection", "err", err)
+		_ = conn.Close()
+		return
+	}
+	if err := sess.startStream(conn, hdr.AppendTo(make([]byte, 0, MaxProxyHeaderLen))); err != nil {
+		_ = conn.Close()
+	}
+}
+
+// tunnelLoop keeps one tunnel up: connect, serve, and after any failure wait
+// a backoff delay and try again, for as long as the edge runs.
+func (e *Edge) tunnelLoop() {
+	defer e.wg.Done()
+	hubAddr := net.JoinHostPort(e.cfg.HubHost, strconv.Itoa(e.cfg.HubPort))
+	reported := false // a tunnelDisconnected was sent for the current outage
+	attempt := 0
+	for e.ctx.Err() == nil {
+		sess, err := e.connect(hubAddr)
+		if err != nil {
+			if e.ctx.Err() != nil {
+				return
+			}
+			reason := "cannot connect to hub " + hubAddr + ": " + err.Error()
+			e.setDown(reason, attempt+1)
+			if !reported {
+				e.emit(EventTunnelDisconnected, TunnelDisconnectedEvent{Reason: reason})
+				reported = true
+			}
+			d := e.backoff.Delay(attempt)
+			attempt++
+			e.log.Warn("tunnel connect failed", "reason", err.Error(), "retryIn", d.Round(time.Millisecond).String())
+			if !e.sleep(d) {
+				return
+			}
+			continue
+		}
+		attempt = 0
+		e.mu.Lock()
+		if e.closed {
+			e.mu.Unlock()
+			sess.close(&LocalCloseError{Reason: "edge stopping"})
+			sess.run()
+			return
+		}
+		e.sess = sess
+		e.lastError, e.attempts = "", 0
+		e.mu.Unlock()
+		e.log.Info("tunnel connected", "hub", hubAddr)
+		e.emit(EventTunnelConnected, TunnelConnectedEvent{HubAddr: hubAddr})
+		reported = false
+		reason := sess.run()
+		e.setDown(reason.Error(), 0)
+		e.log.Warn("tunnel disconnected", "reason", reason.Error())
+		e.emit(EventTunnelDisconnected, TunnelDisconnectedEvent{Reason: reason.Error()})
+		reported = true
+		if !e.sleep(e.backoff.Delay(0)) {
+			return
+		}
+	}
+}
+
+func (e *Edge) setDown(reason string, attempts int) {
+	e.mu.Lock()
+	e.sess = nil
+	e.lastError, e.attempts = reason, attempts
+	e.mu.Unlock()
+}
+
+func (e *Edge) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-e.ctx.Done():
+		return false
+	}
+}
+
+// connect dials the hub, runs TLS and the mutual authentication under one
+// deadline, and returns a session ready to run.
+func (e *Edge) connect(hubAddr string) (*session, error) {
+	ctx, cancel := context.WithTimeout(e.ctx, e.cfg.HandshakeTimeout)
+	defer cancel()
+	d := net.Dialer{KeepAlive: 15 * time.Second}
+	raw, err := d.DialContext(ctx, "tcp", hubAddr)
+	if err != nil {
+		return nil, unwrapOpError(err)
+	}
+	deadline, _ := ctx.Deadline()
+	_ = raw.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { _ = raw.Close() })
+	tc := tls.Client(raw, edgeTLSConfig(e.cfg.HubHost))
+	err = tc.HandshakeContext(ctx)
+	var peerWindow uint32
+	if err == nil {
+		peerWindow, err = edgeHandshake(tc, e.cfg.EdgeID, e.cfg.Secret, e.cfg.Window)
+	}
+	if !stop() || err != nil {
+		_ = raw.Close()
+		if err == nil || ctx.Err() != nil {
+			err = fmt.Errorf("handshake timed out after %s", e.cfg.HandshakeTimeout)
+		}
+		return nil, err
+	}
+	if peerWindow < minWindow || peerWindow > maxWindow {
+		_ = raw.Close()
+		return nil, fmt.Errorf("hub announced a window of %d bytes (allowed %d-%d)", peerWindow, minWindow, maxWindow)
+	}
+	_ = raw.SetDeadline(time.Time{})
+	return newSession(tc, false, e.cfg.Tuning, peerWindow, e.log, sessionHooks{}), nil
+}
+
+// stunLoop asks the STUN server for the edge's public address every
+// interval; failures are logged and retried sooner, never fatal.
+func (e *Edge) stunLoop() {
+	defer e.wg.Done()
+	retry := Backoff{Min: stunRetryMin, Max: e.cfg.StunInterval}
+	failures := 0
+	for {
+		ctx, cancel := context.WithTimeout(e.ctx, 5*time.Second)
+		ap, err := DiscoverPublicIP(ctx, e.cfg.StunServer)
+		cancel()
+		if e.ctx.Err() != nil {
+			return
+		}
+		wait := e.cfg.StunInterval
+		if err != nil {
+			e.log.Warn("STUN discovery failed", "server", e.cfg.StunServer, "err", err.Error())
+			wait = retry.Delay(failures)
+			failures++
+		} else {
+			if failures > 0 {
+				e.log.Info("STUN discovery works again", "server", e.cfg.StunServer)
+			}
+			failures = 0
+			e.setPublicIP(ap.Addr())
+		}
+		if !e.sleep(wait) {
+			return
+		}
+	}
+}
+
+func (e *Edge) setPublicIP(a netip.Addr) {
+	ip := a.Unmap().String()
+	e.mu.Lock()
+	changed := e.publicIP != ip
+	e.publicIP = ip
+	e.mu.Unlock()
+	if changed {
+		e.log.Info("public IP discovered", "ip", ip)
+		e.emit(EventPublicIPDiscovered, PublicIPEvent{IP: ip})
+	}
+}

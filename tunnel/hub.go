@@ -1,28 +1,389 @@
 package tunnel
 
-import "errors"
+import (
+	"context"
+	"crypto/subtle"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-multierror"
+)
+
+// DefaultTunnelPort is the hub's port when none is configured.
+const DefaultTunnelPort = 8443
 
 // Hub accepts edge tunnels and forwards their streams to the target host.
-type Hub struct{}
+type Hub struct {
+	cfg         HubConfig
+	log         *slog.Logger
+	ln          net.Listener
+	tlsConf     *tls.Config
+	fingerprint string
+	port        int
+	ctx         context.Context
+	cancel      context.CancelFunc
+
+	mu          sync.Mutex
+	allowed     map[string]string
+	edges       map[string]*hubEdge
+	handshaking map[net.Conn]struct{}
+	closed      bool
+	wg          sync.WaitGroup
+}
+
+// hubEdge is one authenticated tunnel.
+type hubEdge struct {
+	id          string
+	secret      string
+	sess        *session
+	connectedAt time.Time
+	remote      string
+	ended       chan struct{}
+}
 
 // StartHub validates cfg, loads or generates the TLS certificate, binds the
 // tunnel port and starts accepting edges allowed by the given list.
 func StartHub(cfg HubConfig, allowed []EdgeCredential) (*Hub, error) {
-	return nil, errors.New("not implemented yet")
+	if cfg.TunnelPort < 0 || cfg.TunnelPort > 65535 {
+		return nil, fmt.Errorf("tunnelPort %d is not a port (0-65535)", cfg.TunnelPort)
+	}
+	if cfg.TargetHost == "" {
+		cfg.TargetHost = "127.0.0.1"
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 10 * time.Second
+	}
+	cfg.Tuning = cfg.Tuning.withDefaults()
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	allow, err := allowMap(allowed)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := hubCertificate(cfg.TLSCertPEM, cfg.TLSKeyPEM)
+	if err != nil {
+		return nil, err
+	}
+	addr := net.JoinHostPort(cfg.ListenHost, strconv.Itoa(cfg.TunnelPort))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("cannot listen on tunnel port %d: %v", cfg.TunnelPort, unwrapOpError(err))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &Hub{
+		cfg: cfg, log: cfg.Logger.With("side", "hub"), ln: ln, tlsConf: hubTLSConfig(cert),
+		fingerprint: certFingerprint(cert), port: ln.Addr().(*net.TCPAddr).Port,
+		ctx: ctx, cancel: cancel,
+		allowed: allow, edges: make(map[string]*hubEdge), handshaking: make(map[net.Conn]struct{}),
+	}
+	h.log.Info("hub listening", "tunnelPort", h.port, "targetHost", cfg.TargetHost, "certSha256", h.fingerprint)
+	h.wg.Add(1)
+	go h.acceptLoop()
+	return h, nil
+}
+
+// unwrapOpError drops the "listen tcp host:port:" prefix net adds.
+func unwrapOpError(err error) error {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil {
+		return op.Err
+	}
+	return err
 }
 
 // Port is the bound tunnel port.
-func (h *Hub) Port() int { return 0 }
+func (h *Hub) Port() int { return h.port }
 
-// SetAllowedEdges replaces the allow list; edges no longer allowed, or whose
-// secret changed, are disconnected at once.
-func (h *Hub) SetAllowedEdges(edges []EdgeCredential) error { return nil }
-
-// Status reports the hub's state.
-func (h *Hub) Status() HubStatus { return HubStatus{} }
-
-// Close stops accepting, closes every tunnel and stream, and waits for them.
-func (h *Hub) Close() error { return nil }
+// CertFingerprint is the SHA-256 of the hub's certificate, hex encoded.
+func (h *Hub) CertFingerprint() string { return h.fingerprint }
 
 // ValidateEdgeList checks an allow list: ids and secrets non-empty, ids unique.
-func ValidateEdgeList(edges []EdgeCredential) error { return nil }
+func ValidateEdgeList(edges []EdgeCredential) error {
+	_, err := allowMap(edges)
+	return err
+}
+
+func allowMap(edges []EdgeCredential) (map[string]string, error) {
+	m := make(map[string]string, len(edges))
+	for i, e := range edges {
+		switch {
+		case e.ID == "":
+			return nil, fmt.Errorf("edges[%d]: id must not be empty", i)
+		case len(e.ID) > maxEdgeIDLen:
+			return nil, fmt.Errorf("edges[%d]: id is longer than %d bytes", i, maxEdgeIDLen)
+		case e.Secret == "":
+			return nil, fmt.Errorf("edges[%d] (%q): secret must not be empty", i, e.ID)
+		}
+		if _, dup := m[e.ID]; dup {
+			return nil, fmt.Errorf("edges[%d]: duplicate id %q", i, e.ID)
+		}
+		m[e.ID] = e.Secret
+	}
+	return m, nil
+}
+
+// SetAllowedEdges replaces the allow list; edges no longer allowed, or whose
+// secret changed, are disconnected at once. An invalid list changes nothing.
+func (h *Hub) SetAllowedEdges(edges []EdgeCredential) error {
+	m, err := allowMap(edges)
+	if err != nil {
+		return err
+	}
+	type kick struct {
+		e      *hubEdge
+		reason string
+	}
+	var kicks []kick
+	h.mu.Lock()
+	h.allowed = m
+	for id, e := range h.edges {
+		secret, ok := m[id]
+		switch {
+		case !ok:
+			kicks = append(kicks, kick{e, "edge no longer allowed"})
+		case subtle.ConstantTimeCompare([]byte(secret), []byte(e.secret)) != 1:
+			kicks = append(kicks, kick{e, "edge credentials changed"})
+		}
+	}
+	h.mu.Unlock()
+	for _, k := range kicks {
+		h.log.Info("disconnecting edge", "edgeId", k.e.id, "reason", k.reason)
+		k.e.sess.close(&LocalCloseError{Reason: k.reason})
+	}
+	return nil
+}
+
+func (h *Hub) lookupSecret(id string) (string, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s, ok := h.allowed[id]
+	return s, ok
+}
+
+// Status reports the hub's state.
+func (h *Hub) Status() HubStatus {
+	h.mu.Lock()
+	st := HubStatus{Running: !h.closed, TunnelPort: h.port, ConnectedEdges: []ConnectedEdge{}}
+	for _, e := range h.edges {
+		st.ConnectedEdges = append(st.ConnectedEdges, ConnectedEdge{
+			EdgeID: e.id, ConnectedAt: e.connectedAt.Unix(), ActiveStreams: e.sess.activeStreams(), RemoteAddr: e.remote,
+		})
+	}
+	h.mu.Unlock()
+	slices.SortFunc(st.ConnectedEdges, func(a, b ConnectedEdge) int {
+		if a.EdgeID < b.EdgeID {
+			return -1
+		}
+		if a.EdgeID > b.EdgeID {
+			return 1
+		}
+		return 0
+	})
+	return st
+}
+
+// Close stops accepting, closes every tunnel and stream, and waits for them.
+func (h *Hub) Close() error {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil
+	}
+	h.closed = true
+	h.cancel()
+	var errs error
+	if err := h.ln.Close(); err != nil {
+		errs = multierror.Append(errs, fmt.Errorf("closing tunnel listener: %w", err))
+	}
+	for c := range h.handshaking {
+		_ = c.Close()
+	}
+	for _, e := range h.edges {
+		e.sess.close(&LocalCloseError{Reason: "hub stopping"})
+	}
+	h.mu.Unlock()
+	h.wg.Wait()
+	h.log.Info("hub stopped")
+	return errs
+}
+
+func (h *Hub) emit(name string, data any) {
+	if h.cfg.Events != nil {
+		h.cfg.Events(Event{Name: name, Data: data})
+	}
+}
+
+func (h *Hub) acceptLoop() {
+	defer h.wg.Done()
+	var delay time.Duration
+	for {
+		conn, err := h.ln.Accept()
+		if err != nil {
+			if h.ctx.Err() != nil {
+				return
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporaryAcceptError(err) {
+				// Out of fds or similar: back off instead of spinning.
+				delay = min(max(delay*2, 5*time.Millisecond), time.Second)
+				h.log.Warn("accept failed, retrying", "err", err, "in", delay)
+				select {
+				case <-time.After(delay):
+				case <-h.ctx.Done():
+					return
+				}
+				continue
+			}
+			h.log.Error("tunnel listener failed", "err", err)
+			return
+		}
+		delay = 0
+		h.mu.Lock()
+		if h.closed {
+			h.mu.Unlock()
+			_ = conn.Close()
+			return
+		}
+		h.handshaking[conn] = struct{}{}
+		h.wg.Add(1)
+		h.mu.Unlock()
+		go h.serveConn(conn)
+	}
+}
+
+func (h *Hub) serveConn(conn net.Conn) {
+	defer h.wg.Done()
+	defer func() {
+		if r := recover(); r != nil {
+			h.log.Error("internal error serving an edge", "panic", fmt.Sprint(r))
+			_ = conn.Close()
+		}
+	}()
+	remote := conn.RemoteAddr().String()
+	e, err := h.authenticate(conn)
+	h.mu.Lock()
+	delete(h.handshaking, conn)
+	closed := h.closed
+	h.mu.Unlock()
+	if err != nil || closed {
+		if err != nil && !closed {
+			h.log.Warn("edge rejected", "remote", remote, "reason", err.Error())
+		}
+		_ = conn.Close()
+		return
+	}
+	if !h.register(e) {
+		_ = conn.Close()
+		return
+	}
+	h.log.Info("edge connected", "edgeId", e.id, "remote", remote)
+	h.emit(EventEdgeConnected, EdgeEvent{EdgeID: e.id, RemoteAddr: remote})
+	reason := e.sess.run()
+	h.mu.Lock()
+	if h.edges[e.id] == e {
+		delete(h.edges, e.id)
+	}
+	h.mu.Unlock()
+	close(e.ended)
+	h.log.Info("edge disconnected", "edgeId", e.id, "remote", remote, "reason", reason.Error())
+	h.emit(EventEdgeDisconnected, EdgeDisconnectedEvent{EdgeID: e.id, Reason: reason.Error()})
+}
+
+// authenticate runs TLS and the handshake under one deadline.
+func (h *Hub) authenticate(conn net.Conn) (*hubEdge, error) {
+	_ = conn.SetDeadline(time.Now().Add(h.cfg.HandshakeTimeout))
+	tc := tls.Server(conn, h.tlsConf)
+	if err := tc.HandshakeContext(h.ctx); err != nil {
+		return nil, fmt.Errorf("TLS handshake failed: %v", err)
+	}
+	var usedSecret string
+	res, err := hubHandshake(tc, h.cfg.Window, func(id string) (string, bool) {
+		s, ok := h.lookupSecret(id)
+		usedSecret = s
+		return s, ok
+	})
+	if err != nil {
+		return nil, err
+	}
+	if res.peerWindow < minWindow || res.peerWindow > maxWindow {
+		return nil, fmt.Errorf("edge %q announced a window of %d bytes (allowed %d-%d)", res.edgeID, res.peerWindow, minWindow, maxWindow)
+	}
+	_ = conn.SetDeadline(time.Time{})
+	e := &hubEdge{id: res.edgeID, secret: usedSecret, connectedAt: time.Now(), remote: conn.RemoteAddr().String(), ended: make(chan struct{})}
+	e.sess = newSession(tc, true, h.cfg.Tuning, res.peerWindow, h.log.With("edgeId", e.id), sessionHooks{
+		open:   func(st *stream, hdr ProxyHeader) { h.openStream(e, st, hdr) },
+		closed: func(st *stream) { h.emit(EventStreamClosed, StreamEvent{EdgeID: e.id, StreamID: st.id}) },
+	})
+	return e, nil
+}
+
+// register makes e the tunnel of its edge id. An older tunnel of the same id
+// is closed first and waited for, so edgeDisconnected of the old one comes
+// before edgeConnected of the new one. It reports false when e must not serve:
+// the hub stops, or the edge's secret changed while it authenticated.
+func (h *Hub) register(e *hubEdge) bool {
+	for {
+		h.mu.Lock()
+		if h.closed {
+			h.mu.Unlock()
+			return false
+		}
+		if s, ok := h.allowed[e.id]; !ok || subtle.ConstantTimeCompare([]byte(s), []byte(e.secret)) != 1 {
+			h.mu.Unlock()
+			h.log.Warn("edge rejected", "edgeId", e.id, "reason", "allow list changed during authentication")
+			return false
+		}
+		old := h.edges[e.id]
+		if old == nil {
+			h.edges[e.id] = e
+			h.mu.Unlock()
+			return true
+		}
+		h.mu.Unlock()
+		old.sess.close(&LocalCloseError{Reason: "replaced by a new tunnel from " + e.remote})
+		select {
+		case <-old.ended:
+		case <-time.After(5 * time.Second):
+			h.log.Warn("old tunnel did not end in time", "edgeId", e.id)
+			return false
+		}
+	}
+}
+
+// openStream is called by the session reader for each OPEN.
+func (h *Hub) openStream(e *hubEdge, st *stream, hdr ProxyHeader) {
+	h.emit(EventStreamOpened, StreamEvent{EdgeID: e.id, StreamID: st.id})
+	st.sess.goSafe(func() { h.dialTarget(st, hdr) })
+}
+
+// dialTarget connects the stream to targetHost:<edge port>, writes the PROXY
+// header in one write before any client byte, then relays.
+func (h *Hub) dialTarget(st *stream, hdr ProxyHeader) {
+	addr := net.JoinHostPort(h.cfg.TargetHost, strconv.Itoa(int(hdr.Destination.Port())))
+	d := net.Dialer{Timeout: h.cfg.DialTimeout}
+	conn, err := d.DialContext(st.sess.ctx, "tcp", addr)
+	if err != nil {
+		st.sess.log.Debug("target unreachable", "stream", st.id, "target", addr, "err", err)
+		st.abort("target unreachable: "+unwrapOpError(err).Error(), true)
+		return
+	}
+	var buf [MaxProxyHeaderLen]byte
+	if _, err := conn.Write(hdr.AppendTo(buf[:0])); err != nil {
+		_ = conn.Close()
+		st.abort("target closed before the PROXY header: "+unwrapOpError(err).Error(), true)
+		return
+	}
+	if !st.attach(conn) {
+		return
+	}
+	st.upstream(nil)
+}

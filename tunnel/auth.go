@@ -1,0 +1,289 @@
+package tunnel
+
+import (
+	"bufio"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+// ProtocolVersion is the version the handshake announces.
+const ProtocolVersion = 1
+
+// Capability bits exchanged in HELLO and CHALLENGE; none are defined yet.
+// A peer ignores bits it does not know.
+const capsNone uint32 = 0
+
+const (
+	nonceLen      = 32
+	proofLen      = sha256.Size
+	maxEdgeIDLen  = 255
+	preAuthLimit  = 512 // no frame before authentication may be larger
+	exporterLabel = "EXPORTER-remoteingress-auth-v1"
+	edgeProofTag  = "remoteingress v1 edge proof"
+	hubProofTag   = "remoteingress v1 hub proof"
+)
+
+// Errors of the handshake. Their texts never contain a secret.
+var (
+	ErrAuthFailed   = errors.New("authentication failed")
+	ErrHubNotProven = errors.New("the hub could not prove it knows this edge's secret (wrong secret on the hub, or a man in the middle)")
+	errBadHandshake = errors.New("malformed handshake")
+)
+
+// Hello is the edge's first frame.
+type Hello struct {
+	Version uint16
+	Caps    uint32
+	Window  uint32 // the edge's per-stream receive window
+	Nonce   [nonceLen]byte
+	EdgeID  string
+}
+
+// MarshalBinary encodes the HELLO payload:
+// version u16 | caps u32 | window u32 | nonce [32] | idLen u8 | id.
+func (h *Hello) MarshalBinary() ([]byte, error) {
+	if len(h.EdgeID) == 0 || len(h.EdgeID) > maxEdgeIDLen {
+		return nil, fmt.Errorf("edge id must be 1-%d bytes", maxEdgeIDLen)
+	}
+	b := make([]byte, 0, 2+4+4+nonceLen+1+len(h.EdgeID))
+	b = binary.BigEndian.AppendUint16(b, h.Version)
+	b = binary.BigEndian.AppendUint32(b, h.Caps)
+	b = binary.BigEndian.AppendUint32(b, h.Window)
+	b = append(b, h.Nonce[:]...)
+	b = append(b, byte(len(h.EdgeID)))
+	return append(b, h.EdgeID...), nil
+}
+
+// UnmarshalBinary decodes a HELLO payload strictly (no trailing bytes).
+func (h *Hello) UnmarshalBinary(b []byte) error {
+	const fixed = 2 + 4 + 4 + nonceLen + 1
+	if len(b) < fixed+1 {
+		return errBadHandshake
+	}
+	h.Version = binary.BigEndian.Uint16(b[0:2])
+	h.Caps = binary.BigEndian.Uint32(b[2:6])
+	h.Window = binary.BigEndian.Uint32(b[6:10])
+	copy(h.Nonce[:], b[10:10+nonceLen])
+	n := int(b[fixed-1])
+	if n == 0 || len(b) != fixed+n {
+		return errBadHandshake
+	}
+	h.EdgeID = string(b[fixed:])
+	return nil
+}
+
+// Challenge is the hub's answer to HELLO.
+type Challenge struct {
+	Version uint16
+	Caps    uint32
+	Window  uint32 // the hub's per-stream receive window
+	Nonce   [nonceLen]byte
+}
+
+// MarshalBinary encodes version u16 | caps u32 | window u32 | nonce [32].
+func (c *Challenge) MarshalBinary() ([]byte, error) {
+	b := make([]byte, 0, 10+nonceLen)
+	b = binary.BigEndian.AppendUint16(b, c.Version)
+	b = binary.BigEndian.AppendUint32(b, c.Caps)
+	b = binary.BigEndian.AppendUint32(b, c.Window)
+	return append(b, c.Nonce[:]...), nil
+}
+
+// UnmarshalBinary decodes a CHALLENGE payload strictly.
+func (c *Challenge) UnmarshalBinary(b []byte) error {
+	if len(b) != 10+nonceLen {
+		return errBadHandshake
+	}
+	c.Version = binary.BigEndian.Uint16(b[0:2])
+	c.Caps = binary.BigEndian.Uint32(b[2:6])
+	c.Window = binary.BigEndian.Uint32(b[6:10])
+	copy(c.Nonce[:], b[10:])
+	return nil
+}
+
+// proof computes HMAC-SHA256(secret, tag | exporter | edge nonce | hub nonce | idLen | id).
+// The exporter value binds the proof to one TLS session, so it cannot be
+// relayed into another one.
+func proof(secret, tag string, exporter []byte, h *Hello, c *Challenge) []byte {
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write([]byte(tag))
+	m.Write(exporter)
+	m.Write(h.Nonce[:])
+	m.Write(c.Nonce[:])
+	m.Write([]byte{byte(len(h.EdgeID))})
+	m.Write([]byte(h.EdgeID))
+	return m.Sum(nil)
+}
+
+func tlsExporter(conn *tls.Conn) ([]byte, error) {
+	cs := conn.ConnectionState()
+	return cs.ExportKeyingMaterial(exporterLabel, nil, 32)
+}
+
+// handshakeIO reads and writes the small pre-authentication frames.
+type handshakeIO struct {
+	fr *FrameReader
+	bw *bufio.Writer
+	fw *FrameWriter
+}
+
+func newHandshakeIO(conn *tls.Conn) *handshakeIO {
+	bw := bufio.NewWriterSize(conn, 1024)
+	fr := NewFrameReader(conn)
+	fr.Limit = preAuthLimit
+	return &handshakeIO{fr: fr, bw: bw, fw: NewFrameWriter(bw)}
+}
+
+func (h *handshakeIO) send(t FrameType, payload []byte) error {
+	if err := h.fw.WriteFrame(0, t, payload); err != nil {
+		return err
+	}
+	return h.bw.Flush()
+}
+
+// expect reads one stream-0 frame of type want. A GOAWAY instead is reported
+// with its reason.
+func (h *handshakeIO) expect(want FrameType) ([]byte, error) {
+	hd, p, err := h.fr.ReadFrame()
+	if err != nil {
+		return nil, err
+	}
+	if hd.Type == FrameGoAway {
+		return nil, &RemoteCloseError{Reason: sanitizeReason(p)}
+	}
+	if hd.Type != want || hd.StreamID != 0 {
+		return nil, fmt.Errorf("%w: got %s on stream %d, want %s", errBadHandshake, hd.Type, hd.StreamID, want)
+	}
+	return p, nil
+}
+
+// RemoteCloseError is a GOAWAY received from the peer.
+type RemoteCloseError struct{ Reason string }
+
+func (e *RemoteCloseError) Error() string { return "peer closed the tunnel: " + e.Reason }
+
+// sanitizeReason makes a peer-supplied reason safe to log: printable ASCII, bounded.
+func sanitizeReason(p []byte) string {
+	if len(p) > 200 {
+		p = p[:200]
+	}
+	out := make([]byte, 0, len(p))
+	for _, c := range p {
+		if c >= 0x20 && c < 0x7f {
+			out = append(out, c)
+		} else {
+			out = append(out, '?')
+		}
+	}
+	if len(out) == 0 {
+		return "no reason given"
+	}
+	return string(out)
+}
+
+// edgeHandshake runs the edge's side after the TLS handshake. It returns the
+// hub's window once the hub has proven it knows the secret.
+func edgeHandshake(conn *tls.Conn, edgeID, secret string, window uint32) (peerWindow uint32, err error) {
+	hio := newHandshakeIO(conn)
+	hello := Hello{Version: ProtocolVersion, Caps: capsNone, Window: window, EdgeID: edgeID}
+	if _, err := rand.Read(hello.Nonce[:]); err != nil {
+		return 0, err
+	}
+	hp, err := hello.MarshalBinary()
+	if err != nil {
+		return 0, err
+	}
+	if err := hio.send(FrameHello, hp); err != nil {
+		return 0, err
+	}
+	p, err := hio.expect(FrameChallenge)
+	if err != nil {
+		return 0, err
+	}
+	var ch Challenge
+	if err := ch.UnmarshalBinary(p); err != nil {
+		return 0, err
+	}
+	if ch.Version < 1 {
+		return 0, fmt.Errorf("%w: hub speaks protocol version %d", errBadHandshake, ch.Version)
+	}
+	exp, err := tlsExporter(conn)
+	if err != nil {
+		return 0, err
+	}
+	if err := hio.send(FrameAuth, proof(secret, edgeProofTag, exp, &hello, &ch)); err != nil {
+		return 0, err
+	}
+	p, err = hio.expect(FrameAuthOK)
+	if err != nil {
+		return 0, err
+	}
+	if !hmac.Equal(p, proof(secret, hubProofTag, exp, &hello, &ch)) {
+		return 0, ErrHubNotProven
+	}
+	return ch.Window, nil
+}
+
+// hubAuthResult is what the hub learns from a successful handshake.
+type hubAuthResult struct {
+	edgeID     string
+	peerWindow uint32
+}
+
+// hubHandshake runs the hub's side. lookup returns the secret of an allowed
+// edge. A failure returns an error whose text is safe to log and which tells
+// the operator why (unknown id vs. wrong proof); the edge is only told
+// "authentication failed".
+func hubHandshake(conn *tls.Conn, window uint32, lookup func(id string) (string, bool)) (hubAuthResult, error) {
+	hio := newHandshakeIO(conn)
+	p, err := hio.expect(FrameHello)
+	if err != nil {
+		return hubAuthResult{}, err
+	}
+	var hello Hello
+	if err := hello.UnmarshalBinary(p); err != nil {
+		return hubAuthResult{}, err
+	}
+	if hello.Version < 1 {
+		return hubAuthResult{}, fmt.Errorf("%w: edge speaks protocol version %d", errBadHandshake, hello.Version)
+	}
+	ch := Challenge{Version: ProtocolVersion, Caps: capsNone, Window: window}
+	if _, err := rand.Read(ch.Nonce[:]); err != nil {
+		return hubAuthResult{}, err
+	}
+	cp, _ := ch.MarshalBinary()
+	if err := hio.send(FrameChallenge, cp); err != nil {
+		return hubAuthResult{}, err
+	}
+	p, err = hio.expect(FrameAuth)
+	if err != nil {
+		return hubAuthResult{}, err
+	}
+	exp, err := tlsExporter(conn)
+	if err != nil {
+		return hubAuthResult{}, err
+	}
+	secret, known := lookup(hello.EdgeID)
+	if !known {
+		// Compute a proof anyway so an unknown id costs the same time.
+		secret = "\x00unknown"
+	}
+	want := proof(secret, edgeProofTag, exp, &hello, &ch)
+	if !hmac.Equal(p, want) || !known {
+		_ = hio.send(FrameGoAway, []byte(ErrAuthFailed.Error()))
+		why := "wrong secret"
+		if !known {
+			why = "unknown edge id"
+		}
+		return hubAuthResult{edgeID: hello.EdgeID}, fmt.Errorf("%w for edge %q: %s", ErrAuthFailed, hello.EdgeID, why)
+	}
+	if err := hio.send(FrameAuthOK, proof(secret, hubProofTag, exp, &hello, &ch)); err != nil {
+		return hubAuthResult{}, err
+	}
+	return hubAuthResult{edgeID: hello.EdgeID, peerWindow: hello.Window}, nil
+}

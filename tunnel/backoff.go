@@ -1,0 +1,30 @@
+package tunnel
+
+import (
+	"math/rand/v2"
+	"time"
+)
+
+// Backoff computes reconnect delays: exponential from Min, capped at Max,
+// with "equal jitter" (each delay is uniformly between half and all of the
+// exponential value), so that many edges do not reconnect in lock step.
+type Backoff struct {
+	Min, Max time.Duration
+	// Rand returns a number in [0,1); nil uses math/rand/v2.
+	Rand func() float64
+}
+
+// Delay is the wait before retry number attempt (0 for the first retry).
+func (b Backoff) Delay(attempt int) time.Duration {
+	d := b.Min
+	for i := 0; i < attempt && d < b.Max; i++ {
+		d *= 2
+	}
+	d = min(d, b.Max)
+	r := b.Rand
+	if r == nil {
+		r = rand.Float64
+	}
+	half := d / 2
+	return half + time.Duration(r()*float64(d-half))
+}

@@ -1,0 +1,80 @@
+//go:build unix
+
+package tunnel
+
+import (
+	"io"
+	"net"
+	"syscall"
+)
+
+// connReader reads from a connection into pooled buffers without holding a
+// buffer while the connection is idle: it waits for readability first and
+// takes a buffer only when the kernel has bytes for it. Thousands of idle
+// connections therefore cost no read buffers.
+type connReader struct {
+	conn  net.Conn
+	rc    syscall.RawConn
+	limit int
+	bp    *[]byte
+	n     int
+	err   error
+	fn    func(fd uintptr) bool
+}
+
+func newConnReader(c net.Conn) *connReader {
+	r := &connReader{conn: c}
+	if sc, ok := c.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			r.rc = rc
+			r.fn = r.readFD
+		}
+	}
+	return r
+}
+
+func (r *connReader) readFD(fd uintptr) bool {
+	bp := getBuf(r.limit)
+	for {
+		n, err := syscall.Read(int(fd), *bp)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err == syscall.EAGAIN {
+			putBuf(bp)
+			return false
+		}
+		r.bp, r.n, r.err = bp, n, err
+		return true
+	}
+}
+
+// read returns up to limit bytes in a pooled buffer (nil when n is 0); the
+// caller owns the buffer and returns it with putBuf.
+func (r *connReader) read(limit int) (*[]byte, int, error) {
+	if r.rc == nil {
+		bp := getBuf(limit)
+		n, err := r.conn.Read(*bp)
+		if n == 0 {
+			putBuf(bp)
+			bp = nil
+		}
+		return bp, n, err
+	}
+	r.limit = limit
+	r.bp, r.n, r.err = nil, 0, nil
+	if err := r.rc.Read(r.fn); err != nil {
+		return nil, 0, err
+	}
+	bp, n, err := r.bp, r.n, r.err
+	r.bp = nil
+	if err != nil {
+		putBuf(bp)
+		return nil, 0, err
+	}
+	if n <= 0 {
+		putBuf(bp)
+		return nil, 0, io.EOF
+	}
+	return bp, n, nil
+}

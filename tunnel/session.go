@@ -1,0 +1,634 @@
+package tunnel
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults of Tuning.
+const (
+	DefaultWindow            = 1 << 20
+	DefaultKeepaliveInterval = 10 * time.Second
+	DefaultKeepaliveTimeout  = 30 * time.Second
+	DefaultHandshakeTimeout  = 10 * time.Second
+
+	minWindow      = 64 << 10
+	maxWindow      = 16 << 20
+	maxDataFrame   = 64 << 10 // largest DATA payload we send
+	writeBufSize   = 64 << 10
+	maxResetReason = 256
+	maxGoAway      = 1024
+)
+
+func (t Tuning) withDefaults() Tuning {
+	if t.Window == 0 {
+		t.Window = DefaultWindow
+	}
+	t.Window = min(max(t.Window, minWindow), maxWindow)
+	if t.KeepaliveInterval <= 0 {
+		t.KeepaliveInterval = DefaultKeepaliveInterval
+	}
+	if t.KeepaliveTimeout <= 0 {
+		t.KeepaliveTimeout = DefaultKeepaliveTimeout
+	}
+	if t.HandshakeTimeout <= 0 {
+		t.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	return t
+}
+
+// ProtocolError is a violation of the wire protocol by the peer; it closes
+// the tunnel it happened on and nothing else.
+type ProtocolError struct{ Msg string }
+
+func (e *ProtocolError) Error() string { return "protocol error: " + e.Msg }
+
+func protoErr(format string, a ...any) error { return &ProtocolError{Msg: fmt.Sprintf(format, a...)} }
+
+var errSessionClosed = errors.New("tunnel closed")
+
+// LocalCloseError is a close we decided on; its reason is sent to the peer.
+type LocalCloseError struct{ Reason string }
+
+func (e *LocalCloseError) Error() string { return e.Reason }
+
+// sessionHooks lets the hub and the edge react to stream life.
+type sessionHooks struct {
+	// open is called by the hub's reader for each valid OPEN; it must not block.
+	open func(st *stream, hdr ProxyHeader)
+	// closed is called once per stream when it is gone.
+	closed func(st *stream)
+}
+
+type resetReq struct {
+	id     uint32
+	reason string
+}
+
+// session is one authenticated tunnel: a reader goroutine that dispatches
+// frames, a writer goroutine that owns the connection's write side and
+// schedules control frames first and stream frames round-robin, and the
+// streams multiplexed over it.
+type session struct {
+	conn       net.Conn
+	isHub      bool
+	log        *slog.Logger
+	tuning     Tuning
+	peerWindow uint32 // initial send credit of each stream
+	hooks      sessionHooks
+
+	fr *FrameReader
+	bw *bufio.Writer
+	fw *FrameWriter
+
+	// Write scheduling, guarded by wmu.
+	wmu         sync.Mutex
+	wake        chan struct{}
+	dataQ       []*stream // streams with one pending frame each, FIFO
+	spareQ      []*stream
+	wuQ         []*stream // streams with a pending window update
+	resets      []resetReq
+	pingPending bool
+	pingData    [8]byte
+	pongPending bool
+	pongData    [8]byte
+	goAway      string
+	wclosed     bool
+
+	mu      sync.Mutex
+	streams map[uint32]*stream
+	lastID  uint32 // hub: highest OPEN seen; edge: highest id allocated
+
+	recvFrames atomic.Uint64
+	ctx        context.Context
+	cancel     context.CancelFunc
+	closeOnce  sync.Once
+	closeErr   error
+	writerDone chan struct{}
+	wg         sync.WaitGroup // stream goroutines
+}
+
+func newSession(conn net.Conn, isHub bool, tuning Tuning, peerWindow uint32, log *slog.Logger, hooks sessionHooks) *session {
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &session{
+		conn: conn, isHub: isHub, log: log, tuning: tuning, peerWindow: peerWindow, hooks: hooks,
+		wake: make(chan struct{}, 1), streams: make(map[uint32]*stream),
+		ctx: ctx, cancel: cancel, writerDone: make(chan struct{}),
+	}
+	s.fr = NewFrameReader(conn)
+	s.fr.Limit = max(tuning.Window, maxGoAway)
+	s.bw = bufio.NewWriterSize(conn, writeBufSize)
+	s.fw = NewFrameWriter(s.bw)
+	return s
+}
+
+// dataType and closeType are what this side sends for stream bytes and FIN.
+func (s *session) dataType() FrameType {
+	if s.isHub {
+		return FrameDataBack
+	}
+	return FrameData
+}
+
+func (s *session) closeType() FrameType {
+	if s.isHub {
+		return FrameCloseBack
+	}
+	return FrameClose
+}
+
+// run serves the session until it ends and returns why. Every goroutine it
+// started has finished when it returns.
+func (s *session) run() error {
+	go s.writer()
+	kaDone := make(chan struct{})
+	go s.keepalive(kaDone)
+	err := s.safeReadLoop()
+	s.close(err)
+	<-s.writerDone
+	<-kaDone
+	s.abortAll()
+	s.wg.Wait()
+	return s.closeErr
+}
+
+// close ends the session once; the first reason wins. A local reason is
+// sent to the peer in a GOAWAY.
+func (s *session) close(reason error) {
+	s.closeOnce.Do(func() {
+		if reason == nil {
+			reason = errSessionClosed
+		}
+		s.closeErr = reason
+		var le *LocalCloseError
+		var pe *ProtocolError
+		s.wmu.Lock()
+		switch {
+		case errors.As(reason, &le):
+			s.goAway = le.Reason
+		case errors.As(reason, &pe):
+			s.goAway = pe.Error()
+		}
+		s.wmu.Unlock()
+		// Bound the final flush: a peer that stopped reading cannot hold us.
+		_ = s.conn.SetWriteDeadline(time.Now().Add(time.Second))
+		s.cancel()
+		s.signal()
+	})
+}
+
+func (s *session) done() <-chan struct{} { return s.ctx.Done() }
+
+func (s *session) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// goSafe runs fn on a goroutine counted in wg; a panic closes the session
+// instead of the process.
+func (s *session) goSafe(fn func()) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer s.recoverPanic()
+		fn()
+	}()
+}
+
+func (s *session) recoverPanic() {
+	if r := recover(); r != nil {
+		s.log.Error("internal error, closing tunnel", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+		s.close(&LocalCloseError{Reason: "internal error"})
+	}
+}
+
+func (s *session) safeReadLoop() (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("internal error in tunnel reader", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			err = &LocalCloseError{Reason: "internal error"}
+		}
+	}()
+	return s.readLoop()
+}
+
+func (s *session) readLoop() error {
+	for {
+		h, err := s.fr.ReadHeader()
+		if err != nil {
+			if errors.Is(err, ErrUnknownFrame) || errors.Is(err, ErrFrameTooLarge) || errors.Is(err, ErrTruncatedHeader) {
+				return protoErr("%v", err)
+			}
+			return s.readError(err)
+		}
+		s.recvFrames.Add(1)
+		if err := s.dispatch(h); err != nil {
+			return err
+		}
+	}
+}
+
+// readError turns a read failure into the reason the tunnel ended.
+func (s *session) readError(err error) error {
+	select {
+	case <-s.done():
+		return s.closeErr
+	default:
+	}
+	return fmt.Errorf("connection lost: %w", err)
+}
+
+func (s *session) dispatch(h FrameHeader) error {
+	switch h.Type {
+	case FramePing, FramePong, FrameGoAway:
+		if h.StreamID != 0 {
+			return protoErr("%s on stream %d", h.Type, h.StreamID)
+		}
+	default:
+		if h.StreamID == 0 {
+			return protoErr("%s on stream 0", h.Type)
+		}
+	}
+	switch h.Type {
+	case FramePing, FramePong:
+		if h.Length != 8 {
+			return protoErr("%s with %d bytes", h.Type, h.Length)
+		}
+		p, err := s.fr.ReadPayload(h)
+		if err != nil {
+			return s.readError(err)
+		}
+		if h.Type == FramePing {
+			s.wmu.Lock()
+			copy(s.pongData[:], p)
+			s.pongPending = true
+			s.wmu.Unlock()
+			s.signal()
+		}
+		return nil
+	case FrameGoAway:
+		if h.Length > maxGoAway {
+			return protoErr("GOAWAY of %d bytes", h.Length)
+		}
+		p, err := s.fr.ReadPayload(h)
+		if err != nil {
+			return s.readError(err)
+		}
+		return &RemoteCloseError{Reason: sanitizeReason(p)}
+	case FrameWindowUpdate:
+		if h.Length != 4 {
+			return protoErr("WINDOW_UPDATE with %d bytes", h.Length)
+		}
+		p, err := s.fr.ReadPayload(h)
+		if err != nil {
+			return s.readError(err)
+		}
+		inc := binary.BigEndian.Uint32(p)
+		st, err := s.lookup(h)
+		if st == nil || err != nil {
+			return err
+		}
+		return st.addCredit(inc)
+	case FrameReset:
+		if h.Length > maxResetReason {
+			return protoErr("RESET of %d bytes", h.Length)
+		}
+		p, err := s.fr.ReadPayload(h)
+		if err != nil {
+			return s.readError(err)
+		}
+		st, err := s.lookup(h)
+		if st == nil || err != nil {
+			return err
+		}
+		st.abort("reset by peer: "+sanitizeReason(p), false)
+		return nil
+	}
+	if s.isHub {
+		switch h.Type {
+		case FrameOpen:
+			return s.handleOpen(h)
+		case FrameData:
+			return s.handleData(h)
+		case FrameClose:
+			return s.handleClose(h)
+		}
+	} else {
+		switch h.Type {
+		case FrameDataBack:
+			return s.handleData(h)
+		case FrameCloseBack:
+			return s.handleClose(h)
+		}
+	}
+	return protoErr("unexpected %s frame", h.Type)
+}
+
+// lookup finds the stream of a frame. Frames for a stream that existed and is
+// gone are normal (they crossed its end on the wire) and yield nil, nil; a
+// stream id that was never opened is a protocol error.
+func (s *session) lookup(h FrameHeader) (*stream, error) {
+	s.mu.Lock()
+	st := s.streams[h.StreamID]
+	last := s.lastID
+	s.mu.Unlock()
+	if st == nil && h.StreamID > last {
+		return nil, protoErr("%s for stream %d, which was never opened", h.Type, h.StreamID)
+	}
+	return st, nil
+}
+
+func (s *session) handleOpen(h FrameHeader) error {
+	if h.Length > MaxProxyHeaderLen {
+		return protoErr("OPEN payload of %d bytes", h.Length)
+	}
+	p, err := s.fr.ReadPayload(h)
+	if err != nil {
+		return s.readError(err)
+	}
+	hdr, err := ParseProxyHeader(p)
+	if err != nil {
+		return protoErr("OPEN for stream %d: %v", h.StreamID, err)
+	}
+	s.mu.Lock()
+	if h.StreamID <= s.lastID {
+		s.mu.Unlock()
+		return protoErr("OPEN for stream %d, not above the last opened %d", h.StreamID, s.lastID)
+	}
+	s.lastID = h.StreamID
+	st := newStream(s, h.StreamID, nil)
+	s.streams[h.StreamID] = st
+	s.mu.Unlock()
+	s.hooks.open(st, hdr)
+	return nil
+}
+
+func (s *session) handleData(h FrameHeader) error {
+	st, err := s.lookup(h)
+	if err != nil {
+		return err
+	}
+	if st == nil || h.Length == 0 {
+		if _, err := s.fr.ReadPayload(h); err != nil { // discard
+			return s.readError(err)
+		}
+		return nil
+	}
+	bp := getBuf(int(h.Length))
+	if err := s.fr.ReadPayloadInto(*bp); err != nil {
+		putBuf(bp)
+		return s.readError(err)
+	}
+	return st.pushData(bp)
+}
+
+func (s *session) handleClose(h FrameHeader) error {
+	if h.Length != 0 {
+		return protoErr("%s with a payload", h.Type)
+	}
+	st, err := s.lookup(h)
+	if st == nil || err != nil {
+		return err
+	}
+	return st.remoteFinish()
+}
+
+func (s *session) removeStream(st *stream) {
+	s.mu.Lock()
+	delete(s.streams, st.id)
+	s.mu.Unlock()
+}
+
+func (s *session) activeStreams() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.streams)
+}
+
+func (s *session) abortAll() {
+	s.mu.Lock()
+	all := make([]*stream, 0, len(s.streams))
+	for _, st := range s.streams {
+		all = append(all, st)
+	}
+	s.mu.Unlock()
+	for _, st := range all {
+		st.abort("tunnel closed", false)
+	}
+}
+
+// sendStreamFrame queues one frame of st and waits until the writer has
+// taken its payload, so the caller may reuse the buffer afterwards.
+func (s *session) sendStreamFrame(st *stream, t FrameType, payload []byte) error {
+	s.wmu.Lock()
+	if s.wclosed {
+		s.wmu.Unlock()
+		return errSessionClosed
+	}
+	st.wtype, st.wbuf = t, payload
+	s.dataQ = append(s.dataQ, st)
+	s.wmu.Unlock()
+	s.signal()
+	return <-st.wdone
+}
+
+// queueWindowUpdate schedules a credit for st (coalesced per stream).
+func (s *session) queueWindowUpdate(st *stream, n uint32) {
+	s.wmu.Lock()
+	if st.wuPending == 0 {
+		s.wuQ = append(s.wuQ, st)
+	}
+	st.wuPending += n
+	s.wmu.Unlock()
+	s.signal()
+}
+
+func (s *session) queueReset(id uint32, reason string) {
+	if len(reason) > maxResetReason {
+		reason = reason[:maxResetReason]
+	}
+	s.wmu.Lock()
+	s.resets = append(s.resets, resetReq{id: id, reason: reason})
+	s.wmu.Unlock()
+	s.signal()
+}
+
+// writer owns the write side. Each round it writes the control frames first
+// (pong, ping, resets, window updates), then every stream frame queued at
+// that moment in FIFO order — each stream has at most one frame queued, so
+// streams with data take turns — and flushes when nothing is left.
+func (s *session) writer() {
+	defer close(s.writerDone)
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("internal error in tunnel writer", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			s.close(&LocalCloseError{Reason: "internal error"})
+		}
+		s.wmu.Lock()
+		s.wclosed = true
+		q := s.dataQ
+		s.dataQ = nil
+		s.wmu.Unlock()
+		for _, st := range q {
+			st.wbuf = nil
+			st.wdone <- errSessionClosed
+		}
+		_ = s.conn.Close()
+	}()
+	var (
+		resets []resetReq
+		wus    []*stream
+		wuVals []uint32
+		u32    [4]byte
+	)
+	for {
+		s.wmu.Lock()
+		q := s.dataQ
+		s.dataQ = s.spareQ[:0]
+		resets = append(resets[:0], s.resets...)
+		s.resets = s.resets[:0]
+		wus, wuVals = wus[:0], wuVals[:0]
+		for _, st := range s.wuQ {
+			wus = append(wus, st)
+			wuVals = append(wuVals, st.wuPending)
+			st.wuPending = 0
+		}
+		s.wuQ = s.wuQ[:0]
+		ping, pong := s.pingPending, s.pongPending
+		pingData, pongData := s.pingData, s.pongData
+		s.pingPending, s.pongPending = false, false
+		s.wmu.Unlock()
+
+		var err error
+		if pong {
+			err = s.fw.WriteFrame(0, FramePong, pongData[:])
+		}
+		if ping && err == nil {
+			err = s.fw.WriteFrame(0, FramePing, pingData[:])
+		}
+		for _, r := range resets {
+			if err == nil {
+				err = s.fw.WriteFrame(r.id, FrameReset, []byte(r.reason))
+			}
+		}
+		for i, st := range wus {
+			if err == nil {
+				binary.BigEndian.PutUint32(u32[:], wuVals[i])
+				err = s.fw.WriteFrame(st.id, FrameWindowUpdate, u32[:])
+			}
+		}
+		for i, st := range q {
+			if err == nil {
+				err = s.fw.WriteFrame(st.id, st.wtype, st.wbuf)
+			}
+			st.wbuf = nil
+			if err != nil {
+				st.wdone <- errSessionClosed
+			} else {
+				st.wdone <- nil
+			}
+			q[i] = nil
+		}
+		s.wmu.Lock()
+		s.spareQ = q[:0]
+		idle := len(s.dataQ) == 0 && len(s.resets) == 0 && len(s.wuQ) == 0 && !s.pingPending && !s.pongPending
+		s.wmu.Unlock()
+		if err == nil && idle {
+			err = s.bw.Flush()
+		}
+		if err != nil {
+			s.close(fmt.Errorf("connection lost: %w", err))
+			return
+		}
+		if !idle {
+			continue
+		}
+		select {
+		case <-s.wake:
+		case <-s.done():
+			s.wmu.Lock()
+			reason := s.goAway
+			s.wclosed = true
+			s.wmu.Unlock()
+			if reason != "" {
+				if len(reason) > maxGoAway {
+					reason = reason[:maxGoAway]
+				}
+				if s.fw.WriteFrame(0, FrameGoAway, []byte(reason)) == nil {
+					_ = s.bw.Flush()
+				}
+			}
+			return
+		}
+	}
+}
+
+// keepalive pings every interval and closes a session from which nothing has
+// arrived for the timeout. It looks often enough to notice within a few
+// seconds of the deadline.
+func (s *session) keepalive(done chan struct{}) {
+	defer close(done)
+	tick := min(s.tuning.KeepaliveInterval, s.tuning.KeepaliveTimeout/6)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	lastCount, lastSeen, lastPing := s.recvFrames.Load(), time.Now(), time.Now()
+	var seq uint64
+	for {
+		select {
+		case <-s.done():
+			return
+		case now := <-t.C:
+			if c := s.recvFrames.Load(); c != lastCount {
+				lastCount, lastSeen = c, now
+			} else if now.Sub(lastSeen) >= s.tuning.KeepaliveTimeout {
+				s.close(fmt.Errorf("keepalive timeout: nothing received for %s", now.Sub(lastSeen).Round(time.Second)))
+				return
+			}
+			if now.Sub(lastPing) < s.tuning.KeepaliveInterval {
+				continue
+			}
+			lastPing = now
+			seq++
+			s.wmu.Lock()
+			binary.BigEndian.PutUint64(s.pingData[:], seq)
+			s.pingPending = true
+			s.wmu.Unlock()
+			s.signal()
+		}
+	}
+}
+
+// startStream registers a new edge-side stream for conn and starts its
+// upstream, which sends OPEN with the given PROXY header first.
+func (s *session) startStream(conn net.Conn, header []byte) error {
+	s.mu.Lock()
+	select {
+	case <-s.done():
+		s.mu.Unlock()
+		return errSessionClosed
+	default:
+	}
+	if s.lastID == ^uint32(0) {
+		s.mu.Unlock()
+		s.close(&LocalCloseError{Reason: "stream ids exhausted, reconnecting"})
+		return errSessionClosed
+	}
+	s.lastID++
+	st := newStream(s, s.lastID, conn)
+	s.streams[st.id] = st
+	// Counted before the session can see it is done: run() waits for it.
+	s.goSafe(func() { st.upstream(header) })
+	s.mu.Unlock()
+	return nil
+}
