@@ -153,6 +153,27 @@ type rig struct {
 	target    *target
 	edgeAddr  string
 	secret    string
+	deadPort  int // an edge port with nothing behind it on the target host
+}
+
+// freePort returns a port that is free on both 127.0.0.1 and 127.0.0.2.
+func freePort(t testing.TB) int {
+	t.Helper()
+	for i := 0; i < 50; i++ {
+		l1, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := l1.Addr().(*net.TCPAddr).Port
+		l2, err := net.Listen("tcp", net.JoinHostPort("127.0.0.2", strconv.Itoa(p)))
+		l1.Close()
+		if err == nil {
+			l2.Close()
+			return p
+		}
+	}
+	t.Fatal("no free port")
+	return 0
 }
 
 type rigOptions struct {
@@ -160,6 +181,8 @@ type rigOptions struct {
 	secret  string // the edge's; the hub allows "s3cret-edge-1"
 	handler func(hdr string, c net.Conn, br *bufio.Reader)
 	noWait  bool
+	// extraPort adds a listen port on the edge with no target behind it.
+	extraPort bool
 }
 
 func startRig(t testing.TB, o rigOptions) *rig {
@@ -180,8 +203,13 @@ func startRig(t testing.TB, o rigOptions) *rig {
 		t.Fatalf("StartHub: %v", err)
 	}
 	t.Cleanup(func() { r.hub.Close() })
+	ports := []int{r.target.port}
+	if o.extraPort {
+		r.deadPort = freePort(t)
+		ports = append(ports, r.deadPort)
+	}
 	r.edge, err = StartEdge(EdgeConfig{HubHost: "127.0.0.1", HubPort: r.hub.Port(), EdgeID: "edge-1", Secret: o.secret,
-		ListenHost: "127.0.0.1", ListenPorts: []int{r.target.port}, StunInterval: -1,
+		ListenHost: "127.0.0.1", ListenPorts: ports, StunInterval: -1,
 		ReconnectMin: 50 * time.Millisecond, ReconnectMax: 200 * time.Millisecond, Tuning: o.tuning,
 		Logger: testLogger(t).With("t", "edge"), Events: r.edgeEvts.sink})
 	if err != nil {
@@ -191,6 +219,7 @@ func startRig(t testing.TB, o rigOptions) *rig {
 	r.edgeAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(r.target.port))
 	if !o.noWait {
 		r.edgeEvts.wait(t, 0, 10*time.Second, named(EventTunnelConnected))
+		r.hubEvents.wait(t, 0, 10*time.Second, named(EventEdgeConnected))
 	}
 	return r
 }

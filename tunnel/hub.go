@@ -385,5 +385,5 @@ func (h *Hub) dialTarget(st *stream, hdr ProxyHeader) {
 	if !st.attach(conn) {
 		return
 	}
-	st.upstream(nil)
+	st.upstream()
 }

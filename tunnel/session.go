@@ -609,26 +609,40 @@ func (s *session) keepalive(done chan struct{}) {
 	}
 }
 
-// startStream registers a new edge-side stream for conn and starts its
-// upstream, which sends OPEN with the given PROXY header first.
+// startStream registers a new edge-side stream for conn, queues its OPEN
+// with the given PROXY header and starts its upstream. Ids are allocated and
+// OPENs queued under the writer's lock, so they reach the hub in id order.
 func (s *session) startStream(conn net.Conn, header []byte) error {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	select {
 	case <-s.done():
-		s.mu.Unlock()
 		return errSessionClosed
 	default:
 	}
 	if s.lastID == ^uint32(0) {
-		s.mu.Unlock()
 		s.close(&LocalCloseError{Reason: "stream ids exhausted, reconnecting"})
+		return errSessionClosed
+	}
+	s.wmu.Lock()
+	if s.wclosed {
+		s.wmu.Unlock()
 		return errSessionClosed
 	}
 	s.lastID++
 	st := newStream(s, s.lastID, conn)
 	s.streams[st.id] = st
+	st.wtype, st.wbuf = FrameOpen, header
+	s.dataQ = append(s.dataQ, st)
+	s.wmu.Unlock()
+	s.signal()
 	// Counted before the session can see it is done: run() waits for it.
-	s.goSafe(func() { st.upstream(header) })
-	s.mu.Unlock()
+	s.goSafe(func() {
+		if err := <-st.wdone; err != nil {
+			st.abort("tunnel closed", false)
+			return
+		}
+		st.upstream()
+	})
 	return nil
 }

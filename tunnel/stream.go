@@ -203,15 +203,8 @@ func (st *stream) drain() {
 	}
 }
 
-// upstream reads conn and sends its bytes to the peer. On the edge it first
-// sends OPEN with the PROXY header.
-func (st *stream) upstream(open []byte) {
-	if open != nil {
-		if err := st.sess.sendStreamFrame(st, FrameOpen, open); err != nil {
-			st.abort("tunnel closed", false)
-			return
-		}
-	}
+// upstream reads conn and sends its bytes to the peer.
+func (st *stream) upstream() {
 	dataType, closeType := st.sess.dataType(), st.sess.closeType()
 	for {
 		limit, ok := st.waitCredit()

@@ -38,7 +38,8 @@ const (
 // The host is resolved with ctx; an IPv4 address is preferred unless the host
 // is an IPv6 literal or only has IPv6 addresses. The request is retransmitted
 // with doubling intervals (250 ms, 500 ms, 1 s, ...) until a response arrives
-// or ctx ends; when ctx has no deadline, the whole exchange is bounded by 5 s.
+// or ctx ends; when ctx has no deadline, the whole call (resolution included)
+// is bounded by 5 s.
 // Datagrams that are not a Binding response to this transaction are ignored.
 //
 // The returned address is taken from XOR-MAPPED-ADDRESS, or MAPPED-ADDRESS
@@ -46,11 +47,6 @@ const (
 // ephemeral socket used for the probe: the IP is what matters, the port only
 // says something about the NAT mapping of that one socket.
 func DiscoverPublicIP(ctx context.Context, server string) (netip.AddrPort, error) {
-	raddr, err := stunResolve(ctx, server)
-	if err != nil {
-		return netip.AddrPort{}, err
-	}
-
 	budget := stunDefaultTimeout
 	if d, ok := ctx.Deadline(); ok {
 		budget = max(time.Until(d).Round(time.Millisecond), 0)
@@ -60,6 +56,11 @@ func DiscoverPublicIP(ctx context.Context, server string) (netip.AddrPort, error
 		defer cancel()
 	}
 	deadline, _ := ctx.Deadline()
+
+	raddr, err := stunResolve(ctx, server)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
 
 	network := "udp4"
 	if raddr.Addr().Is6() {
