@@ -1,0 +1,99 @@
+import { RemoteIngressBase } from './classes.remoteingressbase.js';
+import type { EngineProcess } from './classes.engineprocess.js';
+import type {
+  IAllowedEdge,
+  IHubConfig,
+  IHubEvents,
+  IHubStartResult,
+  IHubStatus,
+  IRemoteIngressOptions,
+} from './interfaces.js';
+
+const HUB_EVENTS = ['edgeConnected', 'edgeDisconnected', 'streamOpened', 'streamClosed'] as const;
+
+function validateEdges(edges: IAllowedEdge[]): IAllowedEdge[] {
+  if (!Array.isArray(edges)) {
+    throw new TypeError('updateAllowedEdges expects an array of { id, secret }');
+  }
+  const seen = new Set<string>();
+  return edges.map((edge, i) => {
+    if (!edge || typeof edge !== 'object') {
+      throw new TypeError(`updateAllowedEdges: entry ${i} is not an object { id, secret }`);
+    }
+    if (typeof edge.id !== 'string' || edge.id === '') {
+      throw new TypeError(`updateAllowedEdges: entry ${i} has an empty or missing id`);
+    }
+    if (typeof edge.secret !== 'string' || edge.secret === '') {
+      throw new TypeError(`updateAllowedEdges: edge "${edge.id}" has an empty or missing secret`);
+    }
+    if (seen.has(edge.id)) {
+      throw new TypeError(`updateAllowedEdges: duplicate edge id "${edge.id}"`);
+    }
+    seen.add(edge.id);
+    return { ...edge };
+  });
+}
+
+/**
+ * The private side: accepts TLS tunnels from edges and forwards each stream
+ * to `targetHost:<port the client used>` with a PROXY protocol v1 header.
+ *
+ * Events: edgeConnected, edgeDisconnected, streamOpened, streamClosed
+ * (data as in the contract), plus 'log' (engine stderr lines) and 'exit'
+ * (the engine ended without stop()).
+ */
+export class RemoteIngressHub extends RemoteIngressBase {
+  protected readonly role = 'hub' as const;
+  protected readonly className = 'RemoteIngressHub';
+  protected readonly engineEvents = HUB_EVENTS;
+  protected readonly stopMethod = 'stopHub';
+
+  /** The allow-list, kept across start()/stop() and (re)sent after startHub. */
+  private allowedEdges: IAllowedEdge[] | null = null;
+
+  constructor(options: IRemoteIngressOptions = {}) {
+    super(options);
+  }
+
+  /** Spawn the engine and start the tunnel listener. */
+  public async start(config: IHubConfig = {}): Promise<void> {
+    const { binaryPath, ...params } = config ?? {};
+    await this.startEngine(binaryPath, async (engine: EngineProcess) => {
+      await engine.request<IHubStartResult>('startHub', params);
+      if (this.allowedEdges) {
+        await engine.request('updateAllowedEdges', { edges: this.allowedEdges });
+      }
+    });
+  }
+
+  /**
+   * Replace the list of edges allowed to connect. Connected edges that are no
+   * longer allowed (or whose secret changed) are disconnected. Before start()
+   * the list is kept and applied right after the hub starts.
+   */
+  public async updateAllowedEdges(edges: IAllowedEdge[]): Promise<void> {
+    const list = validateEdges(edges);
+    await this.settled();
+    if (this.engine && this.engine.alive) {
+      await this.engine.request('updateAllowedEdges', { edges: list });
+    }
+    this.allowedEdges = list;
+  }
+
+  /** Current hub status (a not-running status when the hub is stopped). */
+  public async getStatus(): Promise<IHubStatus> {
+    if (!this.engine || !this.engine.alive) {
+      return { running: false, tunnelPort: 0, connectedEdges: [] };
+    }
+    return this.engine.request<IHubStatus>('getHubStatus', {});
+  }
+}
+
+export interface RemoteIngressHub {
+  on<K extends keyof IHubEvents>(event: K, listener: (data: IHubEvents[K]) => void): this;
+  on(event: string | symbol, listener: (...args: any[]) => void): this;
+  once<K extends keyof IHubEvents>(event: K, listener: (data: IHubEvents[K]) => void): this;
+  once(event: string | symbol, listener: (...args: any[]) => void): this;
+  off<K extends keyof IHubEvents>(event: K, listener: (data: IHubEvents[K]) => void): this;
+  off(event: string | symbol, listener: (...args: any[]) => void): this;
+}

@@ -1,0 +1,167 @@
+/**
+ * Public types of @serve.zone/remoteingress.
+ *
+ * Field names and shapes follow the remoteingress contract (sections 3 and 4):
+ * the config objects are sent to the engine as the params of startHub /
+ * startEdge (minus `binaryPath`, which only this package uses), and the status
+ * and event objects are what the engine reports. The engine may add fields;
+ * those listed here are always present.
+ */
+
+/** A logger compatible with @push.rocks/smartrust's IRustBridgeLogger. */
+export interface IRemoteIngressLogger {
+  log(level: string, message: string, data?: Record<string, any>): void;
+}
+
+/** Options given to the RemoteIngressHub / RemoteIngressEdge constructor. */
+export interface IRemoteIngressOptions {
+  /**
+   * Path of the remoteingress-bin engine. When set, only this file is used
+   * (no fallback). A `binaryPath` in the config of start() wins over this one.
+   */
+  binaryPath?: string;
+  /** Receives the engine's log lines (its stderr) and the bridge's own messages. */
+  logger?: IRemoteIngressLogger;
+  /** How long one management request may take (ms). Default 30000. */
+  requestTimeoutMs?: number;
+  /** How long the engine may take to report ready after spawning (ms). Default 10000. */
+  readyTimeoutMs?: number;
+}
+
+// ---------------------------------------------------------------- hub
+
+export interface IHubConfig {
+  /** Port the hub listens on for edge tunnels. Default 8443; 0 = any free port. */
+  tunnelPort?: number;
+  /** Host streams are forwarded to (SmartProxy). Default 127.0.0.1. */
+  targetHost?: string;
+  /** PEM certificate for the tunnel listener (with tlsKeyPem); else a self-signed one is generated. */
+  tlsCertPem?: string;
+  /** PEM private key matching tlsCertPem. */
+  tlsKeyPem?: string;
+  /** Engine binary to use for this start (see IRemoteIngressOptions.binaryPath). Not sent to the engine. */
+  binaryPath?: string;
+}
+
+export interface IAllowedEdge {
+  id: string;
+  secret: string;
+}
+
+export interface IConnectedEdgeStatus {
+  edgeId: string;
+  /** Unix time in seconds. */
+  connectedAt: number;
+  activeStreams: number;
+  [extra: string]: unknown;
+}
+
+export interface IHubStatus {
+  running: boolean;
+  /** The bound tunnel port (0 when not running). */
+  tunnelPort: number;
+  connectedEdges: IConnectedEdgeStatus[];
+  [extra: string]: unknown;
+}
+
+export interface IEdgeConnectedEvent {
+  edgeId: string;
+  [extra: string]: unknown;
+}
+
+export interface IEdgeDisconnectedEvent {
+  edgeId: string;
+  reason: string;
+  [extra: string]: unknown;
+}
+
+export interface IStreamEvent {
+  edgeId: string;
+  /** The tunnel frame's stream id. */
+  streamId: number;
+  [extra: string]: unknown;
+}
+
+// ---------------------------------------------------------------- edge
+
+export interface IEdgeConfig {
+  /** Hostname or IP of the hub. */
+  hubHost: string;
+  /** Hub tunnel port. Default 8443. */
+  hubPort?: number;
+  /** This edge's id, as registered on the hub with updateAllowedEdges. */
+  edgeId: string;
+  /** Shared secret, as registered on the hub. */
+  secret: string;
+  /** Public ports to accept client TCP connections on. */
+  listenPorts: number[];
+  /** Address to bind the listen ports to. Default: all interfaces. */
+  listenHost?: string;
+  /** STUN refresh interval in seconds. Default 300. */
+  stunIntervalSecs?: number;
+  /** STUN server host:port. Default stun.cloudflare.com:3478. */
+  stunServer?: string;
+  /** Engine binary to use for this start (see IRemoteIngressOptions.binaryPath). Not sent to the engine. */
+  binaryPath?: string;
+}
+
+export interface IEdgeStatus {
+  running: boolean;
+  connected: boolean;
+  publicIp: string | null;
+  activeStreams: number;
+  listenPorts: number[];
+  [extra: string]: unknown;
+}
+
+export interface ITunnelConnectedEvent {
+  [extra: string]: unknown;
+}
+
+export interface ITunnelDisconnectedEvent {
+  reason: string;
+  [extra: string]: unknown;
+}
+
+export interface IPublicIpDiscoveredEvent {
+  ip: string;
+  [extra: string]: unknown;
+}
+
+// ---------------------------------------------------------------- both
+
+/** Data of the 'exit' event: the engine process ended without stop() being called. */
+export interface IExitEvent {
+  code: number | null;
+  signal: string | null;
+}
+
+/** Data of the 'log' event: one line the engine wrote to stderr. */
+export interface ILogEvent {
+  level: string;
+  message: string;
+}
+
+export interface IHubEvents {
+  edgeConnected: IEdgeConnectedEvent;
+  edgeDisconnected: IEdgeDisconnectedEvent;
+  streamOpened: IStreamEvent;
+  streamClosed: IStreamEvent;
+  exit: IExitEvent;
+  log: ILogEvent;
+}
+
+export interface IEdgeEvents {
+  tunnelConnected: ITunnelConnectedEvent;
+  tunnelDisconnected: ITunnelDisconnectedEvent;
+  publicIpDiscovered: IPublicIpDiscoveredEvent;
+  exit: IExitEvent;
+  log: ILogEvent;
+}
+
+/** Result of the engine's startHub. */
+export interface IHubStartResult {
+  started: boolean;
+  tunnelPort: number;
+  [extra: string]: unknown;
+}
