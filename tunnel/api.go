@@ -108,6 +108,8 @@ type HubStatus struct {
 	Running        bool            `json:"running"`
 	TunnelPort     int             `json:"tunnelPort"`
 	ConnectedEdges []ConnectedEdge `json:"connectedEdges"`
+	// CertSha256 is the SHA-256 fingerprint of the hub's certificate (hex), for pinning.
+	CertSha256 string `json:"certSha256,omitempty"`
 }
 
 // ConnectedEdge describes one authenticated tunnel in HubStatus.
@@ -150,4 +152,8 @@ type EdgeStatus struct {
 	PublicIP      *string `json:"publicIp"`
 	ActiveStreams int     `json:"activeStreams"`
 	ListenPorts   []int   `json:"listenPorts"`
+	// LastError says why the tunnel is down ("" while connected or never tried).
+	LastError string `json:"lastError,omitempty"`
+	// ReconnectAttempts counts failed connection attempts since the last success.
+	ReconnectAttempts int `json:"reconnectAttempts"`
 }

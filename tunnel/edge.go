@@ -131,7 +131,8 @@ func (c *EdgeConfig) normalize() error {
 func (e *Edge) Status() EdgeStatus {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	st := EdgeStatus{Running: !e.closed, Connected: e.sess != nil, ListenPorts: append([]int{}, e.ports...)}
+	st := EdgeStatus{Running: !e.closed, Connected: e.sess != nil, ListenPorts: append([]int{}, e.ports...),
+		LastError: e.lastError, ReconnectAttempts: e.attempts}
 	if e.publicIP != "" {
 		ip := e.publicIP
 		st.PublicIP = &ip

@@ -172,7 +172,7 @@ func (h *Hub) lookupSecret(id string) (string, bool) {
 // Status reports the hub's state.
 func (h *Hub) Status() HubStatus {
 	h.mu.Lock()
-	st := HubStatus{Running: !h.closed, TunnelPort: h.port, ConnectedEdges: []ConnectedEdge{}}
+	st := HubStatus{Running: !h.closed, TunnelPort: h.port, ConnectedEdges: []ConnectedEdge{}, CertSha256: h.fingerprint}
 	for _, e := range h.edges {
 		st.ConnectedEdges = append(st.ConnectedEdges, ConnectedEdge{
 			EdgeID: e.id, ConnectedAt: e.connectedAt.Unix(), ActiveStreams: e.sess.activeStreams(), RemoteAddr: e.remote,

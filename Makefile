@@ -1,0 +1,61 @@
+# remoteingress: Go engine (remoteingress-bin) + TypeScript package.
+# `make demo` runs the real thing on loopback; `make test` runs every test.
+
+GO       ?= go
+BIN      := remoteingress-bin
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || node -p "require('./package.json').version" 2>/dev/null || echo dev)
+LDFLAGS  := -s -w -X main.version=$(VERSION)
+FUZZTIME ?= 10s
+
+.PHONY: all build dist ts node_modules test test-go test-ts fuzz demo bench vet clean
+
+all: build ts
+
+## build: the host binary at dist_bin/remoteingress-bin
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist_bin/$(BIN) ./cmd/$(BIN)
+
+## dist: static linux/amd64 and linux/arm64 binaries
+dist:
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist_bin/$(BIN)_linux_amd64 ./cmd/$(BIN)
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist_bin/$(BIN)_linux_arm64 ./cmd/$(BIN)
+
+node_modules: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch node_modules
+
+## ts: the TypeScript package at dist_ts/
+ts: node_modules
+	npm run build
+
+vet:
+	$(GO) vet ./...
+
+## test: Go tests with the race detector, then the TypeScript tests against the built binary
+test: vet test-go test-ts
+
+test-go:
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+test-ts: build ts
+	REMOTEINGRESS_BINARY=$(CURDIR)/dist_bin/$(BIN) npm test
+
+## fuzz: every fuzz target for FUZZTIME each
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "fuzz $$pkg $$f ($(FUZZTIME))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+## demo: hub + edge + HTTP target on loopback, three requests through the tunnel
+demo: build ts
+	node scripts/demo.mjs
+
+## bench: Go benchmarks of the hot paths
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+clean:
+	rm -rf dist_bin dist_ts
