@@ -16,8 +16,12 @@ type Backoff struct {
 
 // Delay is the wait before retry number attempt (0 for the first retry).
 func (b Backoff) Delay(attempt int) time.Duration {
-	d := b.Min
+	d := max(b.Min, 1)
 	for i := 0; i < attempt && d < b.Max; i++ {
+		if d > b.Max/2 {
+			d = b.Max
+			break
+		}
 		d *= 2
 	}
 	d = min(d, b.Max)

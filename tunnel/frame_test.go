@@ -43,7 +43,7 @@ func unitRaceEnabled() bool {
 	return false
 }
 
-func mustHex(t testing.TB, s string) []byte {
+func codecHex(t testing.TB, s string) []byte {
 	t.Helper()
 	b, err := hex.DecodeString(strings.ReplaceAll(s, " ", ""))
 	if err != nil {
@@ -80,7 +80,7 @@ func TestFrameHeaderLayout(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(fmt.Sprintf("%s/%#x", tc.h.Type, tc.h.StreamID), func(t *testing.T) {
-			want := mustHex(t, tc.wire)
+			want := codecHex(t, tc.wire)
 
 			// PutHeader writes exactly the first 9 bytes.
 			buf := bytes.Repeat([]byte{0xEE}, HeaderLen+3)
@@ -284,7 +284,7 @@ func TestFrameWriterWrites(t *testing.T) {
 		if err := NewFrameWriter(w).WriteFrame(0x01020304, FrameData, []byte("hello")); err != nil {
 			t.Fatal(err)
 		}
-		want := [][]byte{mustHex(t, "01 02 03 04 02 00 00 00 05"), []byte("hello")}
+		want := [][]byte{codecHex(t, "01 02 03 04 02 00 00 00 05"), []byte("hello")}
 		if diff := cmp.Diff(want, w.writes); diff != "" {
 			t.Errorf("writes (-want +got):\n%s", diff)
 		}
@@ -294,7 +294,7 @@ func TestFrameWriterWrites(t *testing.T) {
 		if err := NewFrameWriter(w).WriteFrame(5, FrameClose, nil); err != nil {
 			t.Fatal(err)
 		}
-		want := [][]byte{mustHex(t, "00 00 00 05 03 00 00 00 00")}
+		want := [][]byte{codecHex(t, "00 00 00 05 03 00 00 00 00")}
 		if diff := cmp.Diff(want, w.writes); diff != "" {
 			t.Errorf("writes (-want +got):\n%s", diff)
 		}
@@ -331,6 +331,7 @@ func TestParseHeaderRejects(t *testing.T) {
 		{"type 0x14", "00 00 00 01 14 00 00 00 00", MaxPayload, ErrUnknownFrame},
 		{"type 0xff", "00 00 00 01 ff 00 00 00 00", MaxPayload, ErrUnknownFrame},
 		{"above MaxPayload", "00 00 00 01 02 01 00 00 01", MaxPayload, ErrFrameTooLarge},
+		{"above MaxPayload with limit MaxPayload+1", "00 00 00 01 02 01 00 00 01", MaxPayload + 1, ErrFrameTooLarge},
 		{"above MaxPayload with a larger limit", "00 00 00 01 02 01 00 00 01", 1 << 31, ErrFrameTooLarge},
 		{"max uint32 length", "00 00 00 01 02 ff ff ff ff", 0xFFFFFFFF, ErrFrameTooLarge},
 		{"above limit", "00 00 00 00 10 00 00 02 01", 512, ErrFrameTooLarge},
@@ -338,7 +339,7 @@ func TestParseHeaderRejects(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := ParseHeader(mustHex(t, tc.wire), tc.limit)
+			_, err := ParseHeader(codecHex(t, tc.wire), tc.limit)
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("ParseHeader = %v, want %v", err, tc.want)
 			}
@@ -354,7 +355,7 @@ func TestParseHeaderRejects(t *testing.T) {
 		{"00 00 00 00 02 01 00 00 00", 1 << 31},
 		{"00 00 00 00 03 00 00 00 00", 0},
 	} {
-		if _, err := ParseHeader(mustHex(t, tc.wire), tc.limit); err != nil {
+		if _, err := ParseHeader(codecHex(t, tc.wire), tc.limit); err != nil {
 			t.Errorf("ParseHeader(%s, limit %d) = %v, want accepted", tc.wire, tc.limit, err)
 		}
 	}
@@ -400,7 +401,7 @@ func TestFrameReaderRejects(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			wire := mustHex(t, tc.wire)
+			wire := codecHex(t, tc.wire)
 			for _, mode := range []string{"ReadFrame", "ReadPayloadInto"} {
 				for _, wrap := range []string{"plain", "one-byte"} {
 					var r io.Reader = bytes.NewReader(wire)
@@ -437,7 +438,7 @@ func TestFrameReaderRejects(t *testing.T) {
 
 	t.Run("reader error is passed through", func(t *testing.T) {
 		for _, wire := range []string{"", "00 00 00", hdr5 + " 68 65"} {
-			fr := NewFrameReader(&codecErrReader{data: mustHex(t, wire), err: errCodecWrite})
+			fr := NewFrameReader(&codecErrReader{data: codecHex(t, wire), err: errCodecWrite})
 			_, _, err := fr.ReadFrame()
 			if !errors.Is(err, errCodecWrite) {
 				t.Errorf("after %q: err = %v, want the reader's error", wire, err)
