@@ -1,0 +1,163 @@
+package bridge
+
+import (
+	"encoding/json"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// These tests drive the real engine of package tunnel through the bridge.
+
+// notImplemented skips the test while the engine is a stub.
+func notImplemented(t *testing.T, r reply) {
+	t.Helper()
+	if !r.ok && r.message == "not implemented yet" {
+		t.Skip("the engine is not implemented yet")
+	}
+}
+
+// freePort returns a TCP port that was just free on 127.0.0.1.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// closedPort returns a TCP port on 127.0.0.1 with nothing listening.
+func closedPort(t *testing.T) int { return freePort(t) }
+
+// realEdgeParams are startEdge params for the real engine, all on 127.0.0.1, without STUN.
+func realEdgeParams(hubPort, listenPort int, secret string) map[string]any {
+	return map[string]any{
+		"hubHost": "127.0.0.1", "hubPort": hubPort, "edgeId": "edge-1", "secret": secret,
+		"listenPorts": []int{listenPort}, "listenHost": "127.0.0.1", "stunIntervalSecs": 0,
+	}
+}
+
+func TestRealHubAndEdgeThroughTheBridge(t *testing.T) {
+	const secret = "bridge-test-secret-7f3a"
+	s := startSession(t, Management, tunnelEngine())
+	s.skipReady()
+
+	s.mustCall("updateAllowedEdges", edgesParam("edge-1", secret))
+	r := s.call("startHub", map[string]any{"tunnelPort": 0, "listenHost": "127.0.0.1", "targetHost": "127.0.0.2"})
+	notImplemented(t, r)
+	if !r.ok {
+		t.Fatalf("startHub: %s", r.message)
+	}
+	var started struct {
+		Started    bool `json:"started"`
+		TunnelPort int  `json:"tunnelPort"`
+	}
+	if err := json.Unmarshal(r.result, &started); err != nil || !started.Started || started.TunnelPort <= 0 {
+		t.Fatalf("startHub result %s", r.result)
+	}
+	if r := s.call("startHub", map[string]any{"tunnelPort": 0}); r.ok || r.message != "hub is already running" {
+		t.Fatalf("second startHub: %+v", r)
+	}
+
+	listen := freePort(t)
+	s.mustCall("startEdge", realEdgeParams(started.TunnelPort, listen, secret))
+	isEvent := func(name string) func(msg) bool { return func(m msg) bool { return m.Event == name } }
+	if m := s.waitFor(isEvent("edgeConnected")); !strings.Contains(string(m.Data), `"edgeId":"edge-1"`) {
+		t.Fatalf("edgeConnected: %s", m.raw)
+	}
+	s.waitFor(isEvent("tunnelConnected"))
+
+	hub := s.mustCall("getHubStatus", nil)
+	var hs struct {
+		Running        bool `json:"running"`
+		TunnelPort     int  `json:"tunnelPort"`
+		ConnectedEdges []struct {
+			EdgeID      string `json:"edgeId"`
+			ConnectedAt int64  `json:"connectedAt"`
+		} `json:"connectedEdges"`
+	}
+	if err := json.Unmarshal(hub, &hs); err != nil || !hs.Running || hs.TunnelPort != started.TunnelPort ||
+		len(hs.ConnectedEdges) != 1 || hs.ConnectedEdges[0].EdgeID != "edge-1" || hs.ConnectedEdges[0].ConnectedAt == 0 {
+		t.Fatalf("getHubStatus %s", hub)
+	}
+	edge := s.mustCall("getEdgeStatus", nil)
+	if diff := diffFields(t, `{"running":true,"connected":true,"listenPorts":[`+strconv.Itoa(listen)+`]}`, edge); diff != "" {
+		t.Fatalf("getEdgeStatus (-want +got):\n%s", diff)
+	}
+
+	// Revoking the edge disconnects it at once.
+	s.mustCall("updateAllowedEdges", edgesParam())
+	if m := s.waitFor(isEvent("edgeDisconnected")); !strings.Contains(string(m.Data), `"edgeId":"edge-1"`) {
+		t.Fatalf("edgeDisconnected: %s", m.raw)
+	}
+	s.mustCall("stopEdge", nil)
+	s.mustCall("stopHub", nil)
+	if diff := diffFields(t, `{"running":false,"tunnelPort":0,"connectedEdges":[]}`, s.mustCall("getHubStatus", nil)); diff != "" {
+		t.Fatalf("getHubStatus after stop (-want +got):\n%s", diff)
+	}
+	s.closeInput()
+	if err := s.wait(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if strings.Contains(s.out.String(), secret) || strings.Contains(s.logs.String(), secret) {
+		t.Fatalf("the secret was written:\nout:\n%s\nlogs:\n%s", s.out.String(), s.logs.String())
+	}
+}
+
+func TestRealEdgeWithUnreachableHub(t *testing.T) {
+	const secret = "unreachable-secret-91bc"
+	s := startSession(t, JSONRPC, tunnelEngine())
+	s.skipReady()
+	listen := freePort(t)
+	r := s.call("startEdge", realEdgeParams(closedPort(t), listen, secret))
+	notImplemented(t, r)
+	if !r.ok {
+		t.Fatalf("startEdge: %s", r.message)
+	}
+	if diff := diffFields(t, `{"running":true,"connected":false,"listenPorts":[`+strconv.Itoa(listen)+`]}`, s.mustCall("getEdgeStatus", nil)); diff != "" {
+		t.Fatalf("getEdgeStatus (-want +got):\n%s", diff)
+	}
+	if r := s.call("startEdge", realEdgeParams(closedPort(t), freePort(t), secret)); r.ok || r.message != "edge is already running" {
+		t.Fatalf("second startEdge: %+v", r)
+	}
+	s.mustCall("stopEdge", nil)
+	s.closeInput()
+	if err := s.wait(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if strings.Contains(s.out.String(), secret) || strings.Contains(s.logs.String(), secret) {
+		t.Fatalf("the secret was written:\nout:\n%s\nlogs:\n%s", s.out.String(), s.logs.String())
+	}
+}
+
+func TestRealPortInUseIsNamed(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	port := busy.Addr().(*net.TCPAddr).Port
+	s := startSession(t, JSONRPC, tunnelEngine())
+	s.skipReady()
+
+	r := s.call("startHub", map[string]any{"tunnelPort": port, "listenHost": "127.0.0.1"})
+	notImplemented(t, r)
+	if r.ok || r.code != CodeOperationFailed || !strings.Contains(r.message, strconv.Itoa(port)) {
+		t.Fatalf("startHub on a busy port: %+v", r)
+	}
+	r = s.call("startEdge", realEdgeParams(closedPort(t), port, "x"))
+	notImplemented(t, r)
+	if r.ok || r.code != CodeOperationFailed || !strings.Contains(r.message, strconv.Itoa(port)) {
+		t.Fatalf("startEdge on a busy port: %+v", r)
+	}
+	// Nothing is left running after the failures.
+	if diff := diffFields(t, `{"running":false}`, s.mustCall("getHubStatus", nil)); diff != "" {
+		t.Fatal(diff)
+	}
+	if diff := diffFields(t, `{"running":false}`, s.mustCall("getEdgeStatus", nil)); diff != "" {
+		t.Fatal(diff)
+	}
+}

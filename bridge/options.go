@@ -1,0 +1,82 @@
+package bridge
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Dialect selects the wire format spoken on the input and output streams.
+type Dialect int
+
+const (
+	// Management is the newline-delimited JSON dialect of @push.rocks/smartrust's RustBridge.
+	Management Dialect = iota + 1
+	// JSONRPC is plain JSON-RPC 2.0, one object per line.
+	JSONRPC
+)
+
+// String returns the dialect's command-line name.
+func (d Dialect) String() string {
+	switch d {
+	case Management:
+		return "management"
+	case JSONRPC:
+		return "jsonrpc"
+	default:
+		return fmt.Sprintf("Dialect(%d)", int(d))
+	}
+}
+
+const (
+	// MaxLineBytes is the longest request line accepted (50 MiB, RustBridge's
+	// default maxPayloadSize), not counting the newline. Longer lines are
+	// discarded in pieces and answered with an error.
+	MaxLineBytes = 50 << 20
+
+	// DefaultEventQueueSize is how many events may wait for the output before
+	// further events are dropped and counted.
+	DefaultEventQueueSize = 8192
+
+	// DefaultShutdownTimeout bounds the graceful shutdown of Run: stopping the
+	// hub and the edge and flushing queued events. At the end of input, up to
+	// one more second goes first to answering the requests already read.
+	DefaultShutdownTimeout = 3 * time.Second
+)
+
+// Options configures Run. The zero value of every field but Dialect takes a default.
+type Options struct {
+	// Dialect is the wire format; it must be Management or JSONRPC.
+	Dialect Dialect
+	// Version is reported in the ready event.
+	Version string
+	// Logger receives diagnostics; nil discards them. Params and secrets are never logged.
+	Logger *slog.Logger
+	// EventQueueSize bounds the event queue (default DefaultEventQueueSize).
+	EventQueueSize int
+	// ShutdownTimeout bounds the graceful shutdown (default DefaultShutdownTimeout).
+	ShutdownTimeout time.Duration
+
+	// maxLineBytes overrides MaxLineBytes in tests.
+	maxLineBytes int
+}
+
+// withDefaults returns o with every unset field at its default.
+func (o Options) withDefaults() (Options, error) {
+	if o.Dialect != Management && o.Dialect != JSONRPC {
+		return o, fmt.Errorf("bridge: unknown dialect %v", o.Dialect)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.EventQueueSize <= 0 {
+		o.EventQueueSize = DefaultEventQueueSize
+	}
+	if o.ShutdownTimeout <= 0 {
+		o.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if o.maxLineBytes <= 0 {
+		o.maxLineBytes = MaxLineBytes
+	}
+	return o, nil
+}
