@@ -84,6 +84,10 @@ type Tuning struct {
 	KeepaliveTimeout time.Duration
 	// HandshakeTimeout bounds TLS plus authentication (default 10 s).
 	HandshakeTimeout time.Duration
+	// MaxStreams caps the concurrent streams of one tunnel (default 65536).
+	// The edge refuses clients beyond it; an edge that opens more is in
+	// violation of the protocol.
+	MaxStreams int
 }
 
 // HubConfig configures a Hub.
@@ -98,6 +102,9 @@ type HubConfig struct {
 	TLSCertPEM, TLSKeyPEM string
 	// DialTimeout bounds the dial to the target (default 10 s).
 	DialTimeout time.Duration
+	// MaxPendingHandshakes caps connections that have not authenticated yet
+	// (default 256); beyond it the oldest is dropped to make room.
+	MaxPendingHandshakes int
 	Tuning
 	Logger *slog.Logger
 	Events EventSink
@@ -110,6 +117,10 @@ type HubStatus struct {
 	ConnectedEdges []ConnectedEdge `json:"connectedEdges"`
 	// CertSha256 is the SHA-256 fingerprint of the hub's certificate (hex), for pinning.
 	CertSha256 string `json:"certSha256,omitempty"`
+	// PendingHandshakes counts connections not authenticated yet.
+	PendingHandshakes int `json:"pendingHandshakes"`
+	// RejectedHandshakes counts connections refused before or during authentication.
+	RejectedHandshakes uint64 `json:"rejectedHandshakes"`
 }
 
 // ConnectedEdge describes one authenticated tunnel in HubStatus.

@@ -226,6 +226,9 @@ func (e *Edge) handleClient(conn net.Conn) {
 		return
 	}
 	if err := sess.startStream(conn, hdr.AppendTo(make([]byte, 0, MaxProxyHeaderLen))); err != nil {
+		if errors.Is(err, errTooManyStreams) {
+			e.log.Warn("refusing client: stream limit reached", "limit", e.cfg.MaxStreams)
+		}
 		_ = conn.Close()
 	}
 }

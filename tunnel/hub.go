@@ -12,13 +12,21 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-multierror"
 )
 
-// DefaultTunnelPort is the hub's port when none is configured.
-const DefaultTunnelPort = 8443
+// Hub defaults.
+const (
+	DefaultTunnelPort           = 8443
+	DefaultMaxPendingHandshakes = 256
+	// An address may fail authentication failureBurst times in a row, then
+	// once per 1/failureRate seconds.
+	failureBurst = 10
+	failureRate  = 0.2
+)
 
 // Hub accepts edge tunnels and forwards their streams to the target host.
 type Hub struct {
@@ -31,12 +39,21 @@ type Hub struct {
 	ctx         context.Context
 	cancel      context.CancelFunc
 
+	limiter  *failureLimiter
+	rejected atomic.Uint64
+
 	mu          sync.Mutex
 	allowed     map[string]string
 	edges       map[string]*hubEdge
-	handshaking map[net.Conn]struct{}
+	handshaking map[net.Conn]*pendingConn
 	closed      bool
 	wg          sync.WaitGroup
+}
+
+// pendingConn is a connection that has not authenticated yet.
+type pendingConn struct {
+	since   time.Time
+	evicted bool
 }
 
 // hubEdge is one authenticated tunnel.
@@ -61,6 +78,9 @@ func StartHub(cfg HubConfig, allowed []EdgeCredential) (*Hub, error) {
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = 10 * time.Second
 	}
+	if cfg.MaxPendingHandshakes <= 0 {
+		cfg.MaxPendingHandshakes = DefaultMaxPendingHandshakes
+	}
 	cfg.Tuning = cfg.Tuning.withDefaults()
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -83,7 +103,8 @@ func StartHub(cfg HubConfig, allowed []EdgeCredential) (*Hub, error) {
 		cfg: cfg, log: cfg.Logger.With("side", "hub"), ln: ln, tlsConf: hubTLSConfig(cert),
 		fingerprint: certFingerprint(cert), port: ln.Addr().(*net.TCPAddr).Port,
 		ctx: ctx, cancel: cancel,
-		allowed: allow, edges: make(map[string]*hubEdge), handshaking: make(map[net.Conn]struct{}),
+		allowed: allow, edges: make(map[string]*hubEdge), handshaking: make(map[net.Conn]*pendingConn),
+		limiter: newFailureLimiter(failureBurst, failureRate),
 	}
 	h.log.Info("hub listening", "tunnelPort", h.port, "targetHost", cfg.TargetHost, "certSha256", h.fingerprint)
 	h.wg.Add(1)
@@ -172,7 +193,8 @@ func (h *Hub) lookupSecret(id string) (string, bool) {
 // Status reports the hub's state.
 func (h *Hub) Status() HubStatus {
 	h.mu.Lock()
-	st := HubStatus{Running: !h.closed, TunnelPort: h.port, ConnectedEdges: []ConnectedEdge{}, CertSha256: h.fingerprint}
+	st := HubStatus{Running: !h.closed, TunnelPort: h.port, ConnectedEdges: []ConnectedEdge{}, CertSha256: h.fingerprint,
+		PendingHandshakes: len(h.handshaking), RejectedHandshakes: h.rejected.Load()}
 	for _, e := range h.edges {
 		st.ConnectedEdges = append(st.ConnectedEdges, ConnectedEdge{
 			EdgeID: e.id, ConnectedAt: e.connectedAt.Unix(), ActiveStreams: e.sess.activeStreams(), RemoteAddr: e.remote,
@@ -247,16 +269,42 @@ func (h *Hub) acceptLoop() {
 			return
 		}
 		delay = 0
+		if !h.limiter.allow(remoteIP(conn)) {
+			h.rejected.Add(1)
+			h.log.Debug("refusing connection: too many failed handshakes", "remote", conn.RemoteAddr().String())
+			_ = conn.Close()
+			continue
+		}
 		h.mu.Lock()
 		if h.closed {
 			h.mu.Unlock()
 			_ = conn.Close()
 			return
 		}
-		h.handshaking[conn] = struct{}{}
+		if len(h.handshaking) >= h.cfg.MaxPendingHandshakes {
+			h.evictOldestLocked()
+		}
+		h.handshaking[conn] = &pendingConn{since: time.Now()}
 		h.wg.Add(1)
 		h.mu.Unlock()
 		go h.serveConn(conn)
+	}
+}
+
+// evictOldestLocked drops the unauthenticated connection that has waited
+// longest, so that a flood of idle or slow connections cannot keep a real
+// edge out: a real handshake takes milliseconds and will finish first.
+func (h *Hub) evictOldestLocked() {
+	var oldest net.Conn
+	var since time.Time
+	for c, p := range h.handshaking {
+		if !p.evicted && (oldest == nil || p.since.Before(since)) {
+			oldest, since = c, p.since
+		}
+	}
+	if oldest != nil {
+		h.handshaking[oldest].evicted = true
+		_ = oldest.Close()
 	}
 }
 
@@ -271,14 +319,31 @@ func (h *Hub) serveConn(conn net.Conn) {
 	remote := conn.RemoteAddr().String()
 	e, err := h.authenticate(conn)
 	h.mu.Lock()
+	evicted := h.handshaking[conn].evicted
 	delete(h.handshaking, conn)
 	closed := h.closed
 	h.mu.Unlock()
 	if err != nil || closed {
-		if err != nil && !closed {
-			h.log.Warn("edge rejected", "remote", remote, "reason", err.Error())
-		}
 		_ = conn.Close()
+		if err == nil || closed {
+			return
+		}
+		h.rejected.Add(1)
+		var ne net.Error
+		switch {
+		case evicted:
+			h.log.Debug("unauthenticated connection dropped to make room", "remote", remote)
+		case errors.As(err, &ne) && ne.Timeout():
+			h.log.Info("edge handshake timed out", "remote", remote, "after", h.cfg.HandshakeTimeout.String())
+		default:
+			h.limiter.fail(remoteIP(conn))
+			var te *tlsHandshakeError
+			if errors.As(err, &te) { // scanners and probes: not worth a warning each
+				h.log.Info("connection rejected", "remote", remote, "reason", err.Error())
+			} else {
+				h.log.Warn("edge rejected", "remote", remote, "reason", err.Error())
+			}
+		}
 		return
 	}
 	if !h.register(e) {
@@ -303,7 +368,7 @@ func (h *Hub) authenticate(conn net.Conn) (*hubEdge, error) {
 	_ = conn.SetDeadline(time.Now().Add(h.cfg.HandshakeTimeout))
 	tc := tls.Server(conn, h.tlsConf)
 	if err := tc.HandshakeContext(h.ctx); err != nil {
-		return nil, fmt.Errorf("TLS handshake failed: %v", err)
+		return nil, &tlsHandshakeError{err}
 	}
 	var usedSecret string
 	res, err := hubHandshake(tc, h.cfg.Window, func(id string) (string, bool) {
@@ -387,3 +452,9 @@ func (h *Hub) dialTarget(st *stream, hdr ProxyHeader) {
 	}
 	st.upstream()
 }
+
+// tlsHandshakeError is a failed TLS handshake on the tunnel port.
+type tlsHandshakeError struct{ err error }
+
+func (e *tlsHandshakeError) Error() string { return "TLS handshake failed: " + e.err.Error() }
+func (e *tlsHandshakeError) Unwrap() error { return e.err }

@@ -20,6 +20,7 @@ const (
 	DefaultKeepaliveInterval = 10 * time.Second
 	DefaultKeepaliveTimeout  = 30 * time.Second
 	DefaultHandshakeTimeout  = 10 * time.Second
+	DefaultMaxStreams        = 1 << 16
 
 	minWindow      = 64 << 10
 	maxWindow      = 16 << 20
@@ -43,6 +44,9 @@ func (t Tuning) withDefaults() Tuning {
 	if t.HandshakeTimeout <= 0 {
 		t.HandshakeTimeout = DefaultHandshakeTimeout
 	}
+	if t.MaxStreams <= 0 {
+		t.MaxStreams = DefaultMaxStreams
+	}
 	return t
 }
 
@@ -54,7 +58,10 @@ func (e *ProtocolError) Error() string { return "protocol error: " + e.Msg }
 
 func protoErr(format string, a ...any) error { return &ProtocolError{Msg: fmt.Sprintf(format, a...)} }
 
-var errSessionClosed = errors.New("tunnel closed")
+var (
+	errSessionClosed  = errors.New("tunnel closed")
+	errTooManyStreams = errors.New("too many concurrent streams")
+)
 
 // LocalCloseError is a close we decided on; its reason is sent to the peer.
 type LocalCloseError struct{ Reason string }
@@ -366,6 +373,10 @@ func (s *session) handleOpen(h FrameHeader) error {
 		s.mu.Unlock()
 		return protoErr("OPEN for stream %d, not above the last opened %d", h.StreamID, s.lastID)
 	}
+	if len(s.streams) >= s.tuning.MaxStreams {
+		s.mu.Unlock()
+		return protoErr("OPEN beyond the limit of %d concurrent streams", s.tuning.MaxStreams)
+	}
 	s.lastID = h.StreamID
 	st := newStream(s, h.StreamID, nil)
 	s.streams[h.StreamID] = st
@@ -623,6 +634,9 @@ func (s *session) startStream(conn net.Conn, header []byte) error {
 	if s.lastID == ^uint32(0) {
 		s.close(&LocalCloseError{Reason: "stream ids exhausted, reconnecting"})
 		return errSessionClosed
+	}
+	if len(s.streams) >= s.tuning.MaxStreams {
+		return errTooManyStreams
 	}
 	s.wmu.Lock()
 	if s.wclosed {
