@@ -144,6 +144,13 @@ type EdgeConfig struct {
 	// StunInterval how often to ask it (default 300 s).
 	StunServer   string
 	StunInterval time.Duration
+	// HubCertSHA256 pins the hub's certificate: the hex SHA-256 of its DER
+	// encoding (colons and case ignored), as shown in the hub's certSha256.
+	HubCertSHA256 string
+	// HubCAPEM, when set, verifies the hub's certificate chain against these
+	// CA certificates and HubServerName (default HubHost), like any TLS client.
+	HubCAPEM      string
+	HubServerName string
 	// ReconnectMin and ReconnectMax bound the reconnect backoff (defaults 1 s and 30 s).
 	ReconnectMin, ReconnectMax time.Duration
 	Tuning

@@ -28,6 +28,7 @@ const (
 // Edge listens on public ports and carries each connection over the tunnel.
 type Edge struct {
 	cfg       EdgeConfig
+	tlsConf   *tls.Config
 	log       *slog.Logger
 	listeners []net.Listener
 	ports     []int
@@ -50,7 +51,15 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 	if err := cfg.normalize(); err != nil {
 		return nil, err
 	}
-	e := &Edge{cfg: cfg, log: cfg.Logger.With("side", "edge", "edgeId", cfg.EdgeID),
+	serverName := cfg.HubServerName
+	if serverName == "" {
+		serverName = cfg.HubHost
+	}
+	tlsConf, err := edgeTLSConfigFor(serverName, cfg.HubCertSHA256, cfg.HubCAPEM)
+	if err != nil {
+		return nil, err
+	}
+	e := &Edge{cfg: cfg, tlsConf: tlsConf, log: cfg.Logger.With("side", "edge", "edgeId", cfg.EdgeID),
 		backoff: Backoff{Min: cfg.ReconnectMin, Max: cfg.ReconnectMax}}
 	for _, p := range cfg.ListenPorts {
 		ln, err := net.Listen("tcp", net.JoinHostPort(cfg.ListenHost, strconv.Itoa(p)))
@@ -316,7 +325,7 @@ func (e *Edge) connect(hubAddr string) (*session, error) {
 	deadline, _ := ctx.Deadline()
 	_ = raw.SetDeadline(deadline)
 	stop := context.AfterFunc(ctx, func() { _ = raw.Close() })
-	tc := tls.Client(raw, edgeTLSConfig(e.cfg.HubHost))
+	tc := tls.Client(raw, e.tlsConf)
 	err = tc.HandshakeContext(ctx)
 	var peerWindow uint32
 	if err == nil {
