@@ -487,7 +487,7 @@ func dialects(t *testing.T, f func(t *testing.T, d Dialect)) {
 	}
 }
 
-// readyAndPing skips the ready line and checks that a ping is the next answer.
+// expectPingNext sends a ping and checks that its answer is the next line.
 func (s *session) expectPingNext() {
 	s.t.Helper()
 	id := s.request("ping", nil)

@@ -131,12 +131,11 @@ func TestManInTheMiddleRelayIsRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
 	cert, _ := hubCertificate("", "")
 	var mu sync.Mutex
 	var fromEdge []byte
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer func() { ln.Close(); wg.Wait() }()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()

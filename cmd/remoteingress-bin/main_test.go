@@ -213,19 +213,26 @@ func (p *proc) next() map[string]any {
 // waitFor returns the first stdout line matching match; others stay for next.
 func (p *proc) waitFor(match func(map[string]any) bool) map[string]any {
 	p.t.Helper()
-	var skipped []string
-	defer func() { p.stash = append(p.stash, skipped...) }()
-	for {
-		l := p.stdout.line(p.t, p.read)
-		p.read++
+	decode := func(l string) map[string]any {
 		var m map[string]any
 		if err := json.Unmarshal([]byte(l), &m); err != nil {
 			p.t.Fatalf("stdout line is not JSON: %q", truncate(l))
 		}
-		if match(m) {
+		return m
+	}
+	for i, l := range p.stash {
+		if m := decode(l); match(m) {
+			p.stash = append(p.stash[:i:i], p.stash[i+1:]...)
 			return m
 		}
-		skipped = append(skipped, l)
+	}
+	for {
+		l := p.stdout.line(p.t, p.read)
+		p.read++
+		if m := decode(l); match(m) {
+			return m
+		}
+		p.stash = append(p.stash, l)
 	}
 }
 
