@@ -111,7 +111,8 @@ func (s *server) getHubStatus(*json.RawMessage) (any, error) {
 }
 
 // startEdge starts the edge: hubHost, hubPort? (8443), edgeId, secret,
-// listenPorts, listenHost?, stunIntervalSecs? (300; 0 disables STUN), stunServer?.
+// listenPorts, listenHost?, stunIntervalSecs? (300; 0 disables STUN), stunServer?,
+// and optional hub verification: hubCertSha256?, hubCa?, hubServerName?.
 func (s *server) startEdge(raw *json.RawMessage) (any, error) {
 	p := readParams("startEdge", raw)
 	cfg := tunnel.EdgeConfig{
@@ -123,6 +124,10 @@ func (s *server) startEdge(raw *json.RawMessage) (any, error) {
 		ListenHost:   p.str("listenHost", false, ""),
 		StunInterval: stunInterval(p.integer("stunIntervalSecs", 0, math.MaxInt32, false, defaultStunInterval)),
 		StunServer:   p.str("stunServer", false, defaultStunServer),
+
+		HubCertSHA256: p.str("hubCertSha256", false, ""),
+		HubCAPEM:      p.str("hubCa", false, ""),
+		HubServerName: p.str("hubServerName", false, ""),
 	}
 	if err := p.done(); err != nil {
 		return nil, err

@@ -61,6 +61,14 @@ export interface IHubStatus {
   /** The bound tunnel port (0 when not running). */
   tunnelPort: number;
   connectedEdges: IConnectedEdgeStatus[];
+  /** SHA-256 of the hub's certificate (hex), for an edge's hubCertSha256. */
+  certSha256?: string;
+  /** Connections that have not authenticated yet. */
+  pendingHandshakes?: number;
+  /** Connections refused before or during authentication. */
+  rejectedHandshakes?: number;
+  /** Events the binary could not deliver because this process did not read them. */
+  eventsDropped?: number;
   [extra: string]: unknown;
 }
 
@@ -97,10 +105,16 @@ export interface IEdgeConfig {
   listenPorts: number[];
   /** Address to bind the listen ports to. Default: all interfaces. */
   listenHost?: string;
-  /** STUN refresh interval in seconds. Default 300. */
+  /** STUN refresh interval in seconds. Default 300; 0 turns STUN off. */
   stunIntervalSecs?: number;
   /** STUN server host:port. Default stun.cloudflare.com:3478. */
   stunServer?: string;
+  /** Pin the hub's certificate: its SHA-256 in hex (the hub's status shows it as certSha256). */
+  hubCertSha256?: string;
+  /** Verify the hub's certificate against these CA certificates (PEM). */
+  hubCa?: string;
+  /** Server name to verify with hubCa. Default: hubHost. */
+  hubServerName?: string;
   /** Engine binary to use for this start (see IRemoteIngressOptions.binaryPath). Not sent to the engine. */
   binaryPath?: string;
 }
@@ -111,6 +125,12 @@ export interface IEdgeStatus {
   publicIp: string | null;
   activeStreams: number;
   listenPorts: number[];
+  /** Why the tunnel is down, if it is. */
+  lastError?: string;
+  /** Failed connection attempts since the last success. */
+  reconnectAttempts?: number;
+  /** Events the binary could not deliver because this process did not read them. */
+  eventsDropped?: number;
   [extra: string]: unknown;
 }
 
