@@ -7,7 +7,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || node -p 
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 FUZZTIME ?= 10s
 
-.PHONY: all build dist ts node_modules test test-go test-ts fuzz demo bench vet clean
+.PHONY: all build dist ts node_modules test test-go test-ts fuzz demo bench bench-go vet clean
 
 all: build ts
 
@@ -53,9 +53,13 @@ fuzz:
 demo: build ts
 	node scripts/demo.mjs
 
-## bench: Go benchmarks of the hot paths
-bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+## bench: hub + edge processes against a direct path and a TLS relay on loopback (table + bench.json)
+bench: build
+	$(GO) run ./cmd/remoteingress-bench -bin dist_bin/$(BIN) -json bench.json
+
+## bench-go: Go benchmarks of the hot paths (frame codec, tunnel in-process)
+bench-go:
+	$(GO) test -run '^$$' -bench . -benchmem ./tunnel/
 
 clean:
 	rm -rf dist_bin dist_ts

@@ -1,0 +1,130 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Mode names, in the order of the table's columns.
+const (
+	modeDirect = "direct"
+	modeRelay  = "relay"
+	modeTunnel = "tunnel"
+)
+
+// allModes are the three set-ups every row is measured on.
+var allModes = []string{modeDirect, modeRelay, modeTunnel}
+
+// config is what the flags choose.
+type config struct {
+	Bin          string        `json:"bin"`
+	JSONPath     string        `json:"jsonPath"`
+	Quick        bool          `json:"quick"`
+	Duration     time.Duration `json:"bulkDurationNs"`
+	LatencyRT    int           `json:"latencyRoundTrips"`
+	LatencyConns int           `json:"latencyConns"`
+	LatencyDur   time.Duration `json:"latencyManyDurationNs"`
+	Conns        int           `json:"connRateConnections"`
+	Workers      int           `json:"workers"`
+	Streams      int           `json:"streams"`
+	MemLevels    []int         `json:"memoryLevels"`
+	Modes        []string      `json:"modes"`
+	Verbose      bool          `json:"-"`
+}
+
+// usageText follows the flag list in -h.
+const usageText = `usage: remoteingress-bench [flags]
+
+Runs direct, TLS relay and tunnel (hub + edge processes of -bin) on loopback,
+prints a table and writes -json. A full run takes about two minutes on 2 cores;
+-quick is a smoke run of about half a minute.
+
+flags:
+`
+
+// parseFlags reads the command line; -quick changes the defaults of the
+// size flags, explicit flags win.
+func parseFlags(args []string) (config, error) {
+	fs := flag.NewFlagSet("remoteingress-bench", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	bin := fs.String("bin", "dist_bin/remoteingress-bin", "the remoteingress-bin binary to measure")
+	jsonPath := fs.String("json", "bench.json", "where to write every number")
+	quick := fs.Bool("quick", false, "smoke run (~30 s): shorter transfers, fewer round trips and connections")
+	dur := fs.Duration("duration", 5*time.Second, "length of each bulk transfer (quick: 1s)")
+	rt := fs.Int("latency-rt", 20000, "round trips of the 1-connection latency row (quick: 2000)")
+	lconns := fs.Int("latency-conns", 100, "connections of the many-connection latency row")
+	ldur := fs.Duration("latency-dur", 3*time.Second, "length of the many-connection latency row (quick: 1s)")
+	conns := fs.Int("conns", 5000, "connections of the connection-rate row (quick: 500)")
+	workers := fs.Int("workers", 8, "concurrent workers opening connections")
+	streams := fs.Int("streams", 8, "streams of the aggregate throughput row")
+	mem := fs.String("mem", "1000,10000", "idle connections held for the memory row, ascending (quick: 100,1000)")
+	modes := fs.String("modes", strings.Join(allModes, ","), "set-ups to measure")
+	verbose := fs.Bool("v", false, "also print the children's stderr warnings as they happen (progress always goes to stderr)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(os.Stderr, usageText)
+			fs.SetOutput(os.Stderr)
+			fs.PrintDefaults()
+			os.Exit(0)
+		}
+		return config{}, err
+	}
+	if fs.NArg() > 0 {
+		return config{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if *quick {
+		if !set["duration"] {
+			*dur = time.Second
+		}
+		if !set["latency-rt"] {
+			*rt = 2000
+		}
+		if !set["latency-dur"] {
+			*ldur = time.Second
+		}
+		if !set["conns"] {
+			*conns = 500
+		}
+		if !set["mem"] {
+			*mem = "100,1000"
+		}
+	}
+	cfg := config{
+		Bin: *bin, JSONPath: *jsonPath, Quick: *quick, Duration: *dur,
+		LatencyRT: *rt, LatencyConns: *lconns, LatencyDur: *ldur, Conns: *conns,
+		Workers: *workers, Streams: *streams, Verbose: *verbose,
+	}
+	for _, f := range strings.Split(*mem, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 || (len(cfg.MemLevels) > 0 && n <= cfg.MemLevels[len(cfg.MemLevels)-1]) {
+			return config{}, fmt.Errorf("-mem wants ascending positive counts, got %q", *mem)
+		}
+		cfg.MemLevels = append(cfg.MemLevels, n)
+	}
+	chosen := strings.Split(*modes, ",")
+	for i, m := range chosen {
+		chosen[i] = strings.TrimSpace(m)
+		if !slices.Contains(allModes, chosen[i]) {
+			return config{}, fmt.Errorf("-modes: unknown mode %q (want direct, relay, tunnel)", m)
+		}
+	}
+	for _, m := range allModes { // in the table's order
+		if slices.Contains(chosen, m) {
+			cfg.Modes = append(cfg.Modes, m)
+		}
+	}
+	if cfg.Duration <= 0 || cfg.LatencyRT <= 0 || cfg.LatencyConns <= 0 || cfg.LatencyDur <= 0 ||
+		cfg.Conns <= 0 || cfg.Workers <= 0 || cfg.Streams <= 0 {
+		return config{}, errors.New("sizes and durations must be positive")
+	}
+	return cfg, nil
+}

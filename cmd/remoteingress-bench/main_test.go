@@ -1,0 +1,137 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestQuickRun builds the binary and the bench, runs `-quick` end to end and
+// checks that bench.json has a positive number in every row for every set-up
+// it applies to, that the hub's stream events matched the connections, and
+// that no process of either binary is left afterwards.
+func TestQuickRun(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the bench reads /proc: Linux only")
+	}
+	if testing.Short() {
+		t.Skip("the quick bench run takes about 30 s; skipped with -short")
+	}
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("no go tool to build the binaries: %v", err)
+		}
+		t.Skipf("no go tool to build the binaries (%v); set CI=true to make this a failure", err)
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "remoteingress-bin")
+	bench := filepath.Join(dir, "remoteingress-bench")
+	build := func(out, pkg string) {
+		cmd := exec.Command(goTool, "build", "-o", out, pkg)
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go build %s: %v\n%s", pkg, err, b)
+		}
+	}
+	build(bin, "../remoteingress-bin")
+	build(bench, ".")
+
+	jsonPath := filepath.Join(dir, "bench.json")
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bench, "-quick", "-bin", bin, "-json", jsonPath)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	runErr := cmd.Run()
+	t.Logf("table:\n%s", stdout.String())
+	if runErr != nil {
+		t.Fatalf("bench: %v\nstderr:\n%s", runErr, stderr.String())
+	}
+	if left := processesOf(bin, bench); len(left) > 0 {
+		t.Errorf("processes left after the bench: %v", left)
+	}
+
+	raw, err := os.ReadFile(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep struct {
+		Rows []struct {
+			Key       string              `json:"key"`
+			Values    map[string]*float64 `json:"values"`
+			AppliesTo []string            `json:"appliesTo"`
+		} `json:"rows"`
+		Machine struct {
+			CPUModel string `json:"cpuModel"`
+			Cores    int    `json:"cores"`
+		} `json:"machine"`
+		Problems []string `json:"problems"`
+		Error    string   `json:"error"`
+	}
+	if err := json.Unmarshal(raw, &rep); err != nil {
+		t.Fatalf("bench.json: %v", err)
+	}
+	if rep.Error != "" {
+		t.Errorf("bench.json error: %s", rep.Error)
+	}
+	for _, p := range rep.Problems {
+		t.Logf("problem reported: %s", p)
+	}
+	if rep.Machine.Cores <= 0 || rep.Machine.CPUModel == "" {
+		t.Errorf("machine info missing: %+v", rep.Machine)
+	}
+	want := []string{
+		"throughput_1_up_gbps", "throughput_1_down_gbps", "throughput_n_up_gbps", "cpu_seconds_per_gb",
+		"latency_1_p50_us", "latency_1_p99_us", "latency_n_p50_us", "latency_n_p99_us", "latency_n_rate",
+		"conn_rate", "rss_idle_mib", "rss_100_mib", "rss_1000_mib", "mem_conns_reached", "mem_kib_per_conn",
+		"fair_bulk_ratio", "fair_inflight_kib",
+		"events_connections", "events_stream_opened", "events_stream_closed",
+	}
+	rows := map[string]map[string]*float64{}
+	for _, r := range rep.Rows {
+		rows[r.Key] = r.Values
+		for _, mode := range r.AppliesTo {
+			if v := r.Values[mode]; v == nil || *v <= 0 {
+				t.Errorf("row %s, %s: want a positive number, got %v", r.Key, mode, v)
+			}
+		}
+	}
+	for _, k := range want {
+		if rows[k] == nil {
+			t.Errorf("row %s missing from bench.json", k)
+		}
+	}
+	if ev := rows["events_connections"]; ev != nil && ev[modeTunnel] != nil {
+		made := *ev[modeTunnel]
+		for _, k := range []string{"events_stream_opened", "events_stream_closed"} {
+			if v := rows[k][modeTunnel]; v == nil || *v != made {
+				t.Errorf("%s: got %v, want %v (one per connection)", k, v, made)
+			}
+		}
+	}
+}
+
+// processesOf lists running processes whose executable is one of paths.
+func processesOf(paths ...string) []string {
+	entries, _ := os.ReadDir("/proc")
+	var found []string
+	for _, e := range entries {
+		exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
+		if err != nil {
+			continue
+		}
+		exe = strings.TrimSuffix(exe, " (deleted)")
+		for _, p := range paths {
+			if exe == p {
+				found = append(found, e.Name()+" "+exe)
+			}
+		}
+	}
+	return found
+}

@@ -1,0 +1,115 @@
+package main
+
+import (
+	"fmt"
+	"time"
+)
+
+// Descriptors kept free for everything other than the held connections.
+const (
+	fdReserveBench = 512
+	fdReserveChild = 64
+)
+
+// measureMemory holds cfg.MemLevels idle connections (each after one round
+// trip, so the target side exists) and reads the RSS of the set-up's
+// processes at each level. The client side of the connections lives in a
+// hold process. The direct set-up has no process of its own and is skipped.
+func (b *bench) measureMemory(m *mode) error {
+	if len(m.procs) == 0 {
+		return nil
+	}
+	capacity, limitedBy := b.connCapacity(m)
+	base, _, err := m.rssKiB()
+	if err != nil {
+		return err
+	}
+	h, err := startHolder(b.kids, m.addr, b.cfg.Workers)
+	if err != nil {
+		return err
+	}
+	defer h.close()
+	levels := map[string]any{}
+	held, top, topRSS := 0, 0, int64(0)
+	for _, level := range b.cfg.MemLevels {
+		want := min(level, capacity)
+		if want < level {
+			b.res.note("memory, %s: %s allows %d connections, not %d; the row reports the %d reached", m.name, limitedBy, capacity, level, capacity)
+		}
+		got, failures, firstErr, err := h.open(want - held)
+		if err != nil {
+			return err
+		}
+		held = got
+		if failures > 0 {
+			b.res.problem("memory, %s: %d connections failed on the way to %d (first: %s); holding %d", m.name, failures, level, firstErr, held)
+		}
+		if err := b.ctx.Err(); err != nil {
+			return err
+		}
+		if m.hub != nil {
+			if err := b.waitStreams(m, held); err != nil {
+				b.res.problem("memory, %s: %v", m.name, err)
+			}
+		}
+		time.Sleep(500 * time.Millisecond)
+		sum, each, err := m.rssKiB()
+		if err != nil {
+			return err
+		}
+		b.res.set(fmt.Sprintf("rss_%d_mib", level), m.name, float64(sum)/1024)
+		levels[fmt.Sprint(level)] = map[string]any{"held": held, "rssKiB": each}
+		top, topRSS = held, sum
+		if held < want {
+			break
+		}
+	}
+	b.res.set("mem_conns_reached", m.name, float64(top))
+	if top > 0 {
+		b.res.set("mem_kib_per_conn", m.name, float64(topRSS-base)/float64(top))
+	}
+	b.res.detail(m.name, "memory", map[string]any{"baseRssKiB": base, "levels": levels,
+		"capacity": capacity, "capacityLimitedBy": limitedBy})
+	return nil
+}
+
+// connCapacity is how many connections the set-up can hold within the
+// descriptor limits: the bench process holds the target side (one each),
+// relay-in two per connection, relay-out, the hub and the edge one.
+func (b *bench) connCapacity(m *mode) (int, string) {
+	capacity := int(b.nofile.Cur) - fdReserveBench
+	by := fmt.Sprintf("the bench's RLIMIT_NOFILE %d", b.nofile.Cur)
+	for _, p := range m.procs {
+		lim, err := openFilesLimit(p.pid())
+		if err != nil {
+			continue
+		}
+		per := 1
+		if p.name == relayInCmd {
+			per = 2
+		}
+		if c := (int(lim) - fdReserveChild) / per; c < capacity {
+			capacity = c
+			by = fmt.Sprintf("%s's RLIMIT_NOFILE %d (%d descriptors per connection)", p.name, lim, per)
+		}
+	}
+	return capacity, by
+}
+
+// waitStreams waits until the hub and the edge both report n active streams.
+func (b *bench) waitStreams(m *mode, n int) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		hub, edge, err := m.streams()
+		if err != nil {
+			return err
+		}
+		if hub == n && edge == n {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("holding %d connections, the hub reports %d active streams and the edge %d", n, hub, edge)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

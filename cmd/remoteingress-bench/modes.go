@@ -1,0 +1,105 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// mode is one set-up clients are pointed at: direct, relay or tunnel.
+type mode struct {
+	name  string
+	addr  string   // where clients connect
+	tgt   *target  // where their connections end
+	procs []*child // the set-up's own processes (none for direct)
+	hub   *mgmt    // tunnel only
+	edge  *mgmt    // tunnel only
+	info  map[string]any
+}
+
+// cpuSeconds is the user+system CPU time of the set-up's processes so far,
+// summed and each.
+func (m *mode) cpuSeconds() (float64, map[string]float64, error) {
+	var sum float64
+	each := map[string]float64{}
+	for _, p := range m.procs {
+		s, err := cpuSeconds(p.pid())
+		if err != nil {
+			return 0, nil, err
+		}
+		sum += s
+		each[p.name] = s
+	}
+	return sum, each, nil
+}
+
+// rssKiB is the summed resident set size of the set-up's processes, and
+// each one's.
+func (m *mode) rssKiB() (int64, map[string]int64, error) {
+	var sum int64
+	each := map[string]int64{}
+	for _, p := range m.procs {
+		r, err := rssKiB(p.pid())
+		if err != nil {
+			return 0, nil, err
+		}
+		sum += r
+		each[p.name] = r
+	}
+	return sum, each, nil
+}
+
+// streams returns the hub's and the edge's activeStreams (tunnel only).
+func (m *mode) streams() (hub, edge int, err error) {
+	raw, err := m.hub.call("getHubStatus", map[string]any{}, 10*time.Second)
+	if err != nil {
+		return 0, 0, err
+	}
+	var hs struct {
+		ConnectedEdges []struct {
+			ActiveStreams int `json:"activeStreams"`
+		} `json:"connectedEdges"`
+	}
+	if err := json.Unmarshal(raw, &hs); err != nil {
+		return 0, 0, err
+	}
+	for _, e := range hs.ConnectedEdges {
+		hub += e.ActiveStreams
+	}
+	raw, err = m.edge.call("getEdgeStatus", map[string]any{}, 10*time.Second)
+	if err != nil {
+		return 0, 0, err
+	}
+	var es struct {
+		ActiveStreams int `json:"activeStreams"`
+	}
+	if err := json.Unmarshal(raw, &es); err != nil {
+		return 0, 0, err
+	}
+	return hub, es.ActiveStreams, nil
+}
+
+// settle waits until every connection of the set-up has ended at the target
+// (and, for the tunnel, on the hub and the edge). It returns what was left
+// after timeout.
+func (m *mode) settle(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		active := m.tgt.active.Load()
+		hub, edge := 0, 0
+		var err error
+		if m.hub != nil {
+			hub, edge, err = m.streams()
+		}
+		if err == nil && active == 0 && hub == 0 && edge == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			if err != nil {
+				return err
+			}
+			return fmt.Errorf("still open after %v: %d target connections, %d hub streams, %d edge streams", timeout, active, hub, edge)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

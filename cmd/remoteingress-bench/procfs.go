@@ -1,0 +1,109 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// clockTicks is sysconf(_SC_CLK_TCK), the unit of utime and stime in
+// /proc/<pid>/stat. It is 100 on every Linux (USER_HZ); Go has no sysconf
+// without cgo.
+const clockTicks = 100
+
+// cpuSeconds returns the user+system CPU time of process pid (all its
+// threads) from /proc/<pid>/stat.
+func cpuSeconds(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) may hold spaces; fields count from after it.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("unexpected /proc/%d/stat", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	// f[0] is field 3 (state); utime is field 14, stime field 15.
+	if len(f) < 13 {
+		return 0, fmt.Errorf("short /proc/%d/stat", pid)
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("bad utime/stime in /proc/%d/stat", pid)
+	}
+	return float64(ut+st) / clockTicks, nil
+}
+
+// statusField returns a field of /proc/<pid>/status, e.g. "VmRSS" → "1234 kB".
+func statusField(pid int, name string) (string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, name+":"); ok {
+			return strings.TrimSpace(v), nil
+		}
+	}
+	return "", fmt.Errorf("no %s in /proc/%d/status", name, pid)
+}
+
+// rssKiB returns the resident set size of process pid in KiB (VmRSS).
+func rssKiB(pid int) (int64, error) {
+	v, err := statusField(pid, "VmRSS")
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseInt(strings.TrimSuffix(v, " kB"), 10, 64)
+}
+
+// openFilesLimit returns the soft "Max open files" of process pid.
+func openFilesLimit(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "Max open files") {
+			f := strings.Fields(strings.TrimPrefix(line, "Max open files"))
+			if len(f) > 0 {
+				return strconv.ParseInt(f[0], 10, 64)
+			}
+		}
+	}
+	return 0, fmt.Errorf("no open-files limit for %d", pid)
+}
+
+// wantNofile is the RLIMIT_NOFILE the bench asks for: 10 000 idle
+// connections cost the bench process two descriptors each (client and
+// target side), and a relay-in process two as well.
+const wantNofile = 65536
+
+// raiseNofile raises RLIMIT_NOFILE of the bench process, which the children
+// inherit (Go passes the current limit on once Setrlimit has been called).
+// Without the privilege to raise the hard limit it raises the soft one to it.
+func raiseNofile() (syscall.Rlimit, error) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return lim, err
+	}
+	want := lim
+	if want.Max < wantNofile {
+		want.Max = wantNofile
+	}
+	want.Cur = want.Max
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err != nil {
+		want = lim
+		want.Cur = lim.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err != nil {
+			return lim, err
+		}
+	}
+	err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
+	return lim, err
+}

@@ -1,0 +1,142 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"sync"
+	"time"
+)
+
+// rowDef is one line of the table: a number measured for some set-ups.
+type rowDef struct {
+	Key      string   `json:"key"`
+	Label    string   `json:"label"`
+	Unit     string   `json:"unit"`
+	Better   string   `json:"better"` // "higher", "lower" or "equal"
+	decimals int      // in the table
+	modes    []string // the set-ups it applies to; nil: all
+}
+
+// applies reports whether the row is measured for mode.
+func (d rowDef) applies(mode string) bool {
+	if d.modes == nil {
+		return true
+	}
+	for _, m := range d.modes {
+		if m == mode {
+			return true
+		}
+	}
+	return false
+}
+
+// rowDefs lists the table's rows in order.
+func rowDefs(cfg config) []rowDef {
+	procs := []string{modeRelay, modeTunnel}
+	tun := []string{modeTunnel}
+	defs := []rowDef{
+		{Key: "throughput_1_up_gbps", Label: "throughput, 1 stream, client→target", Unit: "Gbit/s", Better: "higher", decimals: 2},
+		{Key: "throughput_1_down_gbps", Label: "throughput, 1 stream, target→client", Unit: "Gbit/s", Better: "higher", decimals: 2},
+		{Key: "throughput_n_up_gbps", Label: fmt.Sprintf("throughput, %d streams, client→target", cfg.Streams), Unit: "Gbit/s", Better: "higher", decimals: 2},
+		{Key: "cpu_seconds_per_gb", Label: "CPU per GB, 1 stream c→t (own processes)", Unit: "s/GB", Better: "lower", decimals: 2, modes: procs},
+		{Key: "latency_1_p50_us", Label: "latency, 1 connection, p50", Unit: "µs", Better: "lower", decimals: 1},
+		{Key: "latency_1_p99_us", Label: "latency, 1 connection, p99", Unit: "µs", Better: "lower", decimals: 1},
+		{Key: "latency_n_p50_us", Label: fmt.Sprintf("latency, %d connections, p50", cfg.LatencyConns), Unit: "µs", Better: "lower", decimals: 0},
+		{Key: "latency_n_p99_us", Label: fmt.Sprintf("latency, %d connections, p99", cfg.LatencyConns), Unit: "µs", Better: "lower", decimals: 0},
+		{Key: "latency_n_rate", Label: fmt.Sprintf("latency, %d connections, round trips", cfg.LatencyConns), Unit: "rt/s", Better: "higher", decimals: 0},
+		{Key: "conn_rate", Label: fmt.Sprintf("connection rate, %d workers", cfg.Workers), Unit: "conn/s", Better: "higher", decimals: 0},
+		{Key: "rss_idle_mib", Label: "memory, RSS idle", Unit: "MiB", Better: "lower", decimals: 1, modes: procs},
+	}
+	for _, n := range cfg.MemLevels {
+		defs = append(defs, rowDef{Key: fmt.Sprintf("rss_%d_mib", n), Label: fmt.Sprintf("memory, RSS holding %d connections", n), Unit: "MiB", Better: "lower", decimals: 1, modes: procs})
+	}
+	top := cfg.MemLevels[len(cfg.MemLevels)-1]
+	defs = append(defs,
+		rowDef{Key: "mem_conns_reached", Label: "memory, connections reached", Unit: "conns", Better: "higher", decimals: 0, modes: procs},
+		rowDef{Key: "mem_kib_per_conn", Label: fmt.Sprintf("memory per connection (at %d)", top), Unit: "KiB", Better: "lower", decimals: 1, modes: procs},
+		rowDef{Key: "fair_bulk_ratio", Label: "fairness, bulk beside stalled / alone", Unit: "ratio", Better: "higher", decimals: 2},
+		rowDef{Key: "fair_inflight_kib", Label: "fairness, bytes in flight for stalled", Unit: "KiB", Better: "lower", decimals: 0},
+		rowDef{Key: "events_connections", Label: "events, connections made (conn-rate row)", Unit: "conns", Better: "equal", decimals: 0, modes: tun},
+		rowDef{Key: "events_stream_opened", Label: "events, streamOpened received", Unit: "events", Better: "equal", decimals: 0, modes: tun},
+		rowDef{Key: "events_stream_closed", Label: "events, streamClosed received", Unit: "events", Better: "equal", decimals: 0, modes: tun},
+	)
+	return defs
+}
+
+// results collects the numbers and the details behind them.
+type results struct {
+	mu       sync.Mutex
+	vals     map[string]map[string]float64 // key → mode → value
+	details  map[string]map[string]any     // mode → name → anything
+	problems []string
+	envNotes []string
+}
+
+func newResults() *results {
+	return &results{vals: map[string]map[string]float64{}, details: map[string]map[string]any{}}
+}
+
+// set records a row's value for a mode.
+func (r *results) set(key, mode string, v float64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.vals[key] == nil {
+		r.vals[key] = map[string]float64{}
+	}
+	r.vals[key][mode] = v
+}
+
+// get returns a row's value for a mode.
+func (r *results) get(key, mode string) (float64, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	v, ok := r.vals[key][mode]
+	return v, ok
+}
+
+// detail records raw data behind a mode's numbers.
+func (r *results) detail(mode, name string, v any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.details[mode] == nil {
+		r.details[mode] = map[string]any{}
+	}
+	r.details[mode][name] = v
+}
+
+// problem records something that went wrong or looked wrong.
+func (r *results) problem(format string, args ...any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.problems = append(r.problems, fmt.Sprintf(format, args...))
+}
+
+// note records a fact about the environment that shaped the numbers.
+func (r *results) note(format string, args ...any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.envNotes = append(r.envNotes, fmt.Sprintf(format, args...))
+}
+
+// percentiles returns p50 and p99 of ds in microseconds (ds is sorted).
+func percentiles(ds []time.Duration) (p50, p99 float64) {
+	if len(ds) == 0 {
+		return 0, 0
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	at := func(q float64) float64 {
+		i := int(math.Ceil(q*float64(len(ds)))) - 1
+		i = max(0, min(i, len(ds)-1))
+		return float64(ds[i]) / float64(time.Microsecond)
+	}
+	return at(0.50), at(0.99)
+}
+
+// gbps is bytes over d in Gbit/s.
+func gbps(bytes int64, d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return float64(bytes) * 8 / d.Seconds() / 1e9
+}

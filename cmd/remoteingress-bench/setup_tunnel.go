@@ -1,0 +1,105 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// tunnelEdgeID is the edge id the bench configures.
+const tunnelEdgeID = "bench-edge"
+
+// setupTunnel starts a hub and an edge process of bin: the edge listens on
+// 127.0.0.1:P, the hub dials 127.0.0.2:P where the PROXY-parsing target
+// listens, STUN points at a closed local UDP port.
+func setupTunnel(kids *children, bin string) (*mode, error) {
+	secretBytes := make([]byte, 24)
+	rand.Read(secretBytes)
+	secret := hex.EncodeToString(secretBytes)
+	stunPort, err := closedUDPPort()
+	if err != nil {
+		return nil, err
+	}
+
+	hub, err := startMgmt(kids, "hub", bin)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := hub.call("updateAllowedEdges", map[string]any{
+		"edges": []map[string]string{{"id": tunnelEdgeID, "secret": secret}},
+	}, 10*time.Second); err != nil {
+		return nil, err
+	}
+	raw, err := hub.call("startHub", map[string]any{
+		"tunnelPort": 0, "targetHost": "127.0.0.2", "listenHost": "127.0.0.1",
+	}, 10*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	var hr struct {
+		TunnelPort int `json:"tunnelPort"`
+	}
+	if err := json.Unmarshal(raw, &hr); err != nil || hr.TunnelPort == 0 {
+		return nil, fmt.Errorf("startHub answered %s", raw)
+	}
+
+	edge, err := startMgmt(kids, "edge", bin)
+	if err != nil {
+		return nil, err
+	}
+	// The edge's port P must be free on 127.0.0.1 and the target's on
+	// 127.0.0.2: take a free one for the target, retry if the edge cannot
+	// bind the same number.
+	var tgt *target
+	for attempt := 0; ; attempt++ {
+		tgt, err = listenTarget("127.0.0.2:0", true)
+		if err != nil {
+			return nil, err
+		}
+		_, err = edge.call("startEdge", map[string]any{
+			"hubHost": "127.0.0.1", "hubPort": hr.TunnelPort,
+			"edgeId": tunnelEdgeID, "secret": secret,
+			"listenPorts": []int{tgt.port()}, "listenHost": "127.0.0.1",
+			"stunServer": "127.0.0.1:" + strconv.Itoa(stunPort), "stunIntervalSecs": 300,
+		}, 10*time.Second)
+		if err == nil {
+			break
+		}
+		tgt.close()
+		if attempt == 4 || !strings.Contains(err.Error(), "listen") {
+			return nil, err
+		}
+	}
+	if err := hub.waitEvent("edgeConnected", 1, 15*time.Second); err != nil {
+		tgt.close()
+		return nil, err
+	}
+	if err := edge.waitEvent("tunnelConnected", 1, 15*time.Second); err != nil {
+		tgt.close()
+		return nil, err
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(tgt.port()))
+	return &mode{name: modeTunnel, addr: addr, tgt: tgt, procs: []*child{hub.child, edge.child}, hub: hub, edge: edge,
+		info: map[string]any{
+			"edgeListen": addr, "target": tgt.ln.Addr().String(),
+			"hubTunnel":  net.JoinHostPort("127.0.0.1", strconv.Itoa(hr.TunnelPort)),
+			"stunServer": "127.0.0.1:" + strconv.Itoa(stunPort) + " (closed)",
+			"hubPid":     hub.pid(), "edgePid": edge.pid(), "version": hub.version,
+			"proxyHeader": "PROXY v1, written by the hub, parsed and checked by the target",
+		}}, nil
+}
+
+// closedUDPPort returns a local UDP port nothing listens on.
+func closedUDPPort() (int, error) {
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	port := pc.LocalAddr().(*net.UDPAddr).Port
+	return port, pc.Close()
+}
