@@ -77,6 +77,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	logger.Info("remoteingress-bin starting", "version", version, "dialect", dialect.String(), "pid", os.Getpid())
+	stopProfile := startProfile(logger)
+	defer stopProfile()
 	err := bridge.Run(ctx, stdin, stdout, bridge.Options{Dialect: dialect, Version: version, Logger: logger})
 	if err != nil {
 		// The shutdown was still graceful: report, and exit 0 as promised.
