@@ -10,11 +10,19 @@ type connReader struct{ conn net.Conn }
 func newConnReader(c net.Conn) *connReader { return &connReader{conn: c} }
 
 func (r *connReader) read(limit int) (*[]byte, int, error) {
-	bp := getBuf(limit)
-	n, err := r.conn.Read(*bp)
+	bp := getBuf(HeaderLen + limit)
+	n, err := r.conn.Read((*bp)[HeaderLen:])
 	if n == 0 {
 		putBuf(bp)
 		bp = nil
 	}
 	return bp, n, err
 }
+
+// connWriter would write without waiting; here it always defers to the
+// blocking drain path.
+type connWriter struct{}
+
+func newConnWriter(net.Conn) *connWriter { return &connWriter{} }
+
+func (w *connWriter) tryWrite([]byte) (int, error) { return 0, nil }

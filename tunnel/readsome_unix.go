@@ -34,9 +34,9 @@ func newConnReader(c net.Conn) *connReader {
 }
 
 func (r *connReader) readFD(fd uintptr) bool {
-	bp := getBuf(r.limit)
+	bp := getBuf(HeaderLen + r.limit)
 	for {
-		n, err := syscall.Read(int(fd), *bp)
+		n, err := syscall.Read(int(fd), (*bp)[HeaderLen:])
 		if err == syscall.EINTR {
 			continue
 		}
@@ -49,12 +49,14 @@ func (r *connReader) readFD(fd uintptr) bool {
 	}
 }
 
-// read returns up to limit bytes in a pooled buffer (nil when n is 0); the
-// caller owns the buffer and returns it with putBuf.
+// read returns up to limit bytes in a pooled buffer (nil when n is 0), after
+// HeaderLen bytes of room for the frame header: the data is
+// (*bp)[HeaderLen:HeaderLen+n]. The caller owns the buffer and returns it
+// with putBuf.
 func (r *connReader) read(limit int) (*[]byte, int, error) {
 	if r.rc == nil {
-		bp := getBuf(limit)
-		n, err := r.conn.Read(*bp)
+		bp := getBuf(HeaderLen + limit)
+		n, err := r.conn.Read((*bp)[HeaderLen:])
 		if n == 0 {
 			putBuf(bp)
 			bp = nil
@@ -77,4 +79,53 @@ func (r *connReader) read(limit int) (*[]byte, int, error) {
 		return nil, 0, io.EOF
 	}
 	return bp, n, nil
+}
+
+// connWriter writes to a connection without ever waiting: tryWrite hands the
+// kernel what fits in the socket buffer now and reports how much that was.
+type connWriter struct {
+	rc  syscall.RawConn
+	p   []byte
+	n   int
+	err error
+	fn  func(fd uintptr) bool
+}
+
+func newConnWriter(c net.Conn) *connWriter {
+	w := &connWriter{}
+	if sc, ok := c.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			w.rc = rc
+			w.fn = w.writeFD
+		}
+	}
+	return w
+}
+
+func (w *connWriter) writeFD(fd uintptr) bool {
+	for {
+		n, err := syscall.Write(int(fd), w.p)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err == syscall.EAGAIN {
+			n, err = 0, nil
+		}
+		w.n, w.err = max(n, 0), err
+		return true // never wait for writability
+	}
+}
+
+// tryWrite writes as much of p as the socket takes without blocking.
+func (w *connWriter) tryWrite(p []byte) (int, error) {
+	if w.rc == nil {
+		return 0, nil
+	}
+	w.p, w.n, w.err = p, 0, nil
+	err := w.rc.Write(w.fn)
+	w.p = nil
+	if err != nil {
+		return 0, err
+	}
+	return w.n, w.err
 }

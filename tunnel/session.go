@@ -24,7 +24,7 @@ const (
 
 	minWindow      = 64 << 10
 	maxWindow      = 16 << 20
-	maxDataFrame   = 64 << 10 // largest DATA payload we send
+	maxDataFrame   = largeBuf - HeaderLen // largest DATA payload we send: frame and header fill one pooled buffer
 	writeBufSize   = 64 << 10
 	maxResetReason = 256
 	maxGoAway      = 1024
@@ -82,9 +82,9 @@ type resetReq struct {
 }
 
 // session is one authenticated tunnel: a reader goroutine that dispatches
-// frames, a writer goroutine that owns the connection's write side and
-// schedules control frames first and stream frames round-robin, and the
-// streams multiplexed over it.
+// frames, the write side of writer.go (stream goroutines write their own
+// frames under one lock; a control goroutine writes what the reader and the
+// timers queue), and the streams multiplexed over it.
 type session struct {
 	conn       net.Conn
 	isHub      bool
@@ -97,11 +97,15 @@ type session struct {
 	bw *bufio.Writer
 	fw *FrameWriter
 
-	// Write scheduling, guarded by wmu.
-	wmu         sync.Mutex
+	// The write side (writer.go). wlock is held while writing to bw.
+	wlock   sync.Mutex
+	waiting atomic.Int32 // writers waiting for wlock
+	werr    error        // the first write error; guarded by wlock
+	wscratch
+	// Control frames queued by the reader and the timers, guarded by cmu.
+	cmu         sync.Mutex
+	ctrlPending atomic.Bool
 	wake        chan struct{}
-	dataQ       []*stream // streams with one pending frame each, FIFO
-	spareQ      []*stream
 	wuQ         []*stream // streams with a pending window update
 	resets      []resetReq
 	pingPending bool
@@ -109,7 +113,6 @@ type session struct {
 	pongPending bool
 	pongData    [8]byte
 	goAway      string
-	wclosed     bool
 
 	mu      sync.Mutex
 	streams map[uint32]*stream
@@ -156,7 +159,7 @@ func (s *session) closeType() FrameType {
 // run serves the session until it ends and returns why. Every goroutine it
 // started has finished when it returns.
 func (s *session) run() error {
-	go s.writer()
+	go s.controlWriter()
 	kaDone := make(chan struct{})
 	go s.keepalive(kaDone)
 	err := s.safeReadLoop()
@@ -178,14 +181,14 @@ func (s *session) close(reason error) {
 		s.closeErr = reason
 		var le *LocalCloseError
 		var pe *ProtocolError
-		s.wmu.Lock()
+		s.cmu.Lock()
 		switch {
 		case errors.As(reason, &le):
 			s.goAway = le.Reason
 		case errors.As(reason, &pe):
 			s.goAway = pe.Error()
 		}
-		s.wmu.Unlock()
+		s.cmu.Unlock()
 		// Bound the final flush: a peer that stopped reading cannot hold us.
 		_ = s.conn.SetWriteDeadline(time.Now().Add(time.Second))
 		s.cancel()
@@ -277,10 +280,11 @@ func (s *session) dispatch(h FrameHeader) error {
 			return s.readError(err)
 		}
 		if h.Type == FramePing {
-			s.wmu.Lock()
+			s.cmu.Lock()
 			copy(s.pongData[:], p)
 			s.pongPending = true
-			s.wmu.Unlock()
+			s.cmu.Unlock()
+			s.ctrlPending.Store(true)
 			s.signal()
 		}
 		return nil
@@ -439,152 +443,6 @@ func (s *session) abortAll() {
 	}
 }
 
-// sendStreamFrame queues one frame of st and waits until the writer has
-// taken its payload, so the caller may reuse the buffer afterwards.
-func (s *session) sendStreamFrame(st *stream, t FrameType, payload []byte) error {
-	s.wmu.Lock()
-	if s.wclosed {
-		s.wmu.Unlock()
-		return errSessionClosed
-	}
-	st.wtype, st.wbuf = t, payload
-	s.dataQ = append(s.dataQ, st)
-	s.wmu.Unlock()
-	s.signal()
-	return <-st.wdone
-}
-
-// queueWindowUpdate schedules a credit for st (coalesced per stream).
-func (s *session) queueWindowUpdate(st *stream, n uint32) {
-	s.wmu.Lock()
-	if st.wuPending == 0 {
-		s.wuQ = append(s.wuQ, st)
-	}
-	st.wuPending += n
-	s.wmu.Unlock()
-	s.signal()
-}
-
-func (s *session) queueReset(id uint32, reason string) {
-	if len(reason) > maxResetReason {
-		reason = reason[:maxResetReason]
-	}
-	s.wmu.Lock()
-	s.resets = append(s.resets, resetReq{id: id, reason: reason})
-	s.wmu.Unlock()
-	s.signal()
-}
-
-// writer owns the write side. Each round it writes the control frames first
-// (pong, ping, resets, window updates), then every stream frame queued at
-// that moment in FIFO order — each stream has at most one frame queued, so
-// streams with data take turns — and flushes when nothing is left.
-func (s *session) writer() {
-	defer close(s.writerDone)
-	defer func() {
-		if r := recover(); r != nil {
-			s.log.Error("internal error in tunnel writer", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-			s.close(&LocalCloseError{Reason: "internal error"})
-		}
-		s.wmu.Lock()
-		s.wclosed = true
-		q := s.dataQ
-		s.dataQ = nil
-		s.wmu.Unlock()
-		for _, st := range q {
-			st.wbuf = nil
-			st.wdone <- errSessionClosed
-		}
-		_ = s.conn.Close()
-	}()
-	var (
-		resets []resetReq
-		wus    []*stream
-		wuVals []uint32
-		u32    [4]byte
-	)
-	for {
-		s.wmu.Lock()
-		q := s.dataQ
-		s.dataQ = s.spareQ[:0]
-		resets = append(resets[:0], s.resets...)
-		s.resets = s.resets[:0]
-		wus, wuVals = wus[:0], wuVals[:0]
-		for _, st := range s.wuQ {
-			wus = append(wus, st)
-			wuVals = append(wuVals, st.wuPending)
-			st.wuPending = 0
-		}
-		s.wuQ = s.wuQ[:0]
-		ping, pong := s.pingPending, s.pongPending
-		pingData, pongData := s.pingData, s.pongData
-		s.pingPending, s.pongPending = false, false
-		s.wmu.Unlock()
-
-		var err error
-		if pong {
-			err = s.fw.WriteFrame(0, FramePong, pongData[:])
-		}
-		if ping && err == nil {
-			err = s.fw.WriteFrame(0, FramePing, pingData[:])
-		}
-		for _, r := range resets {
-			if err == nil {
-				err = s.fw.WriteFrame(r.id, FrameReset, []byte(r.reason))
-			}
-		}
-		for i, st := range wus {
-			if err == nil {
-				binary.BigEndian.PutUint32(u32[:], wuVals[i])
-				err = s.fw.WriteFrame(st.id, FrameWindowUpdate, u32[:])
-			}
-		}
-		for i, st := range q {
-			if err == nil {
-				err = s.fw.WriteFrame(st.id, st.wtype, st.wbuf)
-			}
-			st.wbuf = nil
-			if err != nil {
-				st.wdone <- errSessionClosed
-			} else {
-				st.wdone <- nil
-			}
-			q[i] = nil
-		}
-		s.wmu.Lock()
-		s.spareQ = q[:0]
-		idle := len(s.dataQ) == 0 && len(s.resets) == 0 && len(s.wuQ) == 0 && !s.pingPending && !s.pongPending
-		s.wmu.Unlock()
-		if err == nil && idle {
-			err = s.bw.Flush()
-		}
-		if err != nil {
-			s.close(fmt.Errorf("connection lost: %w", err))
-			return
-		}
-		if !idle {
-			continue
-		}
-		select {
-		case <-s.wake:
-		case <-s.done():
-			s.wmu.Lock()
-			reason := s.goAway
-			s.wclosed = true
-			s.wmu.Unlock()
-			if reason != "" {
-				if len(reason) > maxGoAway {
-					reason = reason[:maxGoAway]
-				}
-				if s.fw.WriteFrame(0, FrameGoAway, []byte(reason)) == nil {
-					_ = s.bw.Flush()
-				}
-			}
-			return
-		}
-	}
-}
-
 // keepalive pings every interval and closes a session from which nothing has
 // arrived for the timeout. It looks often enough to notice within a few
 // seconds of the deadline.
@@ -611,18 +469,19 @@ func (s *session) keepalive(done chan struct{}) {
 			}
 			lastPing = now
 			seq++
-			s.wmu.Lock()
+			s.cmu.Lock()
 			binary.BigEndian.PutUint64(s.pingData[:], seq)
 			s.pingPending = true
-			s.wmu.Unlock()
+			s.cmu.Unlock()
+			s.ctrlPending.Store(true)
 			s.signal()
 		}
 	}
 }
 
-// startStream registers a new edge-side stream for conn, queues its OPEN
-// with the given PROXY header and starts its upstream. Ids are allocated and
-// OPENs queued under the writer's lock, so they reach the hub in id order.
+// startStream starts a new edge-side stream for conn: its goroutine sends
+// OPEN with the given PROXY header (the id is allocated then, under the
+// write lock, so OPENs reach the hub in id order) and then its bytes.
 func (s *session) startStream(conn net.Conn, header []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -631,28 +490,13 @@ func (s *session) startStream(conn net.Conn, header []byte) error {
 		return errSessionClosed
 	default:
 	}
-	if s.lastID == ^uint32(0) {
-		s.close(&LocalCloseError{Reason: "stream ids exhausted, reconnecting"})
-		return errSessionClosed
-	}
 	if len(s.streams) >= s.tuning.MaxStreams {
 		return errTooManyStreams
 	}
-	s.wmu.Lock()
-	if s.wclosed {
-		s.wmu.Unlock()
-		return errSessionClosed
-	}
-	s.lastID++
-	st := newStream(s, s.lastID, conn)
-	s.streams[st.id] = st
-	st.wtype, st.wbuf = FrameOpen, header
-	s.dataQ = append(s.dataQ, st)
-	s.wmu.Unlock()
-	s.signal()
+	st := newStream(s, 0, conn)
 	// Counted before the session can see it is done: run() waits for it.
 	s.goSafe(func() {
-		if err := <-st.wdone; err != nil {
+		if err := s.writeOpen(st, header); err != nil {
 			st.abort("tunnel closed", false)
 			return
 		}

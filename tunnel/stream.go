@@ -8,13 +8,16 @@ import (
 	"sync"
 )
 
-// stream is one client connection carried over a session. Its bytes move in
-// two directions, each with its own goroutine while there is work:
+// stream is one client connection carried over a session.
 //
-//   - upstream: read the local socket (only as much as the peer's window
-//     allows) and send DATA frames; EOF becomes our FIN (CLOSE/CLOSE_BACK).
-//   - drain: write the frames the peer sent to the local socket, give the
-//     window back in batches, and turn the peer's FIN into CloseWrite.
+//   - upstream: its own goroutine reads the local socket (only as much as
+//     the peer's window allows) and writes DATA frames itself; EOF becomes
+//     our FIN (CLOSE/CLOSE_BACK).
+//   - downstream: the session reader hands each DATA payload to the stream,
+//     which writes it to the socket at once without blocking when the socket
+//     takes it; what the socket does not take waits in a queue that a drain
+//     goroutine writes out. Credit goes back to the peer in batches, and the
+//     peer's FIN becomes CloseWrite once the queue is empty.
 //
 // The stream ends when both FINs are through, or at once when aborted.
 type stream struct {
@@ -22,21 +25,18 @@ type stream struct {
 	sess *session
 	conn net.Conn
 	rd   *connReader
+	wr   *connWriter
 
-	// Handoff to the session writer, guarded by sess.wmu.
-	wtype     FrameType
-	wbuf      []byte
-	wdone     chan error
-	wuPending uint32
+	wuPending uint32 // credit not yet sent; guarded by sess.cmu
 
 	mu          sync.Mutex
 	credit      int64         // bytes we may still send
 	creditCh    chan struct{} // signalled when credit grows
-	recvQ       []*[]byte     // peer bytes not yet written to conn
+	recvQ       []chunk       // peer bytes not yet written to conn
 	recvUnacked uint32        // received and not yet credited back
 	consumed    uint32        // written to conn, not yet credited back
 	ready       bool          // conn is attached (hub: dialled and header written)
-	draining    bool          // a drain goroutine is running
+	writing     bool          // someone (reader or drain goroutine) writes to conn
 	remoteFin   bool
 	wrClosed    bool // CloseWrite done on conn
 	localFin    bool // our FIN is sent
@@ -45,13 +45,19 @@ type stream struct {
 	doneCh      chan struct{}
 }
 
+// chunk is a queued payload: (*bp)[off:] is still to be written.
+type chunk struct {
+	bp  *[]byte
+	off int
+}
+
 func newStream(s *session, id uint32, conn net.Conn) *stream {
 	st := &stream{
-		id: id, sess: s, wdone: make(chan error, 1),
+		id: id, sess: s,
 		credit: int64(s.peerWindow), creditCh: make(chan struct{}, 1), doneCh: make(chan struct{}),
 	}
 	if conn != nil {
-		st.conn, st.rd, st.ready = conn, newConnReader(conn), true
+		st.conn, st.rd, st.wr, st.ready = conn, newConnReader(conn), newConnWriter(conn), true
 	}
 	return st
 }
@@ -65,7 +71,7 @@ func (st *stream) attach(conn net.Conn) bool {
 		_ = conn.Close()
 		return false
 	}
-	st.conn, st.rd, st.ready = conn, newConnReader(conn), true
+	st.conn, st.rd, st.wr, st.ready = conn, newConnReader(conn), newConnWriter(conn), true
 	st.kickLocked()
 	st.mu.Unlock()
 	return true
@@ -73,48 +79,116 @@ func (st *stream) attach(conn net.Conn) bool {
 
 // kickLocked starts a drain goroutine when there is something to drain.
 func (st *stream) kickLocked() {
-	if st.ready && !st.draining && !st.aborted && (len(st.recvQ) > 0 || (st.remoteFin && !st.wrClosed)) {
-		st.draining = true
+	if st.ready && !st.writing && !st.aborted && (len(st.recvQ) > 0 || (st.remoteFin && !st.wrClosed)) {
+		st.writing = true
 		st.sess.goSafe(st.drain)
 	}
 }
 
-// pushData queues a DATA payload from the peer; bp is owned by the stream now.
+// pushData takes a DATA payload from the peer; bp is owned by the stream now.
+// It is called by the session reader only, and never blocks.
 func (st *stream) pushData(bp *[]byte) error {
 	n := uint32(len(*bp))
 	st.mu.Lock()
-	defer st.mu.Unlock()
 	if st.aborted {
+		st.mu.Unlock()
 		putBuf(bp)
 		return nil
 	}
 	if st.remoteFin {
+		st.mu.Unlock()
 		putBuf(bp)
 		return protoErr("data for stream %d after its close", st.id)
 	}
 	if uint64(st.recvUnacked)+uint64(n) > uint64(st.sess.tuning.Window) {
+		st.mu.Unlock()
 		putBuf(bp)
 		return protoErr("stream %d overran its window (%d bytes outstanding, window %d)", st.id, uint64(st.recvUnacked)+uint64(n), st.sess.tuning.Window)
 	}
 	st.recvUnacked += n
-	st.recvQ = append(st.recvQ, bp)
-	st.kickLocked()
+	if !st.ready || st.writing || len(st.recvQ) > 0 {
+		st.recvQ = append(st.recvQ, chunk{bp: bp})
+		st.kickLocked()
+		st.mu.Unlock()
+		return nil
+	}
+	// Fast path: nobody is writing to conn; try it now, without waiting.
+	st.writing = true
+	st.mu.Unlock()
+	w, err := st.wr.tryWrite(*bp)
+	if err != nil {
+		putBuf(bp)
+		st.mu.Lock()
+		st.writing = false
+		st.mu.Unlock()
+		st.abort(fmt.Sprintf("write failed: %v", err), true)
+		return nil
+	}
+	st.mu.Lock()
+	st.writing = false
+	if st.aborted {
+		st.mu.Unlock()
+		putBuf(bp)
+		return nil
+	}
+	credit := st.consumedLocked(w)
+	if w < len(*bp) {
+		st.recvQ = append(st.recvQ, chunk{bp: bp, off: w})
+		st.kickLocked()
+	} else {
+		putBuf(bp)
+	}
+	st.mu.Unlock()
+	if credit > 0 {
+		st.sess.queueWindowUpdate(st, credit)
+	}
 	return nil
 }
 
-// remoteFin records the peer's FIN.
+// consumedLocked records n bytes written to conn and returns the credit to
+// send back, if a batch (a quarter window) is complete.
+func (st *stream) consumedLocked(n int) uint32 {
+	st.consumed += uint32(n)
+	if st.consumed < st.sess.tuning.Window/4 {
+		return 0
+	}
+	credit := st.consumed
+	st.recvUnacked -= credit
+	st.consumed = 0
+	return credit
+}
+
+// remoteFinish records the peer's FIN; with nothing left to write it shuts
+// down conn's write side at once.
 func (st *stream) remoteFinish() error {
 	st.mu.Lock()
-	defer st.mu.Unlock()
 	if st.aborted {
+		st.mu.Unlock()
 		return nil
 	}
 	if st.remoteFin {
+		st.mu.Unlock()
 		return protoErr("second close for stream %d", st.id)
 	}
 	st.remoteFin = true
-	st.kickLocked()
+	if !st.ready || st.writing || len(st.recvQ) > 0 {
+		st.kickLocked()
+		st.mu.Unlock()
+		return nil
+	}
+	st.wrClosed = true
+	st.mu.Unlock()
+	st.shutdownWrite()
 	return nil
+}
+
+// shutdownWrite half-closes conn after the peer's FIN.
+func (st *stream) shutdownWrite() {
+	if err := closeWrite(st.conn); err != nil {
+		st.abort(fmt.Sprintf("half-close failed: %v", err), true)
+		return
+	}
+	st.finishIfDone()
 }
 
 // addCredit applies a WINDOW_UPDATE.
@@ -141,61 +215,52 @@ func (st *stream) buffered() int {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	n := 0
-	for _, bp := range st.recvQ {
-		n += len(*bp)
+	for _, c := range st.recvQ {
+		n += len(*c.bp) - c.off
 	}
 	return n
 }
 
-// drain writes queued peer bytes to conn until the queue is empty.
+// drain writes queued peer bytes to conn, blocking, until the queue is empty.
 func (st *stream) drain() {
-	threshold := st.sess.tuning.Window / 4
 	for {
 		st.mu.Lock()
 		if st.aborted {
-			st.draining = false
+			st.writing = false
 			st.mu.Unlock()
 			return
 		}
 		if len(st.recvQ) == 0 {
+			st.writing = false
 			fin := st.remoteFin && !st.wrClosed
-			if !fin {
-				st.draining = false
-				st.mu.Unlock()
-				return
+			if fin {
+				st.wrClosed = true
 			}
-			st.wrClosed = true
-			st.draining = false
 			st.mu.Unlock()
-			if err := closeWrite(st.conn); err != nil {
-				st.abort(fmt.Sprintf("half-close failed: %v", err), true)
-				return
+			if fin {
+				st.shutdownWrite()
 			}
-			st.finishIfDone()
 			return
 		}
-		bp := st.recvQ[0]
-		st.recvQ[0] = nil
+		c := st.recvQ[0]
+		st.recvQ[0] = chunk{}
 		st.recvQ = st.recvQ[1:]
 		if len(st.recvQ) == 0 {
-			st.recvQ = st.recvQ[:0:0]
+			st.recvQ = nil
 		}
 		st.mu.Unlock()
 
-		n, err := st.conn.Write(*bp)
-		putBuf(bp)
+		n, err := st.conn.Write((*c.bp)[c.off:])
+		putBuf(c.bp)
 		if err != nil {
+			st.mu.Lock()
+			st.writing = false
+			st.mu.Unlock()
 			st.abort(fmt.Sprintf("write failed: %v", err), true)
 			return
 		}
 		st.mu.Lock()
-		st.consumed += uint32(n)
-		var credit uint32
-		if st.consumed >= threshold {
-			credit = st.consumed
-			st.recvUnacked -= credit
-			st.consumed = 0
-		}
+		credit := st.consumedLocked(n)
 		st.mu.Unlock()
 		if credit > 0 {
 			st.sess.queueWindowUpdate(st, credit)
@@ -203,7 +268,8 @@ func (st *stream) drain() {
 	}
 }
 
-// upstream reads conn and sends its bytes to the peer.
+// upstream reads conn and sends its bytes to the peer, one frame per read,
+// written by this goroutine itself.
 func (st *stream) upstream() {
 	dataType, closeType := st.sess.dataType(), st.sess.closeType()
 	for {
@@ -216,9 +282,9 @@ func (st *stream) upstream() {
 			st.mu.Lock()
 			st.credit -= int64(n)
 			st.mu.Unlock()
-			serr := st.sess.sendStreamFrame(st, dataType, (*bp)[:n])
+			werr := st.sess.writeData(st.id, dataType, (*bp)[:HeaderLen+n])
 			putBuf(bp)
-			if serr != nil {
+			if werr != nil {
 				st.abort("tunnel closed", false)
 				return
 			}
@@ -227,7 +293,7 @@ func (st *stream) upstream() {
 			continue
 		}
 		if errors.Is(err, io.EOF) {
-			if st.sess.sendStreamFrame(st, closeType, nil) != nil {
+			if st.sess.writeData(st.id, closeType, make([]byte, HeaderLen)) != nil {
 				st.abort("tunnel closed", false)
 				return
 			}
@@ -271,13 +337,15 @@ func (st *stream) abort(reason string, sendReset bool) {
 		return
 	}
 	st.aborted = true
-	for _, bp := range st.recvQ {
-		putBuf(bp)
+	// Queued chunks belong to the queue; a writer in progress holds only the
+	// one it took out and returns it itself.
+	for _, c := range st.recvQ {
+		putBuf(c.bp)
 	}
 	st.recvQ = nil
 	conn := st.conn
 	st.mu.Unlock()
-	if sendReset {
+	if sendReset && st.id != 0 {
 		st.sess.queueReset(st.id, reason)
 	}
 	st.sess.log.Debug("stream aborted", "stream", st.id, "reason", reason)

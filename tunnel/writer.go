@@ -1,0 +1,255 @@
+package tunnel
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"runtime/debug"
+)
+
+// The write side of a session.
+//
+// Stream goroutines write their own frames while holding wlock, so moving a
+// chunk from a socket into the tunnel takes no hand-off to another goroutine.
+// Frames that the reader and the timers produce (PONG, PING, RESET,
+// WINDOW_UPDATE) are queued and written first by whoever holds the lock next;
+// the control goroutine takes the lock for them when no stream writes. Frames
+// are coalesced in bw and flushed by the last writer out: one that finds
+// nobody else waiting for the lock. Each stream writes one frame (≤ 64 KiB)
+// per lock, and waiters get the lock in turn, so streams with data share the
+// tunnel round-robin.
+
+// wscratch is the control goroutine's and lock holders' scratch space,
+// guarded by wlock.
+type wscratch struct {
+	resetsW []resetReq
+	wusW    []*stream
+	wuVals  []uint32
+	u32     [4]byte
+	hdr     [HeaderLen]byte
+}
+
+// lockWriter takes the write lock; it fails once the tunnel cannot be written.
+func (s *session) lockWriter() error {
+	s.waiting.Add(1)
+	s.wlock.Lock()
+	s.waiting.Add(-1)
+	if s.werr != nil {
+		s.wlock.Unlock()
+		return s.werr
+	}
+	return nil
+}
+
+// unlockWriter writes the control frames queued meanwhile, flushes when no
+// other writer waits, and releases the lock.
+func (s *session) unlockWriter() error {
+	err := s.writeControlLocked()
+	if err == nil && s.waiting.Load() == 0 {
+		err = s.bw.Flush()
+	}
+	if err != nil && s.werr == nil {
+		s.werr = err
+	}
+	s.wlock.Unlock()
+	if err != nil {
+		s.close(fmt.Errorf("connection lost: %w", err))
+	}
+	return err
+}
+
+// writeData writes one stream frame. frame holds HeaderLen bytes of room
+// followed by the payload; the header is filled in here.
+func (s *session) writeData(id uint32, t FrameType, frame []byte) error {
+	if err := s.lockWriter(); err != nil {
+		return errSessionClosed
+	}
+	if s.ctx.Err() != nil {
+		s.wlock.Unlock()
+		return errSessionClosed
+	}
+	err := s.writeControlLocked()
+	if err == nil {
+		PutHeader(frame[:HeaderLen], FrameHeader{StreamID: id, Type: t, Length: uint32(len(frame) - HeaderLen)})
+		// A frame that does not fit goes to the connection as it is, not
+		// through the buffer: flush what is buffered first.
+		if len(frame) > s.bw.Available() && s.bw.Buffered() > 0 {
+			err = s.bw.Flush()
+		}
+		if err == nil {
+			_, err = s.bw.Write(frame)
+		}
+	}
+	if err != nil && s.werr == nil {
+		s.werr = err
+	}
+	if uerr := s.unlockWriter(); err == nil {
+		err = uerr
+	}
+	if err != nil {
+		return errSessionClosed
+	}
+	return nil
+}
+
+// writeOpen allocates the next stream id for st, registers it and writes its
+// OPEN, all under the write lock, so OPENs go out in id order.
+func (s *session) writeOpen(st *stream, header []byte) error {
+	if err := s.lockWriter(); err != nil {
+		return errSessionClosed
+	}
+	s.mu.Lock()
+	switch {
+	case s.ctx.Err() != nil:
+		s.mu.Unlock()
+		s.wlock.Unlock()
+		return errSessionClosed
+	case s.lastID == ^uint32(0):
+		s.mu.Unlock()
+		s.wlock.Unlock()
+		s.close(&LocalCloseError{Reason: "stream ids exhausted, reconnecting"})
+		return errSessionClosed
+	case len(s.streams) >= s.tuning.MaxStreams:
+		s.mu.Unlock()
+		s.wlock.Unlock()
+		return errTooManyStreams
+	}
+	s.lastID++
+	st.id = s.lastID
+	s.streams[st.id] = st
+	s.mu.Unlock()
+	err := s.writeControlLocked()
+	if err == nil {
+		err = s.fw.WriteFrame(st.id, FrameOpen, header)
+	}
+	if err != nil && s.werr == nil {
+		s.werr = err
+	}
+	if uerr := s.unlockWriter(); err == nil {
+		err = uerr
+	}
+	return err
+}
+
+// queueWindowUpdate schedules a credit for st (coalesced per stream).
+func (s *session) queueWindowUpdate(st *stream, n uint32) {
+	s.cmu.Lock()
+	if st.wuPending == 0 {
+		s.wuQ = append(s.wuQ, st)
+	}
+	st.wuPending += n
+	s.cmu.Unlock()
+	s.ctrlPending.Store(true)
+	s.signal()
+}
+
+// queueReset schedules a RESET for stream id.
+func (s *session) queueReset(id uint32, reason string) {
+	if len(reason) > maxResetReason {
+		reason = reason[:maxResetReason]
+	}
+	s.cmu.Lock()
+	s.resets = append(s.resets, resetReq{id: id, reason: reason})
+	s.cmu.Unlock()
+	s.ctrlPending.Store(true)
+	s.signal()
+}
+
+// writeControlLocked writes the queued control frames; the caller holds wlock.
+func (s *session) writeControlLocked() error {
+	if !s.ctrlPending.Load() {
+		return nil
+	}
+	w := &s.wscratch
+	s.cmu.Lock()
+	s.ctrlPending.Store(false)
+	w.resetsW = append(w.resetsW[:0], s.resets...)
+	s.resets = s.resets[:0]
+	w.wusW, w.wuVals = w.wusW[:0], w.wuVals[:0]
+	for _, st := range s.wuQ {
+		w.wusW = append(w.wusW, st)
+		w.wuVals = append(w.wuVals, st.wuPending)
+		st.wuPending = 0
+	}
+	clear(s.wuQ)
+	s.wuQ = s.wuQ[:0]
+	ping, pong := s.pingPending, s.pongPending
+	pingData, pongData := s.pingData, s.pongData
+	s.pingPending, s.pongPending = false, false
+	s.cmu.Unlock()
+
+	var err error
+	if pong {
+		err = s.fw.WriteFrame(0, FramePong, pongData[:])
+	}
+	if ping && err == nil {
+		err = s.fw.WriteFrame(0, FramePing, pingData[:])
+	}
+	for _, r := range w.resetsW {
+		if err == nil {
+			err = s.fw.WriteFrame(r.id, FrameReset, []byte(r.reason))
+		}
+	}
+	for i, st := range w.wusW {
+		if err == nil {
+			binary.BigEndian.PutUint32(w.u32[:], w.wuVals[i])
+			err = s.fw.WriteFrame(st.id, FrameWindowUpdate, w.u32[:])
+		}
+	}
+	clear(w.wusW)
+	return err
+}
+
+// controlWriter writes queued control frames when no stream is writing, and
+// at the end the GOAWAY; then it closes the connection.
+func (s *session) controlWriter() {
+	defer close(s.writerDone)
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("internal error in tunnel writer", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			s.close(&LocalCloseError{Reason: "internal error"})
+		}
+		_ = s.conn.Close()
+	}()
+	for {
+		select {
+		case <-s.wake:
+			if s.lockWriter() != nil {
+				<-s.done()
+				s.finalWrite()
+				return
+			}
+			_ = s.unlockWriter()
+		case <-s.done():
+			s.finalWrite()
+			return
+		}
+	}
+}
+
+// finalWrite sends the GOAWAY, if there is a reason to give, and stops all
+// further writes. close() has set a write deadline, so it cannot hang.
+func (s *session) finalWrite() {
+	s.waiting.Add(1)
+	s.wlock.Lock()
+	s.waiting.Add(-1)
+	defer s.wlock.Unlock()
+	if s.werr != nil {
+		return
+	}
+	s.werr = errSessionClosed
+	s.cmu.Lock()
+	reason := s.goAway
+	s.cmu.Unlock()
+	if reason == "" {
+		return
+	}
+	if len(reason) > maxGoAway {
+		reason = reason[:maxGoAway]
+	}
+	if s.fw.WriteFrame(0, FrameGoAway, []byte(reason)) == nil {
+		_ = s.bw.Flush()
+	}
+}
+
+var _ = errors.New
