@@ -89,6 +89,8 @@ func hubTLSConfig(cert tls.Certificate) *tls.Config {
 		MinVersion:   tls.VersionTLS12,
 		CipherSuites: aeadSuites12,
 		NextProtos:   []string{alpnProto},
+		// The tunnel is long-lived and carries bulk data: full-size records.
+		DynamicRecordSizingDisabled: true,
 	}
 }
 
@@ -110,6 +112,8 @@ func edgeTLSConfigFor(serverName, pinSHA256, caPEM string) (*tls.Config, error) 
 		MinVersion:         tls.VersionTLS12,
 		CipherSuites:       aeadSuites12,
 		NextProtos:         []string{alpnProto},
+		// The tunnel is long-lived and carries bulk data: full-size records.
+		DynamicRecordSizingDisabled: true,
 	}
 	if caPEM != "" {
 		pool := x509.NewCertPool()

@@ -19,6 +19,10 @@ import (
 // per lock, and waiters get the lock in turn, so streams with data share the
 // tunnel round-robin.
 
+// directWriteMin is the frame size from which a frame bypasses the buffer:
+// one TLS record's worth, which gains nothing from coalescing.
+const directWriteMin = 16 << 10
+
 // wscratch is the control goroutine's and lock holders' scratch space,
 // guarded by wlock.
 type wscratch struct {
@@ -71,13 +75,16 @@ func (s *session) writeData(id uint32, t FrameType, frame []byte) error {
 	err := s.writeControlLocked()
 	if err == nil {
 		PutHeader(frame[:HeaderLen], FrameHeader{StreamID: id, Type: t, Length: uint32(len(frame) - HeaderLen)})
-		// A frame that does not fit goes to the connection as it is, not
-		// through the buffer: flush what is buffered first.
-		if len(frame) > s.bw.Available() && s.bw.Buffered() > 0 {
-			err = s.bw.Flush()
-		}
-		if err == nil {
-			_, err = s.bw.Write(frame)
+		if len(frame) < directWriteMin {
+			_, err = s.bw.Write(frame) // small: coalesce
+		} else {
+			// Large: straight to TLS, without copying it through the buffer.
+			if s.bw.Buffered() > 0 {
+				err = s.bw.Flush()
+			}
+			if err == nil {
+				_, err = s.conn.Write(frame)
+			}
 		}
 	}
 	if err != nil && s.werr == nil {
