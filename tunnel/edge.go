@@ -220,6 +220,13 @@ func (e *Edge) acceptLoop(ln net.Listener) {
 // handleClient opens a stream for a client, or closes the connection at once
 // when there is no tunnel.
 func (e *Edge) handleClient(conn net.Conn) {
+	var err error
+	defer func() {
+		if err != nil {
+			_ = conn.Close()
+		}
+	}()
+	defer recoverInto(e.log, "accepting a client", &err)
 	e.mu.Lock()
 	sess := e.sess
 	e.mu.Unlock()
@@ -314,7 +321,8 @@ func (e *Edge) sleep(d time.Duration) bool {
 
 // connect dials the hub, runs TLS and the mutual authentication under one
 // deadline, and returns a session ready to run.
-func (e *Edge) connect(hubAddr string) (*session, error) {
+func (e *Edge) connect(hubAddr string) (sess *session, err error) {
+	defer recoverInto(e.log, "connecting to the hub", &err)
 	ctx, cancel := context.WithTimeout(e.ctx, e.cfg.HandshakeTimeout)
 	defer cancel()
 	d := net.Dialer{KeepAlive: 15 * time.Second}

@@ -310,12 +310,13 @@ func (h *Hub) evictOldestLocked() {
 
 func (h *Hub) serveConn(conn net.Conn) {
 	defer h.wg.Done()
+	var perr error
 	defer func() {
-		if r := recover(); r != nil {
-			h.log.Error("internal error serving an edge", "panic", fmt.Sprint(r))
+		if perr != nil {
 			_ = conn.Close()
 		}
 	}()
+	defer recoverInto(h.log, "serving an edge", &perr)
 	remote := conn.RemoteAddr().String()
 	e, err := h.authenticate(conn)
 	h.mu.Lock()
