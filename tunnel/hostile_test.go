@@ -1,0 +1,104 @@
+package tunnel
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Each hostile frame sequence from an authenticated edge is a protocol error
+// that closes that tunnel only, with a reason naming it; the genuine edge's
+// traffic keeps flowing and the process keeps serving.
+func TestHostileFramesCloseOnlyThatTunnel(t *testing.T) {
+	r := startRig(t, rigOptions{})
+	if err := r.hub.SetAllowedEdges([]EdgeCredential{{ID: "edge-1", Secret: "s3cret-edge-1"}, {ID: "evil", Secret: "e"}}); err != nil {
+		t.Fatal(err)
+	}
+	frame := func(id uint32, t FrameType, p []byte) []byte { return AppendFrame(nil, id, t, p) }
+	_ = frame
+	holdTarget := startTarget(t, func(_ string, c net.Conn, br *bufio.Reader) { io.Copy(io.Discard, br) })
+	open := []byte(fmt.Sprintf("PROXY TCP4 198.51.100.7 127.0.0.1 4242 %d\r\n", holdTarget.port))
+	// A target that never reads: once the kernel's buffers are full, nothing
+	// is credited back, and a sender that goes on overruns the window.
+	stuck := make(chan struct{})
+	defer close(stuck)
+	stuckTarget := startTarget(t, func(_ string, c net.Conn, br *bufio.Reader) { <-stuck })
+	openStuck := []byte(fmt.Sprintf("PROXY TCP4 198.51.100.7 127.0.0.1 4242 %d\r\n", stuckTarget.port))
+	flood := frame(1, FrameOpen, openStuck)
+	for i := 0; i < 40; i++ {
+		flood = append(flood, frame(1, FrameData, make([]byte, 1<<20))...)
+	}
+	header := func(id uint32, t FrameType, length uint32) []byte {
+		b := make([]byte, HeaderLen)
+		PutHeader(b, FrameHeader{StreamID: id, Type: t, Length: length})
+		return b
+	}
+	cat := func(parts ...[]byte) []byte {
+		var out []byte
+		for _, p := range parts {
+			out = append(out, p...)
+		}
+		return out
+	}
+	cases := []struct {
+		name, wire, reason string
+	}{
+		{"absurd length", string(header(1, FrameData, 0xFFFFFFFF)), "exceeds the limit"},
+		{"length above the window", string(header(1, FrameData, 2<<20)), "exceeds the limit"},
+		{"unknown type", string(header(1, 0x42, 0)), "unknown frame type"},
+		{"DATA for a stream never opened", string(frame(9, FrameData, []byte("x"))), "never opened"},
+		{"DATA after CLOSE", string(cat(frame(1, FrameOpen, open), frame(1, FrameClose, nil), frame(1, FrameData, []byte("late")))), "after its close"},
+		{"duplicate OPEN", string(cat(frame(1, FrameOpen, open), frame(1, FrameOpen, open))), "not above the last opened"},
+		{"OPEN with a bad PROXY header", string(frame(1, FrameOpen, []byte("PROXY TCP4 nonsense\r\n"))), "PROXY"},
+		{"OPEN on stream 0", string(frame(0, FrameOpen, open)), "on stream 0"},
+		{"hub-to-edge frame from an edge", string(cat(frame(1, FrameOpen, open), frame(1, FrameDataBack, []byte("x")))), "unexpected DATA_BACK"},
+		{"window overrun", string(flood), "overran its window"},
+		{"PING of the wrong size", string(frame(0, FramePing, []byte("abc"))), "PING with 3 bytes"},
+		{"zero window update", string(cat(frame(1, FrameOpen, open), frame(1, FrameWindowUpdate, make([]byte, 4)))), "zero window update"},
+		{"handshake frame after authentication", string(frame(0, FrameHello, []byte("x"))), "HELLO on stream 0"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			from := len(r.hubEvents.snapshot())
+			raw := rawEdge(t, r.hub.Port(), "evil", "e")
+			go raw.Write([]byte(tc.wire)) // may fail once the hub has had enough
+			ev, _ := r.hubEvents.wait(t, from, 5*time.Second, func(e Event) bool {
+				d, ok := e.Data.(EdgeDisconnectedEvent)
+				return ok && d.EdgeID == "evil"
+			})
+			reason := ev.Data.(EdgeDisconnectedEvent).Reason
+			if !strings.Contains(reason, "protocol error") || !strings.Contains(reason, tc.reason) {
+				t.Fatalf("reason = %q, want a protocol error mentioning %q", reason, tc.reason)
+			}
+			// The peer is told why, then the connection ends.
+			raw.SetReadDeadline(time.Now().Add(5 * time.Second))
+			fr := NewFrameReader(raw)
+			var goaway string
+			for {
+				h, p, err := fr.ReadFrame()
+				if err != nil {
+					break
+				}
+				if h.Type == FrameGoAway {
+					goaway = string(p)
+				}
+			}
+			if !strings.Contains(goaway, "protocol error") {
+				t.Fatalf("GOAWAY = %q", goaway)
+			}
+			c := r.dial(t)
+			c.Write([]byte("still fine"))
+			c.CloseWrite()
+			if got, _ := io.ReadAll(c); string(got) != "still fine" {
+				t.Fatalf("the genuine edge was disturbed: got %q", got)
+			}
+		})
+	}
+	if n := len(r.hub.Status().ConnectedEdges); n != 1 {
+		t.Fatalf("%d edges connected at the end, want the genuine one", n)
+	}
+}
