@@ -7,6 +7,7 @@ require (
 	github.com/hashicorp/go-multierror v1.1.1
 	github.com/pion/stun/v3 v3.1.7
 	github.com/sourcegraph/jsonrpc2 v0.2.3
+	golang.org/x/sys v0.41.0
 )
 
 require (
@@ -16,5 +17,4 @@ require (
 	github.com/pion/transport/v4 v4.1.0 // indirect
 	github.com/wlynxg/anet v0.0.5 // indirect
 	golang.org/x/crypto v0.48.0 // indirect
-	golang.org/x/sys v0.41.0 // indirect
 )

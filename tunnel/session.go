@@ -444,11 +444,13 @@ func (s *session) abortAll() {
 }
 
 // keepalive pings every interval and closes a session from which nothing has
-// arrived for the timeout. It looks often enough to notice within a few
-// seconds of the deadline.
+// arrived for the timeout. It looks ten times per timeout, so a dead tunnel
+// is noticed at most a tenth of the timeout late; half a tick of slack
+// absorbs the ticker's jitter.
 func (s *session) keepalive(done chan struct{}) {
 	defer close(done)
-	tick := min(s.tuning.KeepaliveInterval, s.tuning.KeepaliveTimeout/6)
+	tick := min(s.tuning.KeepaliveInterval/2, s.tuning.KeepaliveTimeout/10)
+	slack := tick / 2
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	lastCount, lastSeen, lastPing := s.recvFrames.Load(), time.Now(), time.Now()
@@ -460,11 +462,11 @@ func (s *session) keepalive(done chan struct{}) {
 		case now := <-t.C:
 			if c := s.recvFrames.Load(); c != lastCount {
 				lastCount, lastSeen = c, now
-			} else if now.Sub(lastSeen) >= s.tuning.KeepaliveTimeout {
+			} else if now.Sub(lastSeen)+slack >= s.tuning.KeepaliveTimeout {
 				s.close(fmt.Errorf("keepalive timeout: nothing received for %s", now.Sub(lastSeen).Round(time.Second)))
 				return
 			}
-			if now.Sub(lastPing) < s.tuning.KeepaliveInterval {
+			if now.Sub(lastPing)+slack < s.tuning.KeepaliveInterval {
 				continue
 			}
 			lastPing = now

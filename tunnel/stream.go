@@ -293,6 +293,15 @@ func (st *stream) upstream() {
 			continue
 		}
 		if errors.Is(err, io.EOF) {
+			// A reset whose ECONNRESET the drain side consumed reads as EOF
+			// here; it must reach the peer as a reset, not a clean close.
+			st.mu.Lock()
+			wrClosed := st.wrClosed
+			st.mu.Unlock()
+			if !wrClosed && wasReset(st.conn) {
+				st.abort("connection reset", true)
+				return
+			}
 			if st.sess.writeData(st.id, closeType, make([]byte, HeaderLen)) != nil {
 				st.abort("tunnel closed", false)
 				return
