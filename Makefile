@@ -1,13 +1,14 @@
 # remoteingress: Go engine (remoteingress-bin) + TypeScript package.
 # `make demo` runs the real thing on loopback; `make test` runs every test.
 
+SHELL    := /bin/bash
 GO       ?= go
 BIN      := remoteingress-bin
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || node -p "require('./package.json').version" 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 FUZZTIME ?= 10s
 
-.PHONY: all build dist ts node_modules test test-go test-ts fuzz demo bench bench-go vet clean
+.PHONY: all build dist ts node_modules test check test-go test-ts test-system fuzz demo bench bench-go vet clean
 
 all: build ts
 
@@ -31,11 +32,19 @@ ts: node_modules
 vet:
 	$(GO) vet ./...
 
-## test: Go tests with the race detector, then the TypeScript tests against the built binary
-test: vet test-go test-ts
+## test: every test: Go unit and integration tests (-race), the TypeScript package, and the system tests
+test: vet test-go test-ts test-system
+
+## check: the quick subset for everyday work (no system tests)
+check: vet test-go test-ts
 
 test-go:
-	$(GO) test -race -count=1 -timeout 15m ./...
+	$(GO) test -race -count=1 -timeout 15m $$($(GO) list ./... | grep -v /systest)
+
+## test-system: the real binary against nginx, HAProxy, wrk, coturn, network namespaces, kill -9, soak
+## (scripts/ci-system-deps.sh installs the tools; namespace tests need root; SOAK_DURATION=10m for a longer soak)
+test-system:
+	$(GO) test -race -count=1 -timeout 20m -v ./systest/ 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
 
 test-ts: build ts
 	REMOTEINGRESS_BINARY=$(CURDIR)/dist_bin/$(BIN) npm test

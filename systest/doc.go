@@ -1,0 +1,23 @@
+// Package systest holds the system tests of remoteingress: the real
+// remoteingress-bin (built once per run), each hub and edge its own process
+// driven over the --management dialect, against real PROXY-protocol
+// consumers (nginx, HAProxy), a real STUN server (coturn), HTTP load (wrk),
+// simulated networks (network namespaces with delay, loss and cuts) and
+// process faults (kill -9 of hub, edge and parent), plus a bounded soak.
+//
+// Everything is in the _test.go files; run them with
+//
+//	go test -race -count=1 -v ./systest/
+//
+// Tools that are missing skip their test with a message naming the Debian
+// package (scripts/ci-system-deps.sh installs them), unless CI=true, in
+// which case the test fails. Tests that need network namespaces skip when not
+// run as root. Only 127.0.0.0/8, ::1 and addresses inside network namespaces
+// the tests create themselves are used.
+//
+// Environment: SOAK_DURATION (a Go duration; default 30s, 3m with CI=true),
+// SYSTEST_LINK=netem|tun (how the two-host test impairs its link; default
+// netem when the kernel has it, else a userspace TUN link emulator),
+// SYSTEST_RACE_BINARY=1 (build the binary under test with -race),
+// SYSTEST_BINARY=path (test that binary instead of building one).
+package systest
