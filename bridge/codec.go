@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"bytes"
 	"encoding/json"
 )
 
@@ -38,3 +39,11 @@ type wireMessage struct {
 
 // emptyObject is the data of an event without data.
 var emptyObject = json.RawMessage(`{}`)
+
+// answerID renders the raw id of a rejected line for its answer. The raw id
+// is JSON taken from the input, so bytes that are not UTF-8 can only be in
+// its strings; they become U+FFFD, as they would in a decoded id, and the
+// output stays valid UTF-8.
+func answerID(raw json.RawMessage) json.RawMessage {
+	return bytes.ToValidUTF8(raw, []byte("\uFFFD"))
+}

@@ -35,7 +35,7 @@ func (jsonrpcCodec) encode(msg []byte, m *wireMessage) ([]byte, error) {
 func (jsonrpcCodec) reject(r *rejection) []byte {
 	id := json.RawMessage("null")
 	if r.id != nil && r.idValid {
-		id = r.id
+		id = answerID(r.id)
 	}
 	return mustMarshal(jsonrpcErrorResponse{
 		JSONRPC: "2.0",

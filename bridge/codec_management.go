@@ -58,5 +58,5 @@ func (managementCodec) reject(r *rejection) []byte {
 	if r.id == nil {
 		return nil
 	}
-	return mustMarshal(managementFailure{ID: r.id, Error: r.message})
+	return mustMarshal(managementFailure{ID: answerID(r.id), Error: r.message})
 }

@@ -13,8 +13,22 @@
 // results. [Run] serves one such session until its input ends or its context
 // is cancelled, then stops the hub and the edge.
 //
+// Input from a hostile or broken parent gets errors, never a crash or
+// unbounded memory: lines are at most [MaxLineBytes]; JSON nested deeper than
+// encoding/json's limit (10000) is rejected; requests in flight are bounded
+// by [Options].MaxInFlight (with as many again for ping, status requests and
+// unknown methods, so that they are answered while slow requests wait) and
+// MaxInFlightBytes, beyond which the input is not read (backpressure through
+// the pipe); the warnings for rejected lines
+// and failed requests are limited to 10 a second each, the rest counted in a
+// summary line ("N more lines rejected"). A UTF-8 byte order mark at the
+// start of a line is ignored, as RFC 8259 allows. Bytes that are not UTF-8
+// inside JSON strings become U+FFFD, as encoding/json decodes them, so every
+// output line is valid UTF-8.
+//
 // Secrets (edge secrets, TLS keys) never appear in a log line, an error, an
-// event or a status result, and request params are never logged.
+// event or a status result. Request params are never logged, and of a
+// rejected line only its id is logged and echoed, never its content.
 //
 // [jsonrpc2.Conn]: https://pkg.go.dev/github.com/sourcegraph/jsonrpc2#Conn
 package bridge

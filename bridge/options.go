@@ -38,6 +38,17 @@ const (
 	// further events are dropped and counted.
 	DefaultEventQueueSize = 8192
 
+	// DefaultMaxInFlight is how many requests are handled at once by default,
+	// and again how many quick ones (ping, status requests, unknown methods),
+	// which have slots of their own. While a request waits for a slot, the
+	// input is not read: the parent's writes wait in the pipe.
+	DefaultMaxInFlight = 256
+
+	// DefaultMaxInFlightBytes bounds by default the bytes (method, id and
+	// params) of the requests handled at once; a request bigger than that is
+	// handled alone. Like DefaultMaxInFlight, reaching it pauses the input.
+	DefaultMaxInFlightBytes = 64 << 20
+
 	// DefaultShutdownTimeout bounds the graceful shutdown of Run: stopping the
 	// hub and the edge and flushing queued events. At the end of input, up to
 	// one more second goes first to answering the requests already read.
@@ -56,9 +67,17 @@ type Options struct {
 	EventQueueSize int
 	// ShutdownTimeout bounds the graceful shutdown (default DefaultShutdownTimeout).
 	ShutdownTimeout time.Duration
+	// MaxInFlight bounds the requests handled at once, and again the quick
+	// ones (default DefaultMaxInFlight).
+	MaxInFlight int
+	// MaxInFlightBytes bounds the bytes of the requests handled at once
+	// (default DefaultMaxInFlightBytes).
+	MaxInFlightBytes int64
 
 	// maxLineBytes overrides MaxLineBytes in tests.
 	maxLineBytes int
+	// logBurst overrides logBurst in tests.
+	logBurst int
 }
 
 // withDefaults returns o with every unset field at its default.
@@ -75,8 +94,17 @@ func (o Options) withDefaults() (Options, error) {
 	if o.ShutdownTimeout <= 0 {
 		o.ShutdownTimeout = DefaultShutdownTimeout
 	}
+	if o.MaxInFlight <= 0 {
+		o.MaxInFlight = DefaultMaxInFlight
+	}
+	if o.MaxInFlightBytes <= 0 {
+		o.MaxInFlightBytes = DefaultMaxInFlightBytes
+	}
 	if o.maxLineBytes <= 0 {
 		o.maxLineBytes = MaxLineBytes
+	}
+	if o.logBurst <= 0 {
+		o.logBurst = logBurst
 	}
 	return o, nil
 }

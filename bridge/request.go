@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/sourcegraph/jsonrpc2"
 )
@@ -50,8 +51,12 @@ func parseRequest(data []byte, strict, needID bool, store *paramStore) (req []by
 	if err := json.Unmarshal(data, &m); err != nil {
 		var se *json.SyntaxError
 		if errors.As(err, &se) {
+			what := "invalid JSON"
+			if strings.HasSuffix(se.Error(), "exceeded max depth") {
+				what = "JSON nested too deeply"
+			}
 			return nil, false, newRejection(leadingID(data), jsonrpc2.CodeParseError,
-				"invalid JSON at byte %d", se.Offset)
+				"%s at byte %d", what, se.Offset)
 		}
 		return nil, false, newRejection(nil, jsonrpc2.CodeInvalidRequest, "a request must be a JSON object")
 	}
@@ -83,7 +88,7 @@ func parseRequest(data []byte, strict, needID bool, store *paramStore) (req []by
 	}
 
 	var b bytes.Buffer
-	b.Grow(len(data) + 64)
+	b.Grow(len(method) + 96) // the params stay in store
 	b.WriteString(`{"jsonrpc":"2.0","method":`)
 	b.Write(mustMarshal(method))
 	if hasID {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"strconv"
+	"unicode/utf8"
 
 	"github.com/sourcegraph/jsonrpc2"
 )
@@ -33,6 +34,9 @@ func parseID(raw json.RawMessage) (jsonrpc2.ID, bool) {
 // may be only the start of the object or broken further on. It returns nil
 // when no complete id precedes the end or the first syntax error.
 func leadingID(b []byte) json.RawMessage {
+	if t := bytes.TrimLeft(b, " \t\r\n"); len(t) == 0 || t[0] != '{' {
+		return nil // not an object: spare the decoder
+	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
 		return nil
@@ -67,10 +71,15 @@ func logID(raw json.RawMessage) string {
 	return truncate(string(raw), 64)
 }
 
-// truncate shortens s to at most n bytes, marking the cut.
+// truncate shortens s to at most n bytes, marking the cut. It never cuts a
+// UTF-8 sequence in two.
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	return s[:n] + "…"
+	cut := n
+	for cut > 0 && cut > n-utf8.UTFMax && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }

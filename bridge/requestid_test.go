@@ -2,7 +2,9 @@ package bridge
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/sourcegraph/jsonrpc2"
 )
@@ -53,5 +55,21 @@ func TestLeadingID(t *testing.T) {
 		if got := string(leadingID([]byte(c.in))); got != c.want {
 			t.Errorf("leadingID(%s) = %q, want %q", c.in, got, c.want)
 		}
+	}
+}
+
+func TestTruncateKeepsUTF8(t *testing.T) {
+	s := strings.Repeat("é", 40) // 2 bytes each
+	for n := range 12 {
+		got := truncate(s, n)
+		if !utf8.ValidString(got) || len(got) > n+len("…") || !strings.HasSuffix(got, "…") {
+			t.Errorf("truncate(%d) = %q", n, got)
+		}
+	}
+	if got := truncate("ab\xffcd", 3); got != "ab\xff…" {
+		t.Errorf("bytes that are not UTF-8 are cut like any: %q", got)
+	}
+	if got := truncate("short", 5); got != "short" {
+		t.Errorf("truncate of a short string: %q", got)
 	}
 }

@@ -27,6 +27,12 @@ type readyData struct {
 // ctx is cancelled. Then it stops the hub and the edge (at the same time),
 // flushes queued events and returns, all within opts.ShutdownTimeout.
 //
+// Requests are handled concurrently: at most opts.MaxInFlight at once, and
+// as many quick ones (ping, status requests, unknown methods), with at most
+// opts.MaxInFlightBytes between them. A request that does not fit makes Run
+// stop reading in until one is answered, so a parent writing faster than it
+// is answered waits on the pipe while memory stays bounded.
+//
 // Run never closes in or out. Bad input lines and a failing out do not end
 // it. It returns the errors of the shutdown and of reading in (other than
 // io.EOF), if any. When it returns because ctx was cancelled, a read of in
@@ -55,13 +61,18 @@ func run(ctx context.Context, in io.Reader, out io.Writer, opts Options, eng eng
 
 	events := newEventQueue(opts.EventQueueSize, log)
 	srv := newServer(eng, events, params, log)
+	st.rejectLog.burst, srv.failLog.burst = opts.logBurst, opts.logBurst
 
 	// The Conn outlives ctx until the shutdown is done, so that events of the
 	// shutdown still reach the parent when it is listening.
 	connCtx, cancelConn := context.WithCancel(context.Background())
 	defer cancelConn()
-	conn := jsonrpc2.NewConn(connCtx, st, jsonrpc2.AsyncHandler(srv), jsonrpc2.SetLogger(connLogger{log}))
+	adm := newAdmission(opts.MaxInFlight, opts.MaxInFlightBytes)
+	conn := jsonrpc2.NewConn(connCtx, st, boundedHandler{srv: srv, adm: adm}, jsonrpc2.SetLogger(connLogger{log}))
 	defer conn.Close()
+	defer adm.close() // before conn.Close: a read waiting for admission ends
+	defer srv.failLog.flush()
+	defer st.rejectLog.flush()
 	go events.run(func(ev tunnel.Event) error { return conn.Notify(connCtx, ev.Name, ev.Data) })
 
 	var readErr error

@@ -14,11 +14,11 @@ import (
 // method handles one request's params and returns its result.
 type method func(params *json.RawMessage) (any, error)
 
-// server is the jsonrpc2.Handler: it dispatches requests to the hub and
-// edge roles. Wrapped in jsonrpc2.AsyncHandler, each request runs on its own
-// goroutine, so a slow start never holds up ping or a status request.
+// server dispatches requests to the hub and edge roles. Run wraps it in a
+// boundedHandler, which runs each request on its own goroutine.
 type server struct {
 	log     *slog.Logger
+	failLog *logLimiter // the "request failed" warnings
 	events  *eventQueue
 	params  *paramStore
 	hub     *hubRole
@@ -29,11 +29,12 @@ type server struct {
 // newServer returns a server whose engines report to events.
 func newServer(eng engine, events *eventQueue, params *paramStore, log *slog.Logger) *server {
 	s := &server{
-		log:    log,
-		events: events,
-		params: params,
-		hub:    &hubRole{eng: eng, log: log.With("role", "hub"), sink: events.sink},
-		edge:   &edgeRole{eng: eng, log: log.With("role", "edge"), sink: events.sink},
+		log:     log,
+		failLog: newLogLimiter(log, "%d more requests failed"),
+		events:  events,
+		params:  params,
+		hub:     &hubRole{eng: eng, log: log.With("role", "hub"), sink: events.sink},
+		edge:    &edgeRole{eng: eng, log: log.With("role", "edge"), sink: events.sink},
 	}
 	s.methods = map[string]method{
 		"ping":               s.ping,
@@ -48,9 +49,24 @@ func newServer(eng engine, events *eventQueue, params *paramStore, log *slog.Log
 	return s
 }
 
-// Handle implements jsonrpc2.Handler.
+// quickMethods answer at once from memory and ignore their params.
+var quickMethods = map[string]bool{"ping": true, "getHubStatus": true, "getEdgeStatus": true}
+
+// quick reports whether method answers at once and ignores its params: a
+// quick method, or an unknown one.
+func (s *server) quick(method string) bool {
+	_, known := s.methods[method]
+	return quickMethods[method] || !known
+}
+
+// Handle implements jsonrpc2.Handler, handling req on the caller's goroutine.
 func (s *server) Handle(ctx context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.Request) {
-	result, err := s.call(req, s.params.take(req))
+	s.serve(ctx, conn, req, s.params.take(req))
+}
+
+// serve runs req with params and answers it, unless it is a notification.
+func (s *server) serve(ctx context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.Request, params *json.RawMessage) {
+	result, err := s.call(req, params)
 	if req.Notif {
 		return
 	}
@@ -67,7 +83,7 @@ func (s *server) call(req *jsonrpc2.Request, params *json.RawMessage) (result an
 	m, ok := s.methods[req.Method]
 	if !ok {
 		err = unknownMethod(req.Method)
-		s.log.Warn("request failed", "method", truncate(req.Method, 64), "id", req.ID.String(), "error", err)
+		s.failLog.warn("request failed", "method", truncate(req.Method, 64), "id", truncate(req.ID.String(), 64), "error", err)
 		return nil, err
 	}
 	defer func() {
@@ -78,7 +94,7 @@ func (s *server) call(req *jsonrpc2.Request, params *json.RawMessage) (result an
 	}()
 	result, err = m(params)
 	if err != nil {
-		s.log.Warn("request failed", "method", req.Method, "id", req.ID.String(), "error", err)
+		s.failLog.warn("request failed", "method", req.Method, "id", truncate(req.ID.String(), 64), "error", err)
 	}
 	return result, err
 }

@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,10 +17,11 @@ import (
 // lines, handles bad ones itself (ReadObject fails only when the input ends),
 // and writes each message as one line.
 type stream struct {
-	lines *lineReader
-	codec codec
-	log   *slog.Logger
-	max   int
+	lines     *lineReader
+	codec     codec
+	log       *slog.Logger
+	rejectLog *logLimiter // the "rejected input line" warnings
+	max       int
 
 	params  *paramStore // params of the requests read
 	pending inflight    // requests read, not yet answered
@@ -35,7 +37,10 @@ var _ jsonrpc2.ObjectStream = (*stream)(nil)
 
 // newStream returns a stream reading lines of at most max bytes from in and writing to out.
 func newStream(in io.Reader, out io.Writer, c codec, max int, params *paramStore, log *slog.Logger) *stream {
-	return &stream{lines: newLineReader(in, max), codec: c, log: log, max: max, params: params, out: out}
+	return &stream{
+		lines: newLineReader(in, max), codec: c, log: log, rejectLog: newLogLimiter(log, "%d more lines rejected"),
+		max: max, params: params, out: out,
+	}
 }
 
 // ReadObject implements jsonrpc2.ObjectStream. It returns the next valid
@@ -46,12 +51,16 @@ func (s *stream) ReadObject(v any) error {
 	for {
 		l, err := s.lines.next()
 		if err != nil {
+			s.rejectLog.flush()
 			s.pending.wait(answerGrace)
 			return err
 		}
 		if s.closed.Load() {
 			return io.EOF
 		}
+		// RFC 8259 allows ignoring a byte order mark; some writers put one
+		// at the start of what they write.
+		l.data = bytes.TrimPrefix(l.data, utf8BOM)
 		if l.tooLong {
 			s.rejected(tooLongRejection(l, s.max), l.size)
 			continue
@@ -76,7 +85,8 @@ func (s *stream) ReadObject(v any) error {
 	}
 }
 
-// rejected logs a rejected line and writes its answer, if any.
+// rejected logs a rejected line (never its content; at most logBurst a
+// second, then a count) and writes its answer, if any.
 func (s *stream) rejected(r *rejection, size int64) {
 	attrs := []any{"reason", r.message, "bytes", size}
 	if r.id != nil {
@@ -85,7 +95,7 @@ func (s *stream) rejected(r *rejection, size int64) {
 	if r.method != "" {
 		attrs = append(attrs, "method", truncate(r.method, 64))
 	}
-	s.log.Warn("rejected input line", attrs...)
+	s.rejectLog.warn("rejected input line", attrs...)
 	if answer := s.codec.reject(r); answer != nil {
 		_ = s.writeLine(answer)
 	}
@@ -147,6 +157,9 @@ func (s *stream) Close() error {
 	s.closed.Store(true)
 	return nil
 }
+
+// utf8BOM is the UTF-8 byte order mark, ignored at the start of a line.
+var utf8BOM = []byte("\ufeff")
 
 // isBlank reports whether b holds only whitespace.
 func isBlank(b []byte) bool {
