@@ -69,7 +69,7 @@ func (s *session) writeData(id uint32, t FrameType, frame []byte) error {
 		return errSessionClosed
 	}
 	if s.ctx.Err() != nil {
-		s.wlock.Unlock()
+		_ = s.unlockWriter()
 		return errSessionClosed
 	}
 	err := s.writeControlLocked()
@@ -105,21 +105,23 @@ func (s *session) writeOpen(st *stream, header []byte) error {
 	if err := s.lockWriter(); err != nil {
 		return errSessionClosed
 	}
+	// Every way out goes through unlockWriter: a writer before us may have
+	// left its frames unflushed because we were waiting.
 	s.mu.Lock()
+	var refuse error
 	switch {
 	case s.ctx.Err() != nil:
-		s.mu.Unlock()
-		s.wlock.Unlock()
-		return errSessionClosed
+		refuse = errSessionClosed
 	case s.lastID == ^uint32(0):
-		s.mu.Unlock()
-		s.wlock.Unlock()
-		s.close(&LocalCloseError{Reason: "stream ids exhausted, reconnecting"})
-		return errSessionClosed
+		refuse = errSessionClosed
+		defer s.close(&LocalCloseError{Reason: "stream ids exhausted, reconnecting"})
 	case len(s.streams) >= s.tuning.MaxStreams:
+		refuse = errTooManyStreams
+	}
+	if refuse != nil {
 		s.mu.Unlock()
-		s.wlock.Unlock()
-		return errTooManyStreams
+		_ = s.unlockWriter()
+		return refuse
 	}
 	s.lastID++
 	st.id = s.lastID
