@@ -3,6 +3,7 @@ package bridge
 import (
 	"encoding/json"
 	"math"
+	"runtime"
 	"time"
 
 	"github.com/serve-zone/remoteingress/tunnel"
@@ -47,12 +48,16 @@ type updatedResult struct {
 type hubStatusResult struct {
 	tunnel.HubStatus
 	EventsDropped uint64 `json:"eventsDropped"`
+	// Goroutines is the process's goroutine count, for leak checks from outside.
+	Goroutines int `json:"goroutines"`
 }
 
 // edgeStatusResult is the result of getEdgeStatus.
 type edgeStatusResult struct {
 	tunnel.EdgeStatus
 	EventsDropped uint64 `json:"eventsDropped"`
+	// Goroutines is the process's goroutine count, for leak checks from outside.
+	Goroutines int `json:"goroutines"`
 }
 
 // ping answers {"pong":true}; its params are ignored.
@@ -107,7 +112,7 @@ func (s *server) updateAllowedEdges(raw *json.RawMessage) (any, error) {
 
 // getHubStatus reports the hub.
 func (s *server) getHubStatus(*json.RawMessage) (any, error) {
-	return hubStatusResult{HubStatus: s.hub.status(), EventsDropped: s.events.droppedCount()}, nil
+	return hubStatusResult{HubStatus: s.hub.status(), EventsDropped: s.events.droppedCount(), Goroutines: runtime.NumGoroutine()}, nil
 }
 
 // startEdge starts the edge: hubHost, hubPort? (8443), edgeId, secret,
@@ -157,5 +162,5 @@ func (s *server) stopEdge(*json.RawMessage) (any, error) {
 
 // getEdgeStatus reports the edge.
 func (s *server) getEdgeStatus(*json.RawMessage) (any, error) {
-	return edgeStatusResult{EdgeStatus: s.edge.status(), EventsDropped: s.events.droppedCount()}, nil
+	return edgeStatusResult{EdgeStatus: s.edge.status(), EventsDropped: s.events.droppedCount(), Goroutines: runtime.NumGoroutine()}, nil
 }

@@ -289,6 +289,7 @@ type HubStatus struct {
 		RemoteAddr    string `json:"remoteAddr"`
 	} `json:"connectedEdges"`
 	EventsDropped uint64 `json:"eventsDropped"`
+	Goroutines    int    `json:"goroutines"`
 }
 
 // ActiveStreams sums the streams of every connected edge.
@@ -310,6 +311,7 @@ type EdgeStatus struct {
 	LastError         string  `json:"lastError"`
 	ReconnectAttempts int     `json:"reconnectAttempts"`
 	EventsDropped     uint64  `json:"eventsDropped"`
+	Goroutines        int     `json:"goroutines"`
 }
 
 func (e *Engine) HubStatus(t testing.TB) HubStatus {
@@ -549,4 +551,27 @@ func eventString(ev Event, field string) string {
 	_ = json.Unmarshal(ev.Data, &m)
 	s, _ := m[field].(string)
 	return s
+}
+
+// goroutines is the engine's goroutine count from its status.
+func (e *Engine) goroutines(t testing.TB, isHub bool) int {
+	t.Helper()
+	if isHub {
+		return e.HubStatus(t).Goroutines
+	}
+	return e.EdgeStatus(t).Goroutines
+}
+
+// WaitGoroutines waits until the engine has at most want goroutines and
+// returns the last count seen.
+func (e *Engine) WaitGoroutines(t testing.TB, isHub bool, want int, timeout time.Duration) int {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		n := e.goroutines(t, isHub)
+		if n <= want || time.Now().After(deadline) {
+			return n
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

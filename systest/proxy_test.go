@@ -244,6 +244,7 @@ func TestWrkLoadThroughTunnel(t *testing.T) {
 
 	hubFDs, edgeFDs := r.Hub.settledFDs(t), edge.settledFDs(t)
 	hubRSS, edgeRSS := r.Hub.RSS(t), edge.RSS(t)
+	hubG, edgeG := r.Hub.goroutines(t, true), edge.goroutines(t, false)
 	res := runWrk(t, fmt.Sprintf("http://127.0.0.1:%d/", port), 200, 10*time.Second)
 	t.Logf("wrk -c 200 -d 10s: %d requests, %.0f req/s; socket errors connect %d read %d write %d timeout %d; non-2xx/3xx %d",
 		res.Requests, res.RPS, res.Connect, res.Read, res.Write, res.Timeout, res.Non2xx3)
@@ -252,8 +253,12 @@ func TestWrkLoadThroughTunnel(t *testing.T) {
 	}
 	_, hf := r.Hub.WaitIdle(t, true, hubFDs, 15*time.Second)
 	_, ef := edge.WaitIdle(t, false, edgeFDs, 15*time.Second)
-	t.Logf("fds hub %d -> %d, edge %d -> %d; RSS hub %s -> %s, edge %s -> %s (goroutines are not observable: the status has no count)",
-		hubFDs, hf, edgeFDs, ef, mib(hubRSS), mib(r.Hub.RSS(t)), mib(edgeRSS), mib(edge.RSS(t)))
+	hg, eg := r.Hub.WaitGoroutines(t, true, hubG, 15*time.Second), edge.WaitGoroutines(t, false, edgeG, 15*time.Second)
+	t.Logf("fds hub %d -> %d, edge %d -> %d; goroutines hub %d -> %d, edge %d -> %d; RSS hub %s -> %s, edge %s -> %s",
+		hubFDs, hf, edgeFDs, ef, hubG, hg, edgeG, eg, mib(hubRSS), mib(r.Hub.RSS(t)), mib(edgeRSS), mib(edge.RSS(t)))
+	if hg > hubG || eg > edgeG {
+		t.Errorf("goroutines not back to baseline: hub %d -> %d, edge %d -> %d", hubG, hg, edgeG, eg)
+	}
 	if st := r.Hub.HubStatus(t); st.EventsDropped != 0 {
 		t.Logf("hub dropped %d events", st.EventsDropped)
 	}
