@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime"
 	"runtime/debug"
 )
 
@@ -49,8 +50,14 @@ func (s *session) lockWriter() error {
 // other writer waits, and releases the lock.
 func (s *session) unlockWriter() error {
 	err := s.writeControlLocked()
-	if err == nil && s.waiting.Load() == 0 {
-		err = s.bw.Flush()
+	if err == nil && s.waiting.Load() == 0 && s.bw.Buffered() > 0 {
+		// Let goroutines that are runnable now (other streams whose sockets
+		// just became readable) reach the lock: they then flush for us, and
+		// their frames share one TLS record and one system call.
+		runtime.Gosched()
+		if s.waiting.Load() == 0 {
+			err = s.bw.Flush()
+		}
 	}
 	if err != nil && s.werr == nil {
 		s.werr = err
