@@ -192,29 +192,7 @@ func (e *Edge) emit(name string, data any) {
 
 func (e *Edge) acceptLoop(ln net.Listener) {
 	defer e.wg.Done()
-	var delay time.Duration
-	for {
-		conn, err := ln.Accept()
-		if err != nil {
-			if e.ctx.Err() != nil {
-				return
-			}
-			if isTemporaryAcceptError(err) {
-				delay = min(max(delay*2, 5*time.Millisecond), time.Second)
-				e.log.Warn("accept failed, retrying", "err", err, "in", delay)
-				select {
-				case <-time.After(delay):
-				case <-e.ctx.Done():
-					return
-				}
-				continue
-			}
-			e.log.Error("listener failed", "addr", ln.Addr().String(), "err", err)
-			return
-		}
-		delay = 0
-		e.handleClient(conn)
-	}
+	acceptConns(e.ctx, ln, e.log, e.handleClient)
 }
 
 // handleClient opens a stream for a client, or closes the connection at once

@@ -246,49 +246,31 @@ func (h *Hub) emit(name string, data any) {
 
 func (h *Hub) acceptLoop() {
 	defer h.wg.Done()
-	var delay time.Duration
-	for {
-		conn, err := h.ln.Accept()
-		if err != nil {
-			if h.ctx.Err() != nil {
-				return
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || isTemporaryAcceptError(err) {
-				// Out of fds or similar: back off instead of spinning.
-				delay = min(max(delay*2, 5*time.Millisecond), time.Second)
-				h.log.Warn("accept failed, retrying", "err", err, "in", delay)
-				select {
-				case <-time.After(delay):
-				case <-h.ctx.Done():
-					return
-				}
-				continue
-			}
-			h.log.Error("tunnel listener failed", "err", err)
-			return
-		}
-		delay = 0
-		if !h.limiter.allow(remoteIP(conn)) {
-			h.rejected.Add(1)
-			h.log.Debug("refusing connection: too many failed handshakes", "remote", conn.RemoteAddr().String())
-			_ = conn.Close()
-			continue
-		}
-		h.mu.Lock()
-		if h.closed {
-			h.mu.Unlock()
-			_ = conn.Close()
-			return
-		}
-		if len(h.handshaking) >= h.cfg.MaxPendingHandshakes {
-			h.evictOldestLocked()
-		}
-		h.handshaking[conn] = &pendingConn{since: time.Now()}
-		h.wg.Add(1)
-		h.mu.Unlock()
-		go h.serveConn(conn)
+	acceptConns(h.ctx, h.ln, h.log, h.admit)
+}
+
+// admit starts the handshake of a new connection, unless its address is
+// throttled; beyond the cap of unauthenticated connections the oldest goes.
+func (h *Hub) admit(conn net.Conn) {
+	if !h.limiter.allow(remoteIP(conn)) {
+		h.rejected.Add(1)
+		h.log.Debug("refusing connection: too many failed handshakes", "remote", conn.RemoteAddr().String())
+		_ = conn.Close()
+		return
 	}
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		_ = conn.Close()
+		return
+	}
+	if len(h.handshaking) >= h.cfg.MaxPendingHandshakes {
+		h.evictOldestLocked()
+	}
+	h.handshaking[conn] = &pendingConn{since: time.Now()}
+	h.wg.Add(1)
+	h.mu.Unlock()
+	go h.serveConn(conn)
 }
 
 // evictOldestLocked drops the unauthenticated connection that has waited
