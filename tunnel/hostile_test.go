@@ -51,7 +51,8 @@ func TestHostileFramesCloseOnlyThatTunnel(t *testing.T) {
 		{"length above the window", string(header(1, FrameData, 2<<20)), "exceeds the limit"},
 		{"unknown type", string(header(1, 0x42, 0)), "unknown frame type"},
 		{"DATA for a stream never opened", string(frame(9, FrameData, []byte("x"))), "never opened"},
-		{"DATA after CLOSE", string(cat(frame(1, FrameOpen, open), frame(1, FrameClose, nil), frame(1, FrameData, []byte("late")))), "after its close"},
+		// The stuck target keeps the stream alive, so the late DATA finds it.
+		{"DATA after CLOSE", string(cat(frame(1, FrameOpen, openStuck), frame(1, FrameClose, nil), frame(1, FrameData, []byte("late")))), "after its close"},
 		{"duplicate OPEN", string(cat(frame(1, FrameOpen, open), frame(1, FrameOpen, open))), "not above the last opened"},
 		{"OPEN with a bad PROXY header", string(frame(1, FrameOpen, []byte("PROXY TCP4 nonsense\r\n"))), "PROXY"},
 		{"OPEN on stream 0", string(frame(0, FrameOpen, open)), "on stream 0"},
@@ -66,7 +67,13 @@ func TestHostileFramesCloseOnlyThatTunnel(t *testing.T) {
 			from := len(r.hubEvents.snapshot())
 			raw := rawEdge(t, r.hub.Port(), "evil", "e")
 			go raw.Write([]byte(tc.wire)) // may fail once the hub has had enough
-			ev, _ := r.hubEvents.wait(t, from, 5*time.Second, func(e Event) bool {
+			// The hub ends an earlier tunnel of the same id before it
+			// registers this one, so the next disconnect is this tunnel's.
+			_, idx := r.hubEvents.wait(t, from, 5*time.Second, func(e Event) bool {
+				d, ok := e.Data.(EdgeEvent)
+				return ok && e.Name == EventEdgeConnected && d.EdgeID == "evil"
+			})
+			ev, _ := r.hubEvents.wait(t, idx+1, 5*time.Second, func(e Event) bool {
 				d, ok := e.Data.(EdgeDisconnectedEvent)
 				return ok && d.EdgeID == "evil"
 			})
