@@ -1,0 +1,97 @@
+package tunnel
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"runtime"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// outcome says how reading r from c ended: a reset or a clean EOF. A
+// writer on c may have consumed the reset's error first, after which a read
+// sees EOF: the socket's TCP state tells a reset from a FIN then.
+func outcome(c net.Conn, r io.Reader) string {
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err := io.Copy(io.Discard, r)
+	switch {
+	case err == nil && wasReset(c):
+		return "reset"
+	case err == nil:
+		return "eof"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "reset"
+	default:
+		return err.Error()
+	}
+}
+
+// A client that resets while bytes to it are stuck in the tunnel (so the
+// edge's write side meets the reset first) must reach the target as a
+// reset, never as a clean close that makes a cut-off upload look complete.
+func TestClientResetArrivesAsReset(t *testing.T) {
+	skipUnlessLinux(t)
+	ended := make(chan string, 1)
+	r := startRig(t, rigOptions{tuning: Tuning{Window: 64 << 10}, handler: func(_ string, c net.Conn, br *bufio.Reader) {
+		go func() { // keep the client's direction full
+			chunk := make([]byte, 64<<10)
+			for {
+				if _, err := c.Write(chunk); err != nil {
+					return
+				}
+			}
+		}()
+		ended <- outcome(c, br)
+	}})
+	for i := 0; i < 20; i++ {
+		c := r.dial(t)
+		c.Write([]byte("upload that will be cut off"))
+		waitFor(t, 5*time.Second, "bytes stuck toward the client", func() bool { return hubStreams(r.hub) == 1 })
+		time.Sleep(20 * time.Millisecond) // let the target fill the path to the client
+		c.SetLinger(0)
+		c.Close()
+		if got := <-ended; got != "reset" {
+			t.Fatalf("round %d: the target saw %q, want a reset", i, got)
+		}
+		waitFor(t, 5*time.Second, "the stream to end", func() bool { return hubStreams(r.hub) == 0 })
+	}
+}
+
+// Likewise the other way: a target reset reaches the client as a reset.
+func TestTargetResetArrivesAsReset(t *testing.T) {
+	skipUnlessLinux(t)
+	reset := make(chan struct{})
+	r := startRig(t, rigOptions{tuning: Tuning{Window: 64 << 10}, handler: func(_ string, c net.Conn, br *bufio.Reader) {
+		<-reset // never read: the client's upload fills the path to us
+		c.(*net.TCPConn).SetLinger(0)
+		c.Close()
+	}})
+	for i := 0; i < 20; i++ {
+		c := r.dial(t)
+		go func() {
+			chunk := make([]byte, 64<<10)
+			for {
+				if _, err := c.Write(chunk); err != nil {
+					return
+				}
+			}
+		}()
+		waitFor(t, 5*time.Second, "the stream to open", func() bool { return hubStreams(r.hub) == 1 })
+		time.Sleep(20 * time.Millisecond)
+		reset <- struct{}{}
+		if got := outcome(c, c); got != "reset" {
+			t.Fatalf("round %d: the client saw %q, want a reset", i, got)
+		}
+		waitFor(t, 5*time.Second, "the stream to end", func() bool { return hubStreams(r.hub) == 0 })
+	}
+}
+
+// skipUnlessLinux: telling a reset from a FIN after the fact needs TCP_INFO.
+func skipUnlessLinux(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("needs Linux's TCP_INFO to tell a reset from a FIN")
+	}
+}
