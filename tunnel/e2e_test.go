@@ -465,13 +465,12 @@ func rawEdge(t *testing.T, hubPort int, id, secret string) *tls.Conn {
 func TestSecondTunnelReplacesFirst(t *testing.T) {
 	r := startRig(t, rigOptions{})
 	_, idx := r.hubEvents.wait(t, 0, 5*time.Second, named(EventEdgeConnected))
-	raw := rawEdge(t, r.hub.Port(), "edge-1", "s3cret-edge-1")
+	rawEdge(t, r.hub.Port(), "edge-1", "s3cret-edge-1") // closed by its cleanup
 	ev, i := r.hubEvents.wait(t, idx+1, 5*time.Second, named(EventEdgeDisconnected))
 	if d := ev.Data.(EdgeDisconnectedEvent); !strings.Contains(d.Reason, "replaced") {
 		t.Fatalf("old tunnel ended with %q", d.Reason)
 	}
 	r.hubEvents.wait(t, i+1, 5*time.Second, named(EventEdgeConnected))
-	_ = raw
 	if n := len(r.hub.Status().ConnectedEdges); n != 1 {
 		t.Fatalf("%d tunnels for one edge id", n)
 	}

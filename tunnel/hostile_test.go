@@ -19,7 +19,6 @@ func TestHostileFramesCloseOnlyThatTunnel(t *testing.T) {
 		t.Fatal(err)
 	}
 	frame := func(id uint32, t FrameType, p []byte) []byte { return AppendFrame(nil, id, t, p) }
-	_ = frame
 	holdTarget := startTarget(t, func(_ string, c net.Conn, br *bufio.Reader) { io.Copy(io.Discard, br) })
 	open := []byte(fmt.Sprintf("PROXY TCP4 198.51.100.7 127.0.0.1 4242 %d\r\n", holdTarget.port))
 	// A target that never reads: once the kernel's buffers are full, nothing

@@ -2,7 +2,6 @@ package tunnel
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"runtime"
 	"runtime/debug"
@@ -31,7 +30,6 @@ type wscratch struct {
 	wusW    []*stream
 	wuVals  []uint32
 	u32     [4]byte
-	hdr     [HeaderLen]byte
 }
 
 // lockWriter takes the write lock; it fails once the tunnel cannot be written.
@@ -267,5 +265,3 @@ func (s *session) finalWrite() {
 		_ = s.bw.Flush()
 	}
 }
-
-var _ = errors.New
