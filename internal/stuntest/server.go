@@ -142,8 +142,11 @@ func (s *Server) serve() {
 		if err != nil {
 			continue
 		}
-		if _, err := s.conn.WriteToUDPAddrPort(res, from); err == nil {
-			s.answered.Add(1)
+		// Count before sending: a client that has read the answer must
+		// already see it counted.
+		s.answered.Add(1)
+		if _, err := s.conn.WriteToUDPAddrPort(res, from); err != nil {
+			s.answered.Add(-1)
 		}
 	}
 }
