@@ -76,8 +76,16 @@ func (c EdgeCredential) String() string { return "EdgeCredential{" + c.ID + "}" 
 
 // Tuning holds the knobs shared by hub and edge. Zero values take defaults.
 type Tuning struct {
-	// Window is the per-stream receive window in bytes (default 1 MiB).
+	// Window is the receive window a stream starts with, in bytes
+	// (default 256 KiB): what a stream whose reader stops can hold here.
 	Window uint32
+	// MaxWindow is what a stream's receive window may grow to while its
+	// reader keeps up with the sender (default 4 MiB; at least Window).
+	MaxWindow uint32
+	// WindowBudget caps the growth beyond Window of all the streams of one
+	// tunnel together (default 32 MiB), so that what one tunnel can make
+	// this side hold is at most streams × Window + WindowBudget.
+	WindowBudget uint32
 	// KeepaliveInterval is how often a PING is sent (default 10 s).
 	KeepaliveInterval time.Duration
 	// KeepaliveTimeout closes a tunnel from which nothing arrived for this long (default 30 s).

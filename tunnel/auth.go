@@ -14,9 +14,22 @@ import (
 // ProtocolVersion is the version the handshake announces.
 const ProtocolVersion = 1
 
-// Capability bits exchanged in HELLO and CHALLENGE; none are defined yet.
-// A peer ignores bits it does not know.
-const capsNone uint32 = 0
+// Capability bits exchanged in HELLO and CHALLENGE. A peer ignores bits it
+// does not know.
+const (
+	// capWindowAutotune: the peer understands BLOCKED frames and grows a
+	// stream's receive window when the stream's reader keeps up.
+	capWindowAutotune uint32 = 1 << 0
+
+	// ourCaps is what this implementation announces.
+	ourCaps = capWindowAutotune
+)
+
+// peerParams is what a handshake learns about the peer's streams.
+type peerParams struct {
+	window uint32 // initial send credit of each stream
+	caps   uint32
+}
 
 const (
 	nonceLen      = 32
@@ -187,52 +200,52 @@ func sanitizeReason(p []byte) string {
 }
 
 // edgeHandshake runs the edge's side after the TLS handshake. It returns the
-// hub's window once the hub has proven it knows the secret.
-func edgeHandshake(conn *tls.Conn, edgeID, secret string, window uint32) (peerWindow uint32, err error) {
+// hub's window and capabilities once the hub has proven it knows the secret.
+func edgeHandshake(conn *tls.Conn, edgeID, secret string, window uint32) (peer peerParams, err error) {
 	hio := newHandshakeIO(conn)
-	hello := Hello{Version: ProtocolVersion, Caps: capsNone, Window: window, EdgeID: edgeID}
+	hello := Hello{Version: ProtocolVersion, Caps: ourCaps, Window: window, EdgeID: edgeID}
 	if _, err := rand.Read(hello.Nonce[:]); err != nil {
-		return 0, err
+		return peerParams{}, err
 	}
 	hp, err := hello.MarshalBinary()
 	if err != nil {
-		return 0, err
+		return peerParams{}, err
 	}
 	if err := hio.send(FrameHello, hp); err != nil {
-		return 0, err
+		return peerParams{}, err
 	}
 	p, err := hio.expect(FrameChallenge)
 	if err != nil {
-		return 0, err
+		return peerParams{}, err
 	}
 	var ch Challenge
 	if err := ch.UnmarshalBinary(p); err != nil {
-		return 0, err
+		return peerParams{}, err
 	}
 	if ch.Version < 1 {
-		return 0, fmt.Errorf("%w: hub speaks protocol version %d", errBadHandshake, ch.Version)
+		return peerParams{}, fmt.Errorf("%w: hub speaks protocol version %d", errBadHandshake, ch.Version)
 	}
 	exp, err := tlsExporter(conn)
 	if err != nil {
-		return 0, err
+		return peerParams{}, err
 	}
 	if err := hio.send(FrameAuth, proof(secret, edgeProofTag, exp, &hello, &ch)); err != nil {
-		return 0, err
+		return peerParams{}, err
 	}
 	p, err = hio.expect(FrameAuthOK)
 	if err != nil {
-		return 0, err
+		return peerParams{}, err
 	}
 	if !hmac.Equal(p, proof(secret, hubProofTag, exp, &hello, &ch)) {
-		return 0, ErrHubNotProven
+		return peerParams{}, ErrHubNotProven
 	}
-	return ch.Window, nil
+	return peerParams{window: ch.Window, caps: ch.Caps}, nil
 }
 
 // hubAuthResult is what the hub learns from a successful handshake.
 type hubAuthResult struct {
-	edgeID     string
-	peerWindow uint32
+	edgeID string
+	peer   peerParams
 }
 
 // hubHandshake runs the hub's side. lookup returns the secret of an allowed
@@ -252,7 +265,7 @@ func hubHandshake(conn *tls.Conn, window uint32, lookup func(id string) (string,
 	if hello.Version < 1 {
 		return hubAuthResult{}, fmt.Errorf("%w: edge speaks protocol version %d", errBadHandshake, hello.Version)
 	}
-	ch := Challenge{Version: ProtocolVersion, Caps: capsNone, Window: window}
+	ch := Challenge{Version: ProtocolVersion, Caps: ourCaps, Window: window}
 	if _, err := rand.Read(ch.Nonce[:]); err != nil {
 		return hubAuthResult{}, err
 	}
@@ -285,5 +298,5 @@ func hubHandshake(conn *tls.Conn, window uint32, lookup func(id string) (string,
 	if err := hio.send(FrameAuthOK, proof(secret, hubProofTag, exp, &hello, &ch)); err != nil {
 		return hubAuthResult{}, err
 	}
-	return hubAuthResult{edgeID: hello.EdgeID, peerWindow: hello.Window}, nil
+	return hubAuthResult{edgeID: hello.EdgeID, peer: peerParams{window: hello.Window, caps: hello.Caps}}, nil
 }

@@ -136,10 +136,10 @@ func authLookup(m map[string]string) func(string) (string, bool) {
 }
 
 type authOutcome struct {
-	hub        hubAuthResult
-	hubErr     error
-	edgeWindow uint32
-	edgeErr    error
+	hub      hubAuthResult
+	hubErr   error
+	edgePeer peerParams
+	edgeErr  error
 }
 
 // authRun runs hubSide and edgeSide on the two connections at the same time;
@@ -163,7 +163,7 @@ func authFullHandshake(t *testing.T, hubC, edgeC *tls.Conn, edgeID, edgeSecret s
 	o.hubErr, o.edgeErr = authRun(hubC, edgeC,
 		func(c *tls.Conn) (err error) { o.hub, err = hubHandshake(c, authHubWindow, lookup); return err },
 		func(c *tls.Conn) (err error) {
-			o.edgeWindow, err = edgeHandshake(c, edgeID, edgeSecret, authEdgeWindow)
+			o.edgePeer, err = edgeHandshake(c, edgeID, edgeSecret, authEdgeWindow)
 			return err
 		})
 	authNoSecretIn(t, o.hubErr, o.edgeErr)
@@ -201,12 +201,12 @@ func TestHandshakeSucceeds(t *testing.T) {
 			if o.hubErr != nil || o.edgeErr != nil {
 				t.Fatalf("hub error %v, edge error %v", o.hubErr, o.edgeErr)
 			}
-			want := hubAuthResult{edgeID: authEdgeID, peerWindow: authEdgeWindow}
-			if diff := cmp.Diff(want, o.hub, cmp.AllowUnexported(hubAuthResult{})); diff != "" {
+			want := hubAuthResult{edgeID: authEdgeID, peer: peerParams{window: authEdgeWindow, caps: ourCaps}}
+			if diff := cmp.Diff(want, o.hub, cmp.AllowUnexported(hubAuthResult{}, peerParams{})); diff != "" {
 				t.Errorf("hub result (-want +got):\n%s", diff)
 			}
-			if o.edgeWindow != authHubWindow {
-				t.Errorf("edge learned window %d, want the hub's %d", o.edgeWindow, authHubWindow)
+			if want := (peerParams{window: authHubWindow, caps: ourCaps}); o.edgePeer != want {
+				t.Errorf("edge learned %+v, want the hub's %+v", o.edgePeer, want)
 			}
 		})
 	}
@@ -242,8 +242,8 @@ func TestHandshakeRejected(t *testing.T) {
 			if o.hubErr != nil && !strings.Contains(o.hubErr.Error(), tc.edgeID) {
 				t.Errorf("hub error %q does not name the edge %q", o.hubErr, tc.edgeID)
 			}
-			if o.hub.peerWindow != 0 {
-				t.Errorf("hub returned a window %d for a rejected edge", o.hub.peerWindow)
+			if o.hub.peer.window != 0 {
+				t.Errorf("hub returned a window %d for a rejected edge", o.hub.peer.window)
 			}
 
 			var rc *RemoteCloseError
@@ -256,8 +256,8 @@ func TestHandshakeRejected(t *testing.T) {
 			if strings.Contains(o.edgeErr.Error(), "unknown") || strings.Contains(o.edgeErr.Error(), "wrong") {
 				t.Errorf("edge error %q tells the edge why", o.edgeErr)
 			}
-			if o.edgeWindow != 0 {
-				t.Errorf("edge returned window %d after a failure", o.edgeWindow)
+			if o.edgePeer.window != 0 {
+				t.Errorf("edge returned window %d after a failure", o.edgePeer.window)
 			}
 			edgeTexts = append(edgeTexts, o.edgeErr.Error())
 		})
@@ -338,9 +338,9 @@ func TestHandshakeEdgeRejectsUnprovenHub(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			hubC, edgeC := authTLSPair(t, nil, nil)
-			var window uint32
+			var peer peerParams
 			hubErr, edgeErr := authRun(hubC, edgeC, authFakeHub(tc.authOK), func(c *tls.Conn) (err error) {
-				window, err = edgeHandshake(c, authEdgeID, authSecret, authEdgeWindow)
+				peer, err = edgeHandshake(c, authEdgeID, authSecret, authEdgeWindow)
 				return err
 			})
 			authNoSecretIn(t, hubErr, edgeErr)
@@ -348,16 +348,16 @@ func TestHandshakeEdgeRejectsUnprovenHub(t *testing.T) {
 				t.Fatalf("fake hub: %v", hubErr)
 			}
 			if tc.want == nil {
-				if edgeErr != nil || window != authHubWindow {
-					t.Fatalf("edge = %d, %v; want %d, nil", window, edgeErr, authHubWindow)
+				if edgeErr != nil || peer.window != authHubWindow {
+					t.Fatalf("edge = %d, %v; want %d, nil", peer.window, edgeErr, authHubWindow)
 				}
 				return
 			}
 			if !errors.Is(edgeErr, tc.want) {
 				t.Fatalf("edge error = %v, want %v", edgeErr, tc.want)
 			}
-			if window != 0 {
-				t.Errorf("edge returned window %d for an unproven hub", window)
+			if peer.window != 0 {
+				t.Errorf("edge returned window %d for an unproven hub", peer.window)
 			}
 		})
 	}
@@ -426,11 +426,11 @@ func TestHandshakeManInTheMiddle(t *testing.T) {
 	if !errors.Is(o.hubErr, ErrAuthFailed) || !strings.Contains(o.hubErr.Error(), "wrong secret") {
 		t.Errorf("hub error = %v, want an authentication failure (wrong proof)", o.hubErr)
 	}
-	if o.hub.peerWindow != 0 {
+	if o.hub.peer.window != 0 {
 		t.Errorf("hub accepted the relayed edge: %+v", o.hub)
 	}
-	if o.edgeErr == nil || o.edgeWindow != 0 {
-		t.Fatalf("edge = %d, %v; want a failure", o.edgeWindow, o.edgeErr)
+	if o.edgeErr == nil || o.edgePeer.window != 0 {
+		t.Fatalf("edge = %d, %v; want a failure", o.edgePeer.window, o.edgeErr)
 	}
 	if errors.Is(o.edgeErr, ErrHubNotProven) {
 		t.Errorf("edge error %v: the edge received an AUTH_OK", o.edgeErr)
@@ -501,7 +501,7 @@ func TestHandshakeHubRejectsBadFirstFrames(t *testing.T) {
 			if !errors.Is(hubErr, tc.want) {
 				t.Fatalf("hub error = %v, want %v", hubErr, tc.want)
 			}
-			if res.peerWindow != 0 {
+			if res.peer.window != 0 {
 				t.Errorf("hub result %+v after an error", res)
 			}
 		})
@@ -534,21 +534,21 @@ func TestHandshakeEdgeRejectsBadChallenge(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			hubC, edgeC := authTLSPair(t, nil, nil)
-			var window uint32
+			var peer peerParams
 			_, edgeErr := authRun(hubC, edgeC, func(c *tls.Conn) error {
 				if _, err := newHandshakeIO(c).expect(FrameHello); err != nil {
 					return err
 				}
 				return authRawPeer(tc.reply)(c)
 			}, func(c *tls.Conn) (err error) {
-				window, err = edgeHandshake(c, authEdgeID, authSecret, authEdgeWindow)
+				peer, err = edgeHandshake(c, authEdgeID, authSecret, authEdgeWindow)
 				return err
 			})
 			if !errors.Is(edgeErr, tc.want) {
 				t.Fatalf("edge error = %v, want %v", edgeErr, tc.want)
 			}
-			if window != 0 {
-				t.Errorf("edge returned window %d after an error", window)
+			if peer.window != 0 {
+				t.Errorf("edge returned window %d after an error", peer.window)
 			}
 		})
 	}

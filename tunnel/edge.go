@@ -313,9 +313,9 @@ func (e *Edge) connect(hubAddr string) (sess *session, err error) {
 	stop := context.AfterFunc(ctx, func() { _ = raw.Close() })
 	tc := tls.Client(raw, e.tlsConf)
 	err = tc.HandshakeContext(ctx)
-	var peerWindow uint32
+	var peer peerParams
 	if err == nil {
-		peerWindow, err = edgeHandshake(tc, e.cfg.EdgeID, e.cfg.Secret, e.cfg.Window)
+		peer, err = edgeHandshake(tc, e.cfg.EdgeID, e.cfg.Secret, e.cfg.Window)
 	}
 	if !stop() || err != nil {
 		_ = raw.Close()
@@ -324,12 +324,12 @@ func (e *Edge) connect(hubAddr string) (sess *session, err error) {
 		}
 		return nil, err
 	}
-	if peerWindow < minWindow || peerWindow > maxWindow {
+	if peer.window < minWindow || peer.window > maxWindow {
 		_ = raw.Close()
-		return nil, fmt.Errorf("hub announced a window of %d bytes (allowed %d-%d)", peerWindow, minWindow, maxWindow)
+		return nil, fmt.Errorf("hub announced a window of %d bytes (allowed %d-%d)", peer.window, minWindow, maxWindow)
 	}
 	_ = raw.SetDeadline(time.Time{})
-	return newSession(tc, false, e.cfg.Tuning, peerWindow, e.log, sessionHooks{}), nil
+	return newSession(tc, false, e.cfg.Tuning, peer, e.log, sessionHooks{}), nil
 }
 
 // stunLoop asks the STUN server for the edge's public address every

@@ -23,6 +23,7 @@ const (
 	FramePing         FrameType = 0x08 // both, stream 0: 8 opaque bytes
 	FramePong         FrameType = 0x09 // both, stream 0: the ping's 8 bytes echoed
 	FrameGoAway       FrameType = 0x0A // both, stream 0: the tunnel is closing; payload the reason
+	FrameBlocked      FrameType = 0x0B // both: the sender has data for a stream but no credit; empty
 
 	FrameHello     FrameType = 0x10 // edge→hub, stream 0: first frame after TLS
 	FrameChallenge FrameType = 0x11 // hub→edge, stream 0: the hub's nonce
@@ -39,7 +40,7 @@ const MaxPayload = 16 << 20
 var frameNames = map[FrameType]string{
 	FrameOpen: "OPEN", FrameData: "DATA", FrameClose: "CLOSE", FrameDataBack: "DATA_BACK",
 	FrameCloseBack: "CLOSE_BACK", FrameWindowUpdate: "WINDOW_UPDATE", FrameReset: "RESET",
-	FramePing: "PING", FramePong: "PONG", FrameGoAway: "GOAWAY", FrameHello: "HELLO",
+	FramePing: "PING", FramePong: "PONG", FrameGoAway: "GOAWAY", FrameBlocked: "BLOCKED", FrameHello: "HELLO",
 	FrameChallenge: "CHALLENGE", FrameAuth: "AUTH", FrameAuthOK: "AUTH_OK",
 }
 

@@ -23,7 +23,7 @@ var codecFrameTypes = []struct {
 }{
 	{FrameOpen, "OPEN"}, {FrameData, "DATA"}, {FrameClose, "CLOSE"}, {FrameDataBack, "DATA_BACK"},
 	{FrameCloseBack, "CLOSE_BACK"}, {FrameWindowUpdate, "WINDOW_UPDATE"}, {FrameReset, "RESET"},
-	{FramePing, "PING"}, {FramePong, "PONG"}, {FrameGoAway, "GOAWAY"}, {FrameHello, "HELLO"},
+	{FramePing, "PING"}, {FramePong, "PONG"}, {FrameGoAway, "GOAWAY"}, {FrameBlocked, "BLOCKED"}, {FrameHello, "HELLO"},
 	{FrameChallenge, "CHALLENGE"}, {FrameAuth, "AUTH"}, {FrameAuthOK, "AUTH_OK"},
 }
 
@@ -326,7 +326,7 @@ func TestParseHeaderRejects(t *testing.T) {
 		{"short slice", "00 00 00 01 02 00 00 00", MaxPayload, ErrTruncatedHeader},
 		{"empty slice", "", MaxPayload, ErrTruncatedHeader},
 		{"type 0x00", "00 00 00 01 00 00 00 00 00", MaxPayload, ErrUnknownFrame},
-		{"type 0x0b", "00 00 00 01 0b 00 00 00 00", MaxPayload, ErrUnknownFrame},
+		{"type 0x0c", "00 00 00 01 0c 00 00 00 00", MaxPayload, ErrUnknownFrame},
 		{"type 0x0f", "00 00 00 01 0f 00 00 00 00", MaxPayload, ErrUnknownFrame},
 		{"type 0x14", "00 00 00 01 14 00 00 00 00", MaxPayload, ErrUnknownFrame},
 		{"type 0xff", "00 00 00 01 ff 00 00 00 00", MaxPayload, ErrUnknownFrame},
@@ -389,7 +389,7 @@ func TestFrameReaderRejects(t *testing.T) {
 		{"4 header bytes", "00 00 00 01", 0, ErrTruncatedHeader},
 		{"8 header bytes", "00 00 00 01 02 00 00 00", 0, ErrTruncatedHeader},
 		{"unknown type 0x00", "00 00 00 01 00 00 00 00 00", 0, ErrUnknownFrame},
-		{"unknown type 0x0b", "00 00 00 01 0b 00 00 00 00", 0, ErrUnknownFrame},
+		{"unknown type 0x0c", "00 00 00 01 0c 00 00 00 00", 0, ErrUnknownFrame},
 		{"unknown type 0xff", "00 00 00 01 ff 00 00 00 00", 0, ErrUnknownFrame},
 		{"above MaxPayload, default limit", "00 00 00 01 02 01 00 00 01", 0, ErrFrameTooLarge},
 		{"above MaxPayload, Limit above MaxPayload", "00 00 00 01 02 01 00 00 01", 1 << 30, ErrFrameTooLarge},

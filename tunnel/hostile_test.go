@@ -47,7 +47,9 @@ func TestHostileFramesCloseOnlyThatTunnel(t *testing.T) {
 		name, wire, reason string
 	}{
 		{"absurd length", string(header(1, FrameData, 0xFFFFFFFF)), "exceeds the limit"},
-		{"length above the window", string(header(1, FrameData, 2<<20)), "exceeds the limit"},
+		{"length above any window", string(header(1, FrameData, 8<<20)), "exceeds the limit"},
+		{"DATA larger than the stream's window", string(cat(frame(1, FrameOpen, openStuck), header(1, FrameData, DefaultWindow+1))), "overran its window"},
+		{"BLOCKED with a payload", string(cat(frame(1, FrameOpen, open), frame(1, FrameBlocked, []byte("x")))), "BLOCKED with a payload"},
 		{"unknown type", string(header(1, 0x42, 0)), "unknown frame type"},
 		{"DATA for a stream never opened", string(frame(9, FrameData, []byte("x"))), "never opened"},
 		// The stuck target keeps the stream alive, so the late DATA finds it.

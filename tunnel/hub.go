@@ -362,12 +362,12 @@ func (h *Hub) authenticate(conn net.Conn) (*hubEdge, error) {
 	if err != nil {
 		return nil, err
 	}
-	if res.peerWindow < minWindow || res.peerWindow > maxWindow {
-		return nil, fmt.Errorf("edge %q announced a window of %d bytes (allowed %d-%d)", res.edgeID, res.peerWindow, minWindow, maxWindow)
+	if res.peer.window < minWindow || res.peer.window > maxWindow {
+		return nil, fmt.Errorf("edge %q announced a window of %d bytes (allowed %d-%d)", res.edgeID, res.peer.window, minWindow, maxWindow)
 	}
 	_ = conn.SetDeadline(time.Time{})
 	e := &hubEdge{id: res.edgeID, secret: usedSecret, connectedAt: time.Now(), remote: conn.RemoteAddr().String(), ended: make(chan struct{})}
-	e.sess = newSession(tc, true, h.cfg.Tuning, res.peerWindow, h.log.With("edgeId", e.id), sessionHooks{
+	e.sess = newSession(tc, true, h.cfg.Tuning, res.peer, h.log.With("edgeId", e.id), sessionHooks{
 		open:   func(st *stream, hdr ProxyHeader) { h.openStream(e, st, hdr) },
 		closed: func(st *stream) { h.emit(EventStreamClosed, StreamEvent{EdgeID: e.id, StreamID: st.id}) },
 	})

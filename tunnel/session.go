@@ -16,7 +16,9 @@ import (
 
 // Defaults of Tuning.
 const (
-	DefaultWindow            = 1 << 20
+	DefaultWindow            = 256 << 10
+	DefaultMaxWindow         = 4 << 20
+	DefaultWindowBudget      = 32 << 20
 	DefaultKeepaliveInterval = 10 * time.Second
 	DefaultKeepaliveTimeout  = 30 * time.Second
 	DefaultHandshakeTimeout  = 10 * time.Second
@@ -35,6 +37,13 @@ func (t Tuning) withDefaults() Tuning {
 		t.Window = DefaultWindow
 	}
 	t.Window = min(max(t.Window, minWindow), maxWindow)
+	if t.MaxWindow == 0 {
+		t.MaxWindow = DefaultMaxWindow
+	}
+	t.MaxWindow = min(max(t.MaxWindow, t.Window), maxWindow)
+	if t.WindowBudget == 0 {
+		t.WindowBudget = DefaultWindowBudget
+	}
 	if t.KeepaliveInterval <= 0 {
 		t.KeepaliveInterval = DefaultKeepaliveInterval
 	}
@@ -90,7 +99,9 @@ type session struct {
 	isHub      bool
 	log        *slog.Logger
 	tuning     Tuning
-	peerWindow uint32 // initial send credit of each stream
+	peerWindow uint32       // initial send credit of each stream
+	autotune   bool         // the peer grows windows on BLOCKED: send them
+	grown      atomic.Int64 // growth beyond tuning.Window of the live streams' windows
 	hooks      sessionHooks
 
 	fr *FrameReader
@@ -108,6 +119,7 @@ type session struct {
 	wake        chan struct{}
 	wuQ         []*stream // streams with a pending window update
 	resets      []resetReq
+	blocked     []uint32 // streams to send BLOCKED for
 	pingPending bool
 	pingData    [8]byte
 	pongPending bool
@@ -127,15 +139,16 @@ type session struct {
 	wg         sync.WaitGroup // stream goroutines
 }
 
-func newSession(conn net.Conn, isHub bool, tuning Tuning, peerWindow uint32, log *slog.Logger, hooks sessionHooks) *session {
+func newSession(conn net.Conn, isHub bool, tuning Tuning, peer peerParams, log *slog.Logger, hooks sessionHooks) *session {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &session{
-		conn: conn, isHub: isHub, log: log, tuning: tuning, peerWindow: peerWindow, hooks: hooks,
-		wake: make(chan struct{}, 1), streams: make(map[uint32]*stream),
+		conn: conn, isHub: isHub, log: log, tuning: tuning, peerWindow: peer.window, hooks: hooks,
+		autotune: peer.caps&capWindowAutotune != 0,
+		wake:     make(chan struct{}, 1), streams: make(map[uint32]*stream),
 		ctx: ctx, cancel: cancel, writerDone: make(chan struct{}),
 	}
 	s.fr = NewFrameReader(conn)
-	s.fr.Limit = max(tuning.Window, maxGoAway)
+	s.fr.Limit = max(tuning.MaxWindow, maxGoAway) // DATA is checked against its stream's window before it is read
 	s.bw = bufio.NewWriterSize(conn, writeBufSize)
 	s.fw = NewFrameWriter(s.bw)
 	return s
@@ -311,6 +324,16 @@ func (s *session) dispatch(h FrameHeader) error {
 			return err
 		}
 		return st.addCredit(inc)
+	case FrameBlocked:
+		if h.Length != 0 {
+			return protoErr("BLOCKED with a payload")
+		}
+		st, err := s.lookup(h)
+		if st == nil || err != nil {
+			return err
+		}
+		st.peerBlocked()
+		return nil
 	case FrameReset:
 		if h.Length > maxResetReason {
 			return protoErr("RESET of %d bytes", h.Length)
@@ -399,6 +422,9 @@ func (s *session) handleData(h FrameHeader) error {
 			return s.readError(err)
 		}
 		return nil
+	}
+	if err := st.checkWindow(h.Length); err != nil {
+		return err // before allocating for a payload the window does not allow
 	}
 	bp := getBuf(int(h.Length))
 	if err := s.fr.ReadPayloadInto(*bp); err != nil {

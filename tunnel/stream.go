@@ -32,6 +32,8 @@ type stream struct {
 	mu          sync.Mutex
 	credit      int64         // bytes we may still send
 	creditCh    chan struct{} // signalled when credit grows
+	blockedSent bool          // BLOCKED sent since credit last arrived
+	recvWindow  uint32        // our receive window; grows up to tuning.MaxWindow
 	recvQ       []chunk       // peer bytes not yet written to conn
 	recvUnacked uint32        // received and not yet credited back
 	consumed    uint32        // written to conn, not yet credited back
@@ -55,6 +57,7 @@ func newStream(s *session, id uint32, conn net.Conn) *stream {
 	st := &stream{
 		id: id, sess: s,
 		credit: int64(s.peerWindow), creditCh: make(chan struct{}, 1), doneCh: make(chan struct{}),
+		recvWindow: s.tuning.Window,
 	}
 	if conn != nil {
 		st.conn, st.rd, st.wr, st.ready = conn, newConnReader(conn), newConnWriter(conn), true
@@ -100,10 +103,10 @@ func (st *stream) pushData(bp *[]byte) error {
 		putBuf(bp)
 		return protoErr("data for stream %d after its close", st.id)
 	}
-	if uint64(st.recvUnacked)+uint64(n) > uint64(st.sess.tuning.Window) {
+	if err := st.overrunLocked(n); err != nil {
 		st.mu.Unlock()
 		putBuf(bp)
-		return protoErr("stream %d overran its window (%d bytes outstanding, window %d)", st.id, uint64(st.recvUnacked)+uint64(n), st.sess.tuning.Window)
+		return err
 	}
 	st.recvUnacked += n
 	if !st.ready || st.writing || len(st.recvQ) > 0 {
@@ -145,11 +148,56 @@ func (st *stream) pushData(bp *[]byte) error {
 	return nil
 }
 
+// checkWindow reports a DATA frame of n bytes that the window does not allow.
+func (st *stream) checkWindow(n uint32) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.aborted || st.remoteFin {
+		return nil // pushData decides
+	}
+	return st.overrunLocked(n)
+}
+
+func (st *stream) overrunLocked(n uint32) error {
+	if uint64(st.recvUnacked)+uint64(n) > uint64(st.recvWindow) {
+		return protoErr("stream %d overran its window (%d bytes outstanding, window %d)", st.id, uint64(st.recvUnacked)+uint64(n), st.recvWindow)
+	}
+	return nil
+}
+
+// peerBlocked handles BLOCKED: the peer used up its credit for this stream
+// while it had more to send. Everything it sent before is here (frames
+// arrive in order), so when none of it waits for our socket, the window and
+// not our reader is what limits the stream: it doubles, up to MaxWindow, and
+// the growth goes out as credit at once. A stream whose reader lags keeps
+// its window, so what it can hold here stays bounded by it.
+func (st *stream) peerBlocked() {
+	st.mu.Lock()
+	maxW := st.sess.tuning.MaxWindow
+	if st.aborted || st.remoteFin || !st.ready || st.writing || len(st.recvQ) > 0 || st.recvWindow >= maxW {
+		st.mu.Unlock()
+		return
+	}
+	grow := min(st.recvWindow, maxW-st.recvWindow)
+	s := st.sess
+	if s.grown.Add(int64(grow)) > int64(s.tuning.WindowBudget) {
+		s.grown.Add(-int64(grow)) // the tunnel's budget is spent
+		st.mu.Unlock()
+		return
+	}
+	st.recvWindow += grow
+	credit := grow + st.consumed
+	st.recvUnacked -= st.consumed
+	st.consumed = 0
+	st.mu.Unlock()
+	st.sess.queueWindowUpdate(st, credit)
+}
+
 // consumedLocked records n bytes written to conn and returns the credit to
 // send back, if a batch (a quarter window) is complete.
 func (st *stream) consumedLocked(n int) uint32 {
 	st.consumed += uint32(n)
-	if st.consumed < st.sess.tuning.Window/4 {
+	if st.consumed < st.recvWindow/4 {
 		return 0
 	}
 	credit := st.consumed
@@ -198,6 +246,7 @@ func (st *stream) addCredit(inc uint32) error {
 	}
 	st.mu.Lock()
 	st.credit += int64(inc)
+	st.blockedSent = false
 	over := st.credit > int64(maxWindow)*2
 	st.mu.Unlock()
 	if over {
@@ -322,12 +371,19 @@ func (st *stream) waitCredit() (int, bool) {
 	for {
 		st.mu.Lock()
 		c, aborted := st.credit, st.aborted
+		tell := c <= 0 && !aborted && !st.blockedSent && st.sess.autotune
+		if tell {
+			st.blockedSent = true
+		}
 		st.mu.Unlock()
 		if aborted {
 			return 0, false
 		}
 		if c > 0 {
 			return int(c), true
+		}
+		if tell {
+			st.sess.queueBlocked(st.id)
 		}
 		select {
 		case <-st.creditCh:
@@ -386,7 +442,9 @@ func (st *stream) finish() {
 	}
 	st.finished = true
 	close(st.doneCh)
+	grown := st.recvWindow - st.sess.tuning.Window
 	st.mu.Unlock()
+	st.sess.grown.Add(-int64(grown))
 	st.sess.removeStream(st)
 	if st.sess.hooks.closed != nil {
 		st.sess.hooks.closed(st)

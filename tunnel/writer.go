@@ -26,10 +26,11 @@ const directWriteMin = 16 << 10
 // wscratch is the control goroutine's and lock holders' scratch space,
 // guarded by wlock.
 type wscratch struct {
-	resetsW []resetReq
-	wusW    []*stream
-	wuVals  []uint32
-	u32     [4]byte
+	resetsW  []resetReq
+	blockedW []uint32
+	wusW     []*stream
+	wuVals   []uint32
+	u32      [4]byte
 }
 
 // lockWriter takes the write lock; it fails once the tunnel cannot be written.
@@ -157,6 +158,15 @@ func (s *session) queueWindowUpdate(st *stream, n uint32) {
 	s.signal()
 }
 
+// queueBlocked schedules a BLOCKED for stream id.
+func (s *session) queueBlocked(id uint32) {
+	s.cmu.Lock()
+	s.blocked = append(s.blocked, id)
+	s.cmu.Unlock()
+	s.ctrlPending.Store(true)
+	s.signal()
+}
+
 // queueReset schedules a RESET for stream id.
 func (s *session) queueReset(id uint32, reason string) {
 	if len(reason) > maxResetReason {
@@ -179,6 +189,8 @@ func (s *session) writeControlLocked() error {
 	s.ctrlPending.Store(false)
 	w.resetsW = append(w.resetsW[:0], s.resets...)
 	s.resets = s.resets[:0]
+	w.blockedW = append(w.blockedW[:0], s.blocked...)
+	s.blocked = s.blocked[:0]
 	w.wusW, w.wuVals = w.wusW[:0], w.wuVals[:0]
 	for _, st := range s.wuQ {
 		w.wusW = append(w.wusW, st)
@@ -202,6 +214,11 @@ func (s *session) writeControlLocked() error {
 	for _, r := range w.resetsW {
 		if err == nil {
 			err = s.fw.WriteFrame(r.id, FrameReset, []byte(r.reason))
+		}
+	}
+	for _, id := range w.blockedW {
+		if err == nil {
+			err = s.fw.WriteFrame(id, FrameBlocked, nil)
 		}
 	}
 	for i, st := range w.wusW {

@@ -22,6 +22,9 @@ const (
 // allModes are the three set-ups every row is measured on.
 var allModes = []string{modeDirect, modeRelay, modeTunnel}
 
+// allRows are the keys of the rows -rows can choose, in the table's order.
+var allRows = []string{"memory", "up1", "down1", "streams", "latency1", "latencyN", "connrate", "fairness"}
+
 // config is what the flags choose.
 type config struct {
 	Bin          string        `json:"bin"`
@@ -36,6 +39,7 @@ type config struct {
 	Streams      int           `json:"streams"`
 	MemLevels    []int         `json:"memoryLevels"`
 	Modes        []string      `json:"modes"`
+	Rows         []string      `json:"rows"`
 	Verbose      bool          `json:"-"`
 }
 
@@ -66,6 +70,7 @@ func parseFlags(args []string) (config, error) {
 	streams := fs.Int("streams", 8, "streams of the aggregate throughput row")
 	mem := fs.String("mem", "1000,10000", "idle connections held for the memory row, ascending (quick: 100,1000)")
 	modes := fs.String("modes", strings.Join(allModes, ","), "set-ups to measure")
+	rows := fs.String("rows", strings.Join(allRows, ","), "rows to measure, for profiling one of them")
 	verbose := fs.Bool("v", false, "also print the children's stderr warnings as they happen (progress always goes to stderr)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -121,6 +126,13 @@ func parseFlags(args []string) (config, error) {
 		if slices.Contains(chosen, m) {
 			cfg.Modes = append(cfg.Modes, m)
 		}
+	}
+	for _, r := range strings.Split(*rows, ",") {
+		r = strings.TrimSpace(r)
+		if !slices.Contains(allRows, r) {
+			return config{}, fmt.Errorf("-rows: unknown row %q (want some of %s)", r, strings.Join(allRows, ","))
+		}
+		cfg.Rows = append(cfg.Rows, r)
 	}
 	if cfg.Duration <= 0 || cfg.LatencyRT <= 0 || cfg.LatencyConns <= 0 || cfg.LatencyDur <= 0 ||
 		cfg.Conns <= 0 || cfg.Workers <= 0 || cfg.Streams <= 0 {

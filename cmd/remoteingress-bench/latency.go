@@ -13,6 +13,7 @@ const warmupRoundTrips = 200
 
 // measureLatency1 is cfg.LatencyRT 64-byte round trips on one connection.
 func (b *bench) measureLatency1(m *mode) error {
+	acc := b.latencyAcc("latency1", m.name)
 	c, err := openEcho(b.ctx, m.addr)
 	if err != nil {
 		return err
@@ -24,9 +25,11 @@ func (b *bench) measureLatency1(m *mode) error {
 			return err
 		}
 	}
-	ds := make([]time.Duration, 0, b.cfg.LatencyRT)
+	n := max(b.cfg.LatencyRT/latencyRounds, 1)
+	ds := make([]time.Duration, 0, n)
+	count0 := m.counters()
 	start := time.Now()
-	for range b.cfg.LatencyRT {
+	for range n {
 		if err := b.ctx.Err(); err != nil {
 			return err
 		}
@@ -37,17 +40,52 @@ func (b *bench) measureLatency1(m *mode) error {
 		ds = append(ds, time.Since(t0))
 	}
 	elapsed := time.Since(start)
-	p50, p99 := percentiles(ds)
+	count1 := m.counters()
+	all := acc.add(ds, elapsed)
+	p50, p99 := percentiles(all)
+	r50, _ := percentiles(ds)
+	acc.perRound = append(acc.perRound, r50)
 	b.res.set("latency_1_p50_us", m.name, p50)
 	b.res.set("latency_1_p99_us", m.name, p99)
-	b.res.detail(m.name, "latency1", map[string]any{"roundTrips": len(ds), "seconds": elapsed.Seconds(),
-		"maxUs": float64(ds[len(ds)-1]) / 1e3})
+	b.res.detail(m.name, "latency1", map[string]any{"roundTrips": len(all), "seconds": acc.seconds,
+		"rounds": len(acc.perRound), "p50UsPerRound": acc.perRound,
+		"maxUs": float64(all[len(all)-1]) / 1e3, "perRoundTripLastRound": perUnit(count1, count0, float64(len(ds)))})
 	return nil
+}
+
+// latencyRounds is how many alternating rounds each latency row is split into.
+const latencyRounds = 4
+
+// latencyAcc gathers one latency row's samples of one set-up over its rounds.
+type latencyAcc struct {
+	ds       []time.Duration
+	seconds  float64
+	perRound []float64
+}
+
+// add appends one round's samples and returns all so far, sorted.
+func (a *latencyAcc) add(ds []time.Duration, d time.Duration) []time.Duration {
+	a.ds = append(a.ds, ds...)
+	a.seconds += d.Seconds()
+	return a.ds
+}
+
+func (b *bench) latencyAcc(row, mode string) *latencyAcc {
+	if b.latency == nil {
+		b.latency = map[string]*latencyAcc{}
+	}
+	k := row + "/" + mode
+	if b.latency[k] == nil {
+		b.latency[k] = &latencyAcc{}
+	}
+	return b.latency[k]
 }
 
 // measureLatencyN is cfg.LatencyConns connections ping-ponging at once for
 // cfg.LatencyDur.
 func (b *bench) measureLatencyN(m *mode) error {
+	acc := b.latencyAcc("latencyN", m.name)
+	dur := b.cfg.LatencyDur / latencyRounds
 	conns := make([]net.Conn, 0, b.cfg.LatencyConns)
 	defer func() {
 		for _, c := range conns {
@@ -79,7 +117,7 @@ func (b *bench) measureLatencyN(m *mode) error {
 			ds := make([]time.Duration, 0, 4096)
 			ready.Done()
 			<-startc
-			end := start.Add(b.cfg.LatencyDur)
+			end := start.Add(dur)
 			var err error
 			for b.ctx.Err() == nil {
 				t0 := time.Now()
@@ -108,11 +146,15 @@ func (b *bench) measureLatencyN(m *mode) error {
 	if err := b.ctx.Err(); err != nil {
 		return err
 	}
+	round := len(all)
+	all = acc.add(all, elapsed)
 	p50, p99 := percentiles(all)
+	acc.perRound = append(acc.perRound, float64(round)/elapsed.Seconds()) // round trips/s per round
 	b.res.set("latency_n_p50_us", m.name, p50)
 	b.res.set("latency_n_p99_us", m.name, p99)
-	b.res.set("latency_n_rate", m.name, float64(len(all))/elapsed.Seconds())
+	b.res.set("latency_n_rate", m.name, float64(len(all))/acc.seconds)
 	b.res.detail(m.name, "latencyN", map[string]any{"connections": len(conns), "roundTrips": len(all),
-		"seconds": elapsed.Seconds(), "maxUs": float64(all[len(all)-1]) / 1e3})
+		"seconds": acc.seconds, "rounds": len(acc.perRound), "roundTripsPerSecondPerRound": acc.perRound,
+		"maxUs": float64(all[len(all)-1]) / 1e3})
 	return nil
 }

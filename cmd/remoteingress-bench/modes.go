@@ -33,6 +33,15 @@ func (m *mode) cpuSeconds() (float64, map[string]float64, error) {
 	return sum, each, nil
 }
 
+// counters returns procCounters of each of the set-up's processes.
+func (m *mode) counters() map[string]map[string]float64 {
+	out := map[string]map[string]float64{}
+	for _, p := range m.procs {
+		out[p.name] = procCounters(p.pid())
+	}
+	return out
+}
+
 // rssKiB is the summed resident set size of the set-up's processes, and
 // each one's.
 func (m *mode) rssKiB() (int64, map[string]int64, error) {

@@ -107,3 +107,37 @@ func raiseNofile() (syscall.Rlimit, error) {
 	err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
 	return lim, err
 }
+
+// procCounters returns counters of process pid that explain CPU time: read
+// and write system calls (/proc/<pid>/io syscr, syscw) and voluntary and
+// involuntary context switches (/proc/<pid>/status). Missing ones are left out.
+func procCounters(pid int) map[string]float64 {
+	out := map[string]float64{}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid)); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			k, v, ok := strings.Cut(line, ":")
+			if ok && (k == "syscr" || k == "syscw") {
+				if n, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
+					out[k] = n
+				}
+			}
+		}
+	}
+	// Context switches are counted per thread; sum the threads alive now.
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, task := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, task.Name()))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			k, v, ok := strings.Cut(line, ":")
+			if ok && (k == "voluntary_ctxt_switches" || k == "nonvoluntary_ctxt_switches") {
+				if n, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
+					out[k] += n
+				}
+			}
+		}
+	}
+	return out
+}

@@ -126,7 +126,7 @@ func (b *bench) printTable(w io.Writer) {
 			if v, ok := b.res.get(d.Key, mode); ok && d.applies(mode) {
 				vals[mode] = &v
 				cell = strconv.FormatFloat(v, 'f', d.decimals, 64)
-			} else if d.applies(mode) && b.measured(mode) && b.err == nil {
+			} else if d.applies(mode) && b.measured(mode) && b.err == nil && len(b.cfg.Rows) == len(allRows) {
 				cell = "failed"
 			}
 			fmt.Fprintf(w, " %*s", colW, cell)

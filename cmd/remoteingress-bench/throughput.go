@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"math"
 	"os"
 	"sync"
 	"time"
@@ -15,10 +16,12 @@ func (b *bench) measureUp1(m *mode) error {
 		return err
 	}
 	self0, _ := cpuSeconds(os.Getpid())
+	count0 := m.counters()
 	n, d, err := bulkUp(b.ctx, m.addr, b.cfg.Duration)
 	if err != nil {
 		return err
 	}
+	count1 := m.counters()
 	cpu1, each1, err := m.cpuSeconds()
 	if err != nil {
 		return err
@@ -29,6 +32,7 @@ func (b *bench) measureUp1(m *mode) error {
 		"bytes": n, "seconds": d.Seconds(),
 		"cpuSeconds": cpu1 - cpu0, "cpuSecondsEach": diff(each1, each0),
 		"benchCpuSeconds": self1 - self0, // the client and the target, for context
+		"perMiB":          perMiB(count1, count0, n),
 	})
 	if len(m.procs) > 0 {
 		b.res.set("cpu_seconds_per_gb", m.name, (cpu1-cpu0)/(float64(n)/1e9))
@@ -87,4 +91,24 @@ func diff(a, b map[string]float64) map[string]float64 {
 		d[k] = v - b[k]
 	}
 	return d
+}
+
+// perMiB turns two snapshots of per-process counters into counts per MiB moved.
+func perMiB(after, before map[string]map[string]float64, bytes int64) map[string]map[string]float64 {
+	return perUnit(after, before, float64(bytes)/(1<<20))
+}
+
+// perUnit turns two snapshots of per-process counters into counts per unit.
+func perUnit(after, before map[string]map[string]float64, units float64) map[string]map[string]float64 {
+	out := map[string]map[string]float64{}
+	if units == 0 {
+		return out
+	}
+	for proc, a := range after {
+		out[proc] = map[string]float64{}
+		for k, v := range diff(a, before[proc]) {
+			out[proc][k] = math.Round(v/units*100) / 100
+		}
+	}
+	return out
 }
