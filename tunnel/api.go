@@ -137,6 +137,8 @@ type ConnectedEdge struct {
 	ConnectedAt   int64  `json:"connectedAt"`
 	ActiveStreams int    `json:"activeStreams"`
 	RemoteAddr    string `json:"remoteAddr"`
+	// Connections is how many tunnel connections the edge has up.
+	Connections int `json:"connections"`
 }
 
 // EdgeConfig configures an Edge.
@@ -161,6 +163,10 @@ type EdgeConfig struct {
 	HubServerName string
 	// ReconnectMin and ReconnectMax bound the reconnect backoff (defaults 1 s and 30 s).
 	ReconnectMin, ReconnectMax time.Duration
+	// Connections is how many TLS connections the tunnel spreads its streams
+	// over, so that encryption runs on that many cores on both sides
+	// (default: the number of CPUs, at most 4; 1..MaxTunnelConnections).
+	Connections int
 	Tuning
 	Logger *slog.Logger
 	Events EventSink
@@ -182,4 +188,6 @@ type EdgeStatus struct {
 	LastError string `json:"lastError,omitempty"`
 	// ReconnectAttempts counts failed connection attempts since the last success.
 	ReconnectAttempts int `json:"reconnectAttempts"`
+	// Connections is how many tunnel connections are up (0 while disconnected).
+	Connections int `json:"connections"`
 }

@@ -20,10 +20,28 @@ const (
 	// capWindowAutotune: the peer understands BLOCKED frames and grows a
 	// stream's receive window when the stream's reader keeps up.
 	capWindowAutotune uint32 = 1 << 0
+	// capConnectionSet: HELLO ends with the edge's TunnelSet, so that one
+	// edge can spread its streams over several connections.
+	capConnectionSet uint32 = 1 << 1
 
 	// ourCaps is what this implementation announces.
-	ourCaps = capWindowAutotune
+	ourCaps = capWindowAutotune | capConnectionSet
+
+	// MaxTunnelConnections is the most connections one edge may use at once.
+	MaxTunnelConnections = 16
 )
+
+// TunnelSet places one connection in the set of connections an edge runs
+// at once. A connection with another set ID than the edge's current one
+// replaces that whole set.
+type TunnelSet struct {
+	ID    uint64 // random for each set the edge starts
+	Index uint8  // this connection's place, below Size
+	Size  uint8  // connections in the set, 1..MaxTunnelConnections
+}
+
+// tunnelSetLen is the size of the TunnelSet trailer of HELLO.
+const tunnelSetLen = 8 + 1 + 1
 
 // peerParams is what a handshake learns about the peer's streams.
 type peerParams struct {
@@ -55,21 +73,35 @@ type Hello struct {
 	Window  uint32 // the edge's per-stream receive window
 	Nonce   [nonceLen]byte
 	EdgeID  string
+	Set     TunnelSet // sent when Caps has capConnectionSet; else {Size: 1}
 }
 
 // MarshalBinary encodes the HELLO payload:
-// version u16 | caps u32 | window u32 | nonce [32] | idLen u8 | id.
+// version u16 | caps u32 | window u32 | nonce [32] | idLen u8 | id, then, with
+// capConnectionSet, set id u64 | index u8 | size u8.
 func (h *Hello) MarshalBinary() ([]byte, error) {
 	if len(h.EdgeID) == 0 || len(h.EdgeID) > maxEdgeIDLen {
 		return nil, fmt.Errorf("edge id must be 1-%d bytes", maxEdgeIDLen)
 	}
-	b := make([]byte, 0, 2+4+4+nonceLen+1+len(h.EdgeID))
+	b := make([]byte, 0, 2+4+4+nonceLen+1+len(h.EdgeID)+tunnelSetLen)
 	b = binary.BigEndian.AppendUint16(b, h.Version)
 	b = binary.BigEndian.AppendUint32(b, h.Caps)
 	b = binary.BigEndian.AppendUint32(b, h.Window)
 	b = append(b, h.Nonce[:]...)
 	b = append(b, byte(len(h.EdgeID)))
-	return append(b, h.EdgeID...), nil
+	b = append(b, h.EdgeID...)
+	if h.Caps&capConnectionSet != 0 {
+		if !h.Set.valid() {
+			return nil, fmt.Errorf("bad tunnel set %+v", h.Set)
+		}
+		b = binary.BigEndian.AppendUint64(b, h.Set.ID)
+		b = append(b, h.Set.Index, h.Set.Size)
+	}
+	return b, nil
+}
+
+func (s TunnelSet) valid() bool {
+	return s.Size >= 1 && s.Size <= MaxTunnelConnections && s.Index < s.Size
 }
 
 // UnmarshalBinary decodes a HELLO payload strictly (no trailing bytes).
@@ -83,10 +115,22 @@ func (h *Hello) UnmarshalBinary(b []byte) error {
 	h.Window = binary.BigEndian.Uint32(b[6:10])
 	copy(h.Nonce[:], b[10:10+nonceLen])
 	n := int(b[fixed-1])
-	if n == 0 || len(b) != fixed+n {
+	trailer := 0
+	if h.Caps&capConnectionSet != 0 {
+		trailer = tunnelSetLen
+	}
+	if n == 0 || len(b) != fixed+n+trailer {
 		return errBadHandshake
 	}
-	h.EdgeID = string(b[fixed:])
+	h.EdgeID = string(b[fixed : fixed+n])
+	h.Set = TunnelSet{Size: 1}
+	if trailer > 0 {
+		t := b[fixed+n:]
+		h.Set = TunnelSet{ID: binary.BigEndian.Uint64(t[0:8]), Index: t[8], Size: t[9]}
+		if !h.Set.valid() {
+			return errBadHandshake
+		}
+	}
 	return nil
 }
 
@@ -201,9 +245,9 @@ func sanitizeReason(p []byte) string {
 
 // edgeHandshake runs the edge's side after the TLS handshake. It returns the
 // hub's window and capabilities once the hub has proven it knows the secret.
-func edgeHandshake(conn *tls.Conn, edgeID, secret string, window uint32) (peer peerParams, err error) {
+func edgeHandshake(conn *tls.Conn, edgeID, secret string, window uint32, set TunnelSet) (peer peerParams, err error) {
 	hio := newHandshakeIO(conn)
-	hello := Hello{Version: ProtocolVersion, Caps: ourCaps, Window: window, EdgeID: edgeID}
+	hello := Hello{Version: ProtocolVersion, Caps: ourCaps, Window: window, EdgeID: edgeID, Set: set}
 	if _, err := rand.Read(hello.Nonce[:]); err != nil {
 		return peerParams{}, err
 	}
@@ -246,6 +290,7 @@ func edgeHandshake(conn *tls.Conn, edgeID, secret string, window uint32) (peer p
 type hubAuthResult struct {
 	edgeID string
 	peer   peerParams
+	set    TunnelSet
 }
 
 // hubHandshake runs the hub's side. lookup returns the secret of an allowed
@@ -298,5 +343,5 @@ func hubHandshake(conn *tls.Conn, window uint32, lookup func(id string) (string,
 	if err := hio.send(FrameAuthOK, proof(secret, hubProofTag, exp, &hello, &ch)); err != nil {
 		return hubAuthResult{}, err
 	}
-	return hubAuthResult{edgeID: hello.EdgeID, peer: peerParams{window: hello.Window, caps: hello.Caps}}, nil
+	return hubAuthResult{edgeID: hello.EdgeID, peer: peerParams{window: hello.Window, caps: hello.Caps}, set: hello.Set}, nil
 }

@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
@@ -163,7 +164,7 @@ func authFullHandshake(t *testing.T, hubC, edgeC *tls.Conn, edgeID, edgeSecret s
 	o.hubErr, o.edgeErr = authRun(hubC, edgeC,
 		func(c *tls.Conn) (err error) { o.hub, err = hubHandshake(c, authHubWindow, lookup); return err },
 		func(c *tls.Conn) (err error) {
-			o.edgePeer, err = edgeHandshake(c, edgeID, edgeSecret, authEdgeWindow)
+			o.edgePeer, err = edgeHandshake(c, edgeID, edgeSecret, authEdgeWindow, TunnelSet{Size: 1})
 			return err
 		})
 	authNoSecretIn(t, o.hubErr, o.edgeErr)
@@ -201,7 +202,7 @@ func TestHandshakeSucceeds(t *testing.T) {
 			if o.hubErr != nil || o.edgeErr != nil {
 				t.Fatalf("hub error %v, edge error %v", o.hubErr, o.edgeErr)
 			}
-			want := hubAuthResult{edgeID: authEdgeID, peer: peerParams{window: authEdgeWindow, caps: ourCaps}}
+			want := hubAuthResult{edgeID: authEdgeID, peer: peerParams{window: authEdgeWindow, caps: ourCaps}, set: TunnelSet{Size: 1}}
 			if diff := cmp.Diff(want, o.hub, cmp.AllowUnexported(hubAuthResult{}, peerParams{})); diff != "" {
 				t.Errorf("hub result (-want +got):\n%s", diff)
 			}
@@ -340,7 +341,7 @@ func TestHandshakeEdgeRejectsUnprovenHub(t *testing.T) {
 			hubC, edgeC := authTLSPair(t, nil, nil)
 			var peer peerParams
 			hubErr, edgeErr := authRun(hubC, edgeC, authFakeHub(tc.authOK), func(c *tls.Conn) (err error) {
-				peer, err = edgeHandshake(c, authEdgeID, authSecret, authEdgeWindow)
+				peer, err = edgeHandshake(c, authEdgeID, authSecret, authEdgeWindow, TunnelSet{Size: 1})
 				return err
 			})
 			authNoSecretIn(t, hubErr, edgeErr)
@@ -541,7 +542,7 @@ func TestHandshakeEdgeRejectsBadChallenge(t *testing.T) {
 				}
 				return authRawPeer(tc.reply)(c)
 			}, func(c *tls.Conn) (err error) {
-				peer, err = edgeHandshake(c, authEdgeID, authSecret, authEdgeWindow)
+				peer, err = edgeHandshake(c, authEdgeID, authSecret, authEdgeWindow, TunnelSet{Size: 1})
 				return err
 			})
 			if !errors.Is(edgeErr, tc.want) {
@@ -558,7 +559,7 @@ func TestHandshakeGoAwayReasonSanitized(t *testing.T) {
 	hubC, edgeC := authTLSPair(t, nil, nil)
 	reason := append([]byte("maintenance\x00\r\n\x1b[31m\xff"), bytes.Repeat([]byte("y"), 300)...)
 	_, edgeErr := authRun(hubC, edgeC, authRawPeer(AppendFrame(nil, 0, FrameGoAway, reason)), func(c *tls.Conn) error {
-		_, err := edgeHandshake(c, authEdgeID, authSecret, authEdgeWindow)
+		_, err := edgeHandshake(c, authEdgeID, authSecret, authEdgeWindow, TunnelSet{Size: 1})
 		return err
 	})
 	var rc *RemoteCloseError
@@ -572,7 +573,8 @@ func TestHandshakeGoAwayReasonSanitized(t *testing.T) {
 }
 
 func authTestHello() Hello {
-	h := Hello{Version: 1, Caps: 0xDEADBEEF, Window: 0x00040000, EdgeID: "edge-1"}
+	// Caps without capConnectionSet: no TunnelSet trailer.
+	h := Hello{Version: 1, Caps: 0xDEADBEED, Window: 0x00040000, EdgeID: "edge-1", Set: TunnelSet{Size: 1}}
 	for i := range h.Nonce {
 		h.Nonce[i] = byte(i + 1)
 	}
@@ -585,11 +587,24 @@ func TestHelloMarshalLayout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := codecHex(t, "0001 deadbeef 00040000"+
+	want := codecHex(t, "0001 deadbeed 00040000"+
 		"0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20"+
 		"06"+hex.EncodeToString([]byte("edge-1")))
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("HELLO bytes (-want +got):\n%s", diff)
+	}
+
+	h.Caps = capWindowAutotune | capConnectionSet
+	h.Set = TunnelSet{ID: 0x0102030405060708, Index: 2, Size: 3}
+	got, err = h.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = codecHex(t, "0001 00000003 00040000"+
+		"0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20"+
+		"06"+hex.EncodeToString([]byte("edge-1"))+"0102030405060708 02 03")
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("HELLO bytes with a tunnel set (-want +got):\n%s", diff)
 	}
 
 	c := Challenge{Version: 2, Caps: 1, Window: 0x01020304, Nonce: h.Nonce}
@@ -601,14 +616,20 @@ func TestHelloMarshalLayout(t *testing.T) {
 }
 
 func TestHelloRoundTrip(t *testing.T) {
-	for _, id := range []string{"e", "edge-1", strings.Repeat("x", maxEdgeIDLen), "ünïcødé", "a b\x00c"} {
+	for i, id := range []string{"e", "edge-1", strings.Repeat("x", maxEdgeIDLen), "ünïcødé", "a b\x00c"} {
 		h := authTestHello()
 		h.EdgeID = id
+		trailer := 0
+		if i%2 == 1 {
+			h.Caps |= capConnectionSet
+			h.Set = TunnelSet{ID: uint64(i) << 40, Index: uint8(i), Size: MaxTunnelConnections}
+			trailer = tunnelSetLen
+		}
 		b, err := h.MarshalBinary()
 		if err != nil {
 			t.Fatalf("Marshal(id %q): %v", id, err)
 		}
-		if len(b) != 2+4+4+nonceLen+1+len(id) {
+		if len(b) != 2+4+4+nonceLen+1+len(id)+trailer {
 			t.Errorf("id %q: %d bytes", id, len(b))
 		}
 		var back Hello
@@ -639,6 +660,12 @@ func TestHelloUnmarshalRejects(t *testing.T) {
 		b := append([]byte(nil), good[:fixed-1]...)
 		return append(append(b, n), id...)
 	}
+	// withSet is good with capConnectionSet announced and trailer after it.
+	withSet := func(trailer []byte) []byte {
+		b := append([]byte(nil), good...)
+		binary.BigEndian.PutUint32(b[2:6], binary.BigEndian.Uint32(b[2:6])|capConnectionSet)
+		return append(b, trailer...)
+	}
 	tests := []struct {
 		name string
 		b    []byte
@@ -654,6 +681,12 @@ func TestHelloUnmarshalRejects(t *testing.T) {
 		{"trailing byte", append(append([]byte(nil), good...), 0)},
 		{"id length 255, 254 bytes", withLen(255, strings.Repeat("x", 254))},
 		{"id length 1, 256 bytes", withLen(1, strings.Repeat("x", 256))},
+		{"tunnel set announced, missing", withSet(nil)},
+		{"tunnel set short", withSet([]byte{1, 2, 3, 4, 5, 6, 7, 8, 0})},
+		{"tunnel set long", withSet([]byte{1, 2, 3, 4, 5, 6, 7, 8, 0, 1, 0})},
+		{"tunnel set of size 0", withSet([]byte{1, 2, 3, 4, 5, 6, 7, 8, 0, 0})},
+		{"tunnel set too large", withSet([]byte{1, 2, 3, 4, 5, 6, 7, 8, 0, MaxTunnelConnections + 1})},
+		{"index beyond the set", withSet([]byte{1, 2, 3, 4, 5, 6, 7, 8, 2, 2})},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

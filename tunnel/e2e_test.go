@@ -360,7 +360,7 @@ func TestStalledStreamDoesNotBlockOthers(t *testing.T) {
 	const bulk = 32 << 20
 	tuning := Tuning{Window: 256 << 10, MaxWindow: 1 << 20}
 	stalledSent := make(chan struct{})
-	r := startRig(t, rigOptions{tuning: tuning, handler: func(_ string, c net.Conn, br *bufio.Reader) {
+	r := startRig(t, rigOptions{tuning: tuning, connections: 1, handler: func(_ string, c net.Conn, br *bufio.Reader) {
 		kind, _ := br.ReadByte()
 		chunk := make([]byte, 64<<10)
 		switch kind {
@@ -400,9 +400,7 @@ func TestStalledStreamDoesNotBlockOthers(t *testing.T) {
 	b.Close()
 	waitFor(t, 5*time.Second, "the bulk stream to end", func() bool { return r.edge.Status().ActiveStreams == 1 })
 	// The edge holds at most one window for the stalled stream.
-	r.edge.mu.Lock()
-	sess := r.edge.sess
-	r.edge.mu.Unlock()
+	sess := edgeSession(t, r)
 	sess.mu.Lock()
 	var sts []*stream
 	for _, st := range sess.streams {
@@ -462,7 +460,7 @@ func rawEdge(t *testing.T, hubPort int, id, secret string) *tls.Conn {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	if _, err := edgeHandshake(c, id, secret, DefaultWindow); err != nil {
+	if _, err := edgeHandshake(c, id, secret, DefaultWindow, TunnelSet{Size: 1}); err != nil {
 		t.Fatalf("handshake: %v", err)
 	}
 	return c

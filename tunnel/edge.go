@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -38,7 +39,7 @@ type Edge struct {
 	wg        sync.WaitGroup
 
 	mu        sync.Mutex
-	sess      *session
+	tunnel    *tunnelSet // nil while disconnected
 	publicIP  string
 	lastError string
 	attempts  int
@@ -129,6 +130,12 @@ func (c *EdgeConfig) normalize() error {
 		c.ReconnectMax = DefaultReconnectMax
 	}
 	c.ReconnectMax = max(c.ReconnectMax, c.ReconnectMin)
+	if c.Connections == 0 {
+		c.Connections = min(runtime.NumCPU(), 4)
+	}
+	if c.Connections < 1 || c.Connections > MaxTunnelConnections {
+		return fmt.Errorf("connections must be 1-%d", MaxTunnelConnections)
+	}
 	c.Tuning = c.Tuning.withDefaults()
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -140,14 +147,15 @@ func (c *EdgeConfig) normalize() error {
 func (e *Edge) Status() EdgeStatus {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	st := EdgeStatus{Running: !e.closed, Connected: e.sess != nil, ListenPorts: append([]int{}, e.ports...),
+	st := EdgeStatus{Running: !e.closed, Connected: e.tunnel != nil, ListenPorts: append([]int{}, e.ports...),
 		LastError: e.lastError, ReconnectAttempts: e.attempts}
 	if e.publicIP != "" {
 		ip := e.publicIP
 		st.PublicIP = &ip
 	}
-	if e.sess != nil {
-		st.ActiveStreams = e.sess.activeStreams()
+	if e.tunnel != nil {
+		st.ActiveStreams = e.tunnel.activeStreams()
+		st.Connections = len(e.tunnel.sessions)
 	}
 	return st
 }
@@ -168,7 +176,7 @@ func (e *Edge) Close() error {
 	}
 	e.closed = true
 	e.cancel()
-	sess := e.sess
+	tunnel := e.tunnel
 	e.mu.Unlock()
 	var errs error
 	for i, ln := range e.listeners {
@@ -176,8 +184,8 @@ func (e *Edge) Close() error {
 			errs = multierror.Append(errs, fmt.Errorf("closing listener on port %d: %w", e.ports[i], err))
 		}
 	}
-	if sess != nil {
-		sess.close(&LocalCloseError{Reason: "edge stopping"})
+	if tunnel != nil {
+		tunnel.close(&LocalCloseError{Reason: "edge stopping"})
 	}
 	e.wg.Wait()
 	e.log.Info("edge stopped")
@@ -206,10 +214,15 @@ func (e *Edge) handleClient(conn net.Conn) {
 	}()
 	defer recoverInto(e.log, "accepting a client", &err)
 	e.mu.Lock()
-	sess := e.sess
+	tunnel := e.tunnel
 	e.mu.Unlock()
-	if sess == nil {
+	if tunnel == nil {
 		e.log.Debug("no tunnel, closing client connection", "client", conn.RemoteAddr().String())
+		_ = conn.Close()
+		return
+	}
+	if tunnel.activeStreams() >= e.cfg.MaxStreams { // the limit is the edge's, over all its connections
+		e.log.Warn("refusing client: stream limit reached", "limit", e.cfg.MaxStreams)
 		_ = conn.Close()
 		return
 	}
@@ -219,7 +232,7 @@ func (e *Edge) handleClient(conn net.Conn) {
 		_ = conn.Close()
 		return
 	}
-	if err := sess.startStream(conn, hdr.AppendTo(make([]byte, 0, MaxProxyHeaderLen))); err != nil {
+	if err := tunnel.pick().startStream(conn, hdr.AppendTo(make([]byte, 0, MaxProxyHeaderLen))); err != nil {
 		if errors.Is(err, errTooManyStreams) {
 			e.log.Warn("refusing client: stream limit reached", "limit", e.cfg.MaxStreams)
 		}
@@ -235,7 +248,7 @@ func (e *Edge) tunnelLoop() {
 	reported := false // a tunnelDisconnected was sent for the current outage
 	attempt := 0
 	for e.ctx.Err() == nil {
-		sess, err := e.connect(hubAddr)
+		tunnel, err := e.connectSet(hubAddr)
 		if err != nil {
 			if e.ctx.Err() != nil {
 				return
@@ -258,17 +271,17 @@ func (e *Edge) tunnelLoop() {
 		e.mu.Lock()
 		if e.closed {
 			e.mu.Unlock()
-			sess.close(&LocalCloseError{Reason: "edge stopping"})
-			sess.run()
+			tunnel.close(&LocalCloseError{Reason: "edge stopping"})
+			tunnel.run()
 			return
 		}
-		e.sess = sess
+		e.tunnel = tunnel
 		e.lastError, e.attempts = "", 0
 		e.mu.Unlock()
-		e.log.Info("tunnel connected", "hub", hubAddr)
+		e.log.Info("tunnel connected", "hub", hubAddr, "connections", len(tunnel.sessions))
 		e.emit(EventTunnelConnected, TunnelConnectedEvent{HubAddr: hubAddr})
 		reported = false
-		reason := sess.run()
+		reason := tunnel.run()
 		e.setDown(reason.Error(), 0)
 		e.log.Warn("tunnel disconnected", "reason", reason.Error())
 		e.emit(EventTunnelDisconnected, TunnelDisconnectedEvent{Reason: reason.Error()})
@@ -281,7 +294,7 @@ func (e *Edge) tunnelLoop() {
 
 func (e *Edge) setDown(reason string, attempts int) {
 	e.mu.Lock()
-	e.sess = nil
+	e.tunnel = nil
 	e.lastError, e.attempts = reason, attempts
 	e.mu.Unlock()
 }
@@ -297,9 +310,46 @@ func (e *Edge) sleep(d time.Duration) bool {
 	}
 }
 
+// connectSet connects a new set of cfg.Connections tunnel connections: the
+// first one decides (its failure is the set's), the others are added at
+// once beside each other; one of them that fails is left out, with a warning.
+func (e *Edge) connectSet(hubAddr string) (*tunnelSet, error) {
+	n := e.cfg.Connections
+	set := TunnelSet{ID: newSetID(), Size: uint8(n)}
+	first, err := e.connect(hubAddr, set)
+	if err != nil {
+		return nil, err
+	}
+	sessions := make([]*session, n)
+	sessions[0] = first
+	var wg sync.WaitGroup
+	for i := 1; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			one := set
+			one.Index = uint8(i)
+			s, err := e.connect(hubAddr, one)
+			if err != nil {
+				e.log.Warn("extra tunnel connection failed; running with fewer", "index", i, "reason", err.Error())
+				return
+			}
+			sessions[i] = s
+		}()
+	}
+	wg.Wait()
+	t := &tunnelSet{}
+	for _, s := range sessions {
+		if s != nil {
+			t.sessions = append(t.sessions, s)
+		}
+	}
+	return t, nil
+}
+
 // connect dials the hub, runs TLS and the mutual authentication under one
-// deadline, and returns a session ready to run.
-func (e *Edge) connect(hubAddr string) (sess *session, err error) {
+// deadline, and returns a session ready to run: connection set.Index of set.
+func (e *Edge) connect(hubAddr string, set TunnelSet) (sess *session, err error) {
 	defer recoverInto(e.log, "connecting to the hub", &err)
 	ctx, cancel := context.WithTimeout(e.ctx, e.cfg.HandshakeTimeout)
 	defer cancel()
@@ -315,7 +365,7 @@ func (e *Edge) connect(hubAddr string) (sess *session, err error) {
 	err = tc.HandshakeContext(ctx)
 	var peer peerParams
 	if err == nil {
-		peer, err = edgeHandshake(tc, e.cfg.EdgeID, e.cfg.Secret, e.cfg.Window)
+		peer, err = edgeHandshake(tc, e.cfg.EdgeID, e.cfg.Secret, e.cfg.Window, set)
 	}
 	if !stop() || err != nil {
 		_ = raw.Close()
@@ -329,7 +379,9 @@ func (e *Edge) connect(hubAddr string) (sess *session, err error) {
 		return nil, fmt.Errorf("hub announced a window of %d bytes (allowed %d-%d)", peer.window, minWindow, maxWindow)
 	}
 	_ = raw.SetDeadline(time.Time{})
-	return newSession(tc, false, e.cfg.Tuning, peer, e.log, sessionHooks{}), nil
+	sess = newSession(tc, false, e.cfg.Tuning, peer, e.log, sessionHooks{})
+	sess.nextID, sess.idStep = uint32(set.Index)+1, uint32(set.Size) // ids unique across the set
+	return sess, nil
 }
 
 // stunLoop asks the STUN server for the edge's public address every

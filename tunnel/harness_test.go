@@ -183,6 +183,9 @@ type rigOptions struct {
 	noWait  bool
 	// extraPort adds a listen port on the edge with no target behind it.
 	extraPort bool
+	// connections is the edge's tunnel connections (default 2, so that
+	// every test runs over a set of several).
+	connections int
 }
 
 func startRig(t testing.TB, o rigOptions) *rig {
@@ -192,6 +195,9 @@ func startRig(t testing.TB, o rigOptions) *rig {
 	}
 	if o.secret == "" {
 		o.secret = "s3cret-edge-1"
+	}
+	if o.connections == 0 {
+		o.connections = 2
 	}
 	r := &rig{hubEvents: newEventLog(), edgeEvts: newEventLog(), secret: o.secret}
 	r.target = startTarget(t, o.handler)
@@ -210,7 +216,7 @@ func startRig(t testing.TB, o rigOptions) *rig {
 	}
 	r.edge, err = StartEdge(EdgeConfig{HubHost: "127.0.0.1", HubPort: r.hub.Port(), EdgeID: "edge-1", Secret: o.secret,
 		ListenHost: "127.0.0.1", ListenPorts: ports, StunInterval: -1,
-		ReconnectMin: 50 * time.Millisecond, ReconnectMax: 200 * time.Millisecond, Tuning: o.tuning,
+		ReconnectMin: 50 * time.Millisecond, ReconnectMax: 200 * time.Millisecond, Tuning: o.tuning, Connections: o.connections,
 		Logger: testLogger(t).With("t", "edge"), Events: r.edgeEvts.sink})
 	if err != nil {
 		t.Fatalf("StartEdge: %v", err)

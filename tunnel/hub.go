@@ -56,14 +56,38 @@ type pendingConn struct {
 	evicted bool
 }
 
-// hubEdge is one authenticated tunnel.
+// hubEdge is one connected edge: the set of tunnel connections it spreads
+// its streams over (see TunnelSet). It is connected from its first
+// connection's arrival until its last one ends.
 type hubEdge struct {
 	id          string
 	secret      string
-	sess        *session
+	set         uint64
+	conns       []*session // by TunnelSet.Index; nil where none; guarded by Hub.mu
+	live        int        // non-nil entries of conns; guarded by Hub.mu
 	connectedAt time.Time
 	remote      string
-	ended       chan struct{}
+	ended       chan struct{} // closed when the last connection has ended
+}
+
+// sessions returns the live connections; the caller holds Hub.mu.
+func (e *hubEdge) sessionsLocked() []*session {
+	out := make([]*session, 0, e.live)
+	for _, s := range e.conns {
+		if s != nil {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// hubConn is one authenticated connection, before it joins its edge.
+type hubConn struct {
+	edgeID string
+	secret string
+	set    TunnelSet
+	remote string
+	sess   *session
 }
 
 // StartHub validates cfg, loads or generates the TLS certificate, binds the
@@ -160,7 +184,8 @@ func (h *Hub) SetAllowedEdges(edges []EdgeCredential) error {
 		return err
 	}
 	type kick struct {
-		e      *hubEdge
+		id     string
+		conns  []*session
 		reason string
 	}
 	var kicks []kick
@@ -170,15 +195,17 @@ func (h *Hub) SetAllowedEdges(edges []EdgeCredential) error {
 		secret, ok := m[id]
 		switch {
 		case !ok:
-			kicks = append(kicks, kick{e, "edge no longer allowed"})
+			kicks = append(kicks, kick{id, e.sessionsLocked(), "edge no longer allowed"})
 		case subtle.ConstantTimeCompare([]byte(secret), []byte(e.secret)) != 1:
-			kicks = append(kicks, kick{e, "edge credentials changed"})
+			kicks = append(kicks, kick{id, e.sessionsLocked(), "edge credentials changed"})
 		}
 	}
 	h.mu.Unlock()
 	for _, k := range kicks {
-		h.log.Info("disconnecting edge", "edgeId", k.e.id, "reason", k.reason)
-		k.e.sess.close(&LocalCloseError{Reason: k.reason})
+		h.log.Info("disconnecting edge", "edgeId", k.id, "reason", k.reason)
+		for _, s := range k.conns {
+			s.close(&LocalCloseError{Reason: k.reason})
+		}
 	}
 	return nil
 }
@@ -196,8 +223,13 @@ func (h *Hub) Status() HubStatus {
 	st := HubStatus{Running: !h.closed, TunnelPort: h.port, ConnectedEdges: []ConnectedEdge{}, CertSha256: h.fingerprint,
 		PendingHandshakes: len(h.handshaking), RejectedHandshakes: h.rejected.Load()}
 	for _, e := range h.edges {
+		active := 0
+		for _, s := range e.sessionsLocked() {
+			active += s.activeStreams()
+		}
 		st.ConnectedEdges = append(st.ConnectedEdges, ConnectedEdge{
-			EdgeID: e.id, ConnectedAt: e.connectedAt.Unix(), ActiveStreams: e.sess.activeStreams(), RemoteAddr: e.remote,
+			EdgeID: e.id, ConnectedAt: e.connectedAt.Unix(), ActiveStreams: active, RemoteAddr: e.remote,
+			Connections: e.live,
 		})
 	}
 	h.mu.Unlock()
@@ -230,7 +262,9 @@ func (h *Hub) Close() error {
 		_ = c.Close()
 	}
 	for _, e := range h.edges {
-		e.sess.close(&LocalCloseError{Reason: "hub stopping"})
+		for _, s := range e.sessionsLocked() {
+			s.close(&LocalCloseError{Reason: "hub stopping"})
+		}
 	}
 	h.mu.Unlock()
 	h.wg.Wait()
@@ -300,7 +334,7 @@ func (h *Hub) serveConn(conn net.Conn) {
 	}()
 	defer recoverInto(h.log, "serving an edge", &perr)
 	remote := conn.RemoteAddr().String()
-	e, err := h.authenticate(conn)
+	c, err := h.authenticate(conn)
 	h.mu.Lock()
 	evicted := h.handshaking[conn].evicted
 	delete(h.handshaking, conn)
@@ -329,25 +363,35 @@ func (h *Hub) serveConn(conn net.Conn) {
 		}
 		return
 	}
-	if !h.register(e) {
+	e, first := h.register(c)
+	if e == nil {
 		_ = conn.Close()
 		return
 	}
-	h.log.Info("edge connected", "edgeId", e.id, "remote", remote)
-	h.emit(EventEdgeConnected, EdgeEvent{EdgeID: e.id, RemoteAddr: remote})
-	reason := e.sess.run()
+	if first {
+		h.log.Info("edge connected", "edgeId", e.id, "remote", remote, "connections", int(c.set.Size))
+		h.emit(EventEdgeConnected, EdgeEvent{EdgeID: e.id, RemoteAddr: remote})
+	}
+	reason := c.sess.run()
 	h.mu.Lock()
-	if h.edges[e.id] == e {
+	e.conns[c.set.Index] = nil
+	e.live--
+	last := e.live == 0
+	if last && h.edges[e.id] == e {
 		delete(h.edges, e.id)
 	}
 	h.mu.Unlock()
+	if !last {
+		h.log.Info("edge connection ended", "edgeId", e.id, "remote", remote, "index", int(c.set.Index), "reason", reason.Error())
+		return
+	}
 	close(e.ended)
 	h.log.Info("edge disconnected", "edgeId", e.id, "remote", remote, "reason", reason.Error())
 	h.emit(EventEdgeDisconnected, EdgeDisconnectedEvent{EdgeID: e.id, Reason: reason.Error()})
 }
 
 // authenticate runs TLS and the handshake under one deadline.
-func (h *Hub) authenticate(conn net.Conn) (*hubEdge, error) {
+func (h *Hub) authenticate(conn net.Conn) (*hubConn, error) {
 	_ = conn.SetDeadline(time.Now().Add(h.cfg.HandshakeTimeout))
 	tc := tls.Server(conn, h.tlsConf)
 	if err := tc.HandshakeContext(h.ctx); err != nil {
@@ -366,50 +410,79 @@ func (h *Hub) authenticate(conn net.Conn) (*hubEdge, error) {
 		return nil, fmt.Errorf("edge %q announced a window of %d bytes (allowed %d-%d)", res.edgeID, res.peer.window, minWindow, maxWindow)
 	}
 	_ = conn.SetDeadline(time.Time{})
-	e := &hubEdge{id: res.edgeID, secret: usedSecret, connectedAt: time.Now(), remote: conn.RemoteAddr().String(), ended: make(chan struct{})}
-	e.sess = newSession(tc, true, h.cfg.Tuning, res.peer, h.log.With("edgeId", e.id), sessionHooks{
-		open:   func(st *stream, hdr ProxyHeader) { h.openStream(e, st, hdr) },
-		closed: func(st *stream) { h.emit(EventStreamClosed, StreamEvent{EdgeID: e.id, StreamID: st.id}) },
+	c := &hubConn{edgeID: res.edgeID, secret: usedSecret, set: res.set, remote: conn.RemoteAddr().String()}
+	id := c.edgeID
+	c.sess = newSession(tc, true, h.cfg.Tuning, res.peer, h.log.With("edgeId", id), sessionHooks{
+		open:   func(st *stream, hdr ProxyHeader) { h.openStream(id, st, hdr) },
+		closed: func(st *stream) { h.emit(EventStreamClosed, StreamEvent{EdgeID: id, StreamID: st.id}) },
 	})
-	return e, nil
+	return c, nil
 }
 
-// register makes e the tunnel of its edge id. An older tunnel of the same id
-// is closed first and waited for, so edgeDisconnected of the old one comes
-// before edgeConnected of the new one. It reports false when e must not serve:
-// the hub stops, or the edge's secret changed while it authenticated.
-func (h *Hub) register(e *hubEdge) bool {
+// register adds c to its edge. A connection of the edge's current set joins
+// it; one of another set replaces the edge's connections: they are closed
+// first and waited for, so edgeDisconnected of the old set comes before
+// edgeConnected of the new one. It returns the edge and whether c is its
+// first connection, or nil when c must not serve: the hub stops, the edge's
+// secret changed while it authenticated, or c's place is taken.
+func (h *Hub) register(c *hubConn) (*hubEdge, bool) {
 	for {
 		h.mu.Lock()
 		if h.closed {
 			h.mu.Unlock()
-			return false
+			return nil, false
 		}
-		if s, ok := h.allowed[e.id]; !ok || subtle.ConstantTimeCompare([]byte(s), []byte(e.secret)) != 1 {
+		if s, ok := h.allowed[c.edgeID]; !ok || subtle.ConstantTimeCompare([]byte(s), []byte(c.secret)) != 1 {
 			h.mu.Unlock()
-			h.log.Warn("edge rejected", "edgeId", e.id, "reason", "allow list changed during authentication")
-			return false
+			h.log.Warn("edge rejected", "edgeId", c.edgeID, "reason", "allow list changed during authentication")
+			return nil, false
 		}
-		old := h.edges[e.id]
+		old := h.edges[c.edgeID]
 		if old == nil {
-			h.edges[e.id] = e
+			e := &hubEdge{id: c.edgeID, secret: c.secret, set: c.set.ID, conns: make([]*session, c.set.Size),
+				connectedAt: time.Now(), remote: c.remote, ended: make(chan struct{})}
+			e.conns[c.set.Index] = c.sess
+			e.live = 1
+			h.edges[c.edgeID] = e
 			h.mu.Unlock()
-			return true
+			return e, true
 		}
+		if old.set == c.set.ID && subtle.ConstantTimeCompare([]byte(old.secret), []byte(c.secret)) == 1 {
+			var why string
+			switch {
+			case len(old.conns) != int(c.set.Size):
+				why = fmt.Sprintf("set of %d connections, the edge's has %d", c.set.Size, len(old.conns))
+			case old.conns[c.set.Index] != nil:
+				why = fmt.Sprintf("connection %d of the set is already connected", c.set.Index)
+			}
+			if why == "" {
+				old.conns[c.set.Index] = c.sess
+				old.live++
+			}
+			h.mu.Unlock()
+			if why != "" {
+				h.log.Warn("edge connection rejected", "edgeId", c.edgeID, "remote", c.remote, "reason", why)
+				return nil, false
+			}
+			return old, false
+		}
+		conns := old.sessionsLocked()
 		h.mu.Unlock()
-		old.sess.close(&LocalCloseError{Reason: "replaced by a new tunnel from " + e.remote})
+		for _, s := range conns {
+			s.close(&LocalCloseError{Reason: "replaced by a new tunnel from " + c.remote})
+		}
 		select {
 		case <-old.ended:
 		case <-time.After(5 * time.Second):
-			h.log.Warn("old tunnel did not end in time", "edgeId", e.id)
-			return false
+			h.log.Warn("old tunnel did not end in time", "edgeId", c.edgeID)
+			return nil, false
 		}
 	}
 }
 
 // openStream is called by the session reader for each OPEN.
-func (h *Hub) openStream(e *hubEdge, st *stream, hdr ProxyHeader) {
-	h.emit(EventStreamOpened, StreamEvent{EdgeID: e.id, StreamID: st.id})
+func (h *Hub) openStream(edgeID string, st *stream, hdr ProxyHeader) {
+	h.emit(EventStreamOpened, StreamEvent{EdgeID: edgeID, StreamID: st.id})
 	st.sess.goSafe(func() { h.dialTarget(st, hdr) })
 }
 

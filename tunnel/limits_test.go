@@ -93,7 +93,7 @@ func TestFailedHandshakesAreThrottled(t *testing.T) {
 			return err
 		}
 		defer c.Close()
-		_, err = edgeHandshake(c, "edge-1", "guess", DefaultWindow)
+		_, err = edgeHandshake(c, "edge-1", "guess", DefaultWindow, TunnelSet{Size: 1})
 		return err
 	}
 	for i := 0; i < failureBurst; i++ {

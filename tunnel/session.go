@@ -129,6 +129,8 @@ type session struct {
 	mu      sync.Mutex
 	streams map[uint32]*stream
 	lastID  uint32 // hub: highest OPEN seen; edge: highest id allocated
+	nextID  uint32 // edge: the id of the next stream; 0 when ids ran out
+	idStep  uint32 // edge: ids go nextID, nextID+idStep, …, unique across a TunnelSet
 
 	recvFrames atomic.Uint64
 	ctx        context.Context
@@ -144,7 +146,7 @@ func newSession(conn net.Conn, isHub bool, tuning Tuning, peer peerParams, log *
 	s := &session{
 		conn: conn, isHub: isHub, log: log, tuning: tuning, peerWindow: peer.window, hooks: hooks,
 		autotune: peer.caps&capWindowAutotune != 0,
-		wake:     make(chan struct{}, 1), streams: make(map[uint32]*stream),
+		wake:     make(chan struct{}, 1), streams: make(map[uint32]*stream), nextID: 1, idStep: 1,
 		ctx: ctx, cancel: cancel, writerDone: make(chan struct{}),
 	}
 	s.fr = NewFrameReader(conn)

@@ -33,16 +33,24 @@ func hubSession(t *testing.T, r *rig) *session {
 	r.hub.mu.Lock()
 	defer r.hub.mu.Unlock()
 	for _, e := range r.hub.edges {
-		return e.sess
+		if e.live != 1 {
+			t.Fatalf("edge has %d connections, want 1", e.live)
+		}
+		return e.sessionsLocked()[0]
 	}
 	t.Fatal("no edge on the hub")
 	return nil
 }
 
-func edgeSession(r *rig) *session {
+// edgeSession returns the edge's only tunnel connection.
+func edgeSession(t *testing.T, r *rig) *session {
+	t.Helper()
 	r.edge.mu.Lock()
 	defer r.edge.mu.Unlock()
-	return r.edge.sess
+	if r.edge.tunnel == nil || len(r.edge.tunnel.sessions) != 1 {
+		t.Fatal("the edge has no tunnel of one connection")
+	}
+	return r.edge.tunnel.sessions[0]
 }
 
 // A stream whose reader keeps up grows its receive window to MaxWindow, in
@@ -51,7 +59,7 @@ func edgeSession(r *rig) *session {
 func TestWindowGrowsWhileTheReaderKeepsUp(t *testing.T) {
 	const n = 16 << 20
 	tuning := Tuning{Window: 64 << 10, MaxWindow: 1 << 20}
-	r := startRig(t, rigOptions{tuning: tuning, handler: func(_ string, c net.Conn, br *bufio.Reader) {
+	r := startRig(t, rigOptions{tuning: tuning, connections: 1, handler: func(_ string, c net.Conn, br *bufio.Reader) {
 		// Take n bytes, send n bytes, then hold the stream open until
 		// the client closes it.
 		if _, err := io.CopyN(io.Discard, br, n); err != nil {
@@ -68,7 +76,7 @@ func TestWindowGrowsWhileTheReaderKeepsUp(t *testing.T) {
 	if _, err := io.CopyN(io.Discard, c, n); err != nil {
 		t.Fatal(err)
 	}
-	hs, es := hubSession(t, r), edgeSession(r)
+	hs, es := hubSession(t, r), edgeSession(t, r)
 	if w := onlyStream(t, hs).window(); w != tuning.MaxWindow {
 		t.Errorf("hub's receive window after %d bytes client→target: %d, want %d", n, w, tuning.MaxWindow)
 	}
@@ -89,7 +97,7 @@ func TestWindowGrowthWithinTheTunnelBudget(t *testing.T) {
 	const n = 8 << 20
 	tuning := Tuning{Window: 64 << 10, MaxWindow: 1 << 20, WindowBudget: 1 << 20}
 	done := make(chan struct{})
-	r := startRig(t, rigOptions{tuning: tuning, handler: func(_ string, c net.Conn, br *bufio.Reader) {
+	r := startRig(t, rigOptions{tuning: tuning, connections: 1, handler: func(_ string, c net.Conn, br *bufio.Reader) {
 		if _, err := c.Write(make([]byte, n)); err != nil {
 			return
 		}
@@ -111,7 +119,7 @@ func TestWindowGrowthWithinTheTunnelBudget(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	es := edgeSession(r)
+	es := edgeSession(t, r)
 	var sum int64
 	es.mu.Lock()
 	for _, st := range es.streams {

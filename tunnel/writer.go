@@ -118,7 +118,7 @@ func (s *session) writeOpen(st *stream, header []byte) error {
 	switch {
 	case s.ctx.Err() != nil:
 		refuse = errSessionClosed
-	case s.lastID == ^uint32(0):
+	case s.nextID == 0:
 		refuse = errSessionClosed
 		defer s.close(&LocalCloseError{Reason: "stream ids exhausted, reconnecting"})
 	case len(s.streams) >= s.tuning.MaxStreams:
@@ -129,8 +129,12 @@ func (s *session) writeOpen(st *stream, header []byte) error {
 		_ = s.unlockWriter()
 		return refuse
 	}
-	s.lastID++
-	st.id = s.lastID
+	st.id = s.nextID
+	s.lastID = st.id
+	s.nextID += s.idStep
+	if s.nextID <= st.id {
+		s.nextID = 0 // wrapped: this was the last id
+	}
 	s.streams[st.id] = st
 	s.mu.Unlock()
 	err := s.writeControlLocked()
