@@ -117,7 +117,8 @@ func (s *server) getHubStatus(*json.RawMessage) (any, error) {
 
 // startEdge starts the edge: hubHost, hubPort? (8443), edgeId, secret,
 // listenPorts, listenHost?, stunIntervalSecs? (300; 0 disables STUN), stunServer?,
-// and optional hub verification: hubCertSha256?, hubCa?, hubServerName?.
+// optional hub verification: hubCertSha256?, hubCa?, hubServerName?, and
+// tunnelConnections? (default 1).
 func (s *server) startEdge(raw *json.RawMessage) (any, error) {
 	p := readParams("startEdge", raw)
 	cfg := tunnel.EdgeConfig{
@@ -133,6 +134,7 @@ func (s *server) startEdge(raw *json.RawMessage) (any, error) {
 		HubCertSHA256: p.str("hubCertSha256", false, ""),
 		HubCAPEM:      p.str("hubCa", false, ""),
 		HubServerName: p.str("hubServerName", false, ""),
+		Connections:   p.integer("tunnelConnections", 1, tunnel.MaxTunnelConnections, false, 0),
 	}
 	if err := p.done(); err != nil {
 		return nil, err

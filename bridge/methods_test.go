@@ -137,6 +137,9 @@ func TestInvalidParams(t *testing.T) {
 		{"startEdge", with(valid, "hubPort", "8443"), "startEdge: hubPort must be an integer 1-65535"},
 		{"startEdge", with(valid, "stunIntervalSecs", -1), "startEdge: stunIntervalSecs must be an integer 0-2147483647"},
 		{"startEdge", with(valid, "stunIntervalSecs", 1.5), "startEdge: stunIntervalSecs must be an integer 0-2147483647"},
+		{"startEdge", with(valid, "tunnelConnections", 0), "startEdge: tunnelConnections must be an integer 1-16"},
+		{"startEdge", with(valid, "tunnelConnections", 17), "startEdge: tunnelConnections must be an integer 1-16"},
+		{"startEdge", with(valid, "tunnelConnections", "2"), "startEdge: tunnelConnections must be an integer 1-16"},
 		{"startEdge", with(valid, "stunServer", 1), "startEdge: stunServer must be a string"},
 		{"startEdge", with(valid, "listenHost", []any{}), "startEdge: listenHost must be a string"},
 		{"startEdge", []any{1, 2}, "startEdge: params must be a JSON object"},
@@ -239,6 +242,7 @@ func TestStartEdgeParams(t *testing.T) {
 	s.mustCall("startEdge", map[string]any{
 		"hubHost": "hub.example", "hubPort": 9000, "edgeId": "e2", "secret": "x",
 		"listenPorts": []any{8080.0}, "listenHost": "127.0.0.1", "stunIntervalSecs": 5, "stunServer": "127.0.0.1:3478",
+		"tunnelConnections": 3,
 	})
 	want := []tunnel.EdgeConfig{
 		{HubHost: "127.0.0.1", HubPort: 8443, EdgeID: "edge-1", Secret: "s3cr3t-edge", ListenPorts: []int{80, 443},
@@ -246,7 +250,7 @@ func TestStartEdgeParams(t *testing.T) {
 		{HubHost: "127.0.0.1", HubPort: 8443, EdgeID: "edge-1", Secret: "s3cr3t-edge", ListenPorts: []int{80},
 			StunServer: "stun.cloudflare.com:3478", StunInterval: -1},
 		{HubHost: "hub.example", HubPort: 9000, EdgeID: "e2", Secret: "x", ListenPorts: []int{8080}, ListenHost: "127.0.0.1",
-			StunServer: "127.0.0.1:3478", StunInterval: 5 * time.Second},
+			StunServer: "127.0.0.1:3478", StunInterval: 5 * time.Second, Connections: 3},
 	}
 	if diff := cmp.Diff(want, eng.edgeStartCalls(), ignoreFuncs...); diff != "" {
 		t.Errorf("edge configs (-want +got):\n%s", diff)

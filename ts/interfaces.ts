@@ -53,6 +53,8 @@ export interface IConnectedEdgeStatus {
   /** Unix time in seconds. */
   connectedAt: number;
   activeStreams: number;
+  /** Tunnel connections the edge has up. */
+  connections?: number;
   [extra: string]: unknown;
 }
 
@@ -115,6 +117,8 @@ export interface IEdgeConfig {
   hubCa?: string;
   /** Server name to verify with hubCa. Default: hubHost. */
   hubServerName?: string;
+  /** TLS connections the tunnel spreads its streams over (1-16). Default 1; more lets many streams use more cores. */
+  tunnelConnections?: number;
   /** Engine binary to use for this start (see IRemoteIngressOptions.binaryPath). Not sent to the engine. */
   binaryPath?: string;
 }
@@ -129,6 +133,8 @@ export interface IEdgeStatus {
   lastError?: string;
   /** Failed connection attempts since the last success. */
   reconnectAttempts?: number;
+  /** Tunnel connections up (0 while disconnected). */
+  connections?: number;
   /** Events the binary could not deliver because this process did not read them. */
   eventsDropped?: number;
   [extra: string]: unknown;

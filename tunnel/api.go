@@ -164,8 +164,9 @@ type EdgeConfig struct {
 	// ReconnectMin and ReconnectMax bound the reconnect backoff (defaults 1 s and 30 s).
 	ReconnectMin, ReconnectMax time.Duration
 	// Connections is how many TLS connections the tunnel spreads its streams
-	// over, so that encryption runs on that many cores on both sides
-	// (default: the number of CPUs, at most 4; 1..MaxTunnelConnections).
+	// over (default 1, 1..MaxTunnelConnections). More than one lets
+	// encryption and decryption of many streams run on that many cores on
+	// both sides; one stream always uses one connection.
 	Connections int
 	Tuning
 	Logger *slog.Logger

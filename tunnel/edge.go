@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -131,7 +130,7 @@ func (c *EdgeConfig) normalize() error {
 	}
 	c.ReconnectMax = max(c.ReconnectMax, c.ReconnectMin)
 	if c.Connections == 0 {
-		c.Connections = min(runtime.NumCPU(), 4)
+		c.Connections = 1 // the contract's one TLS connection per edge
 	}
 	if c.Connections < 1 || c.Connections > MaxTunnelConnections {
 		return fmt.Errorf("connections must be 1-%d", MaxTunnelConnections)

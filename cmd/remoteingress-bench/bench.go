@@ -22,6 +22,7 @@ type bench struct {
 
 	targets []*target
 	modes   []*mode
+	setMode *mode // the tunnel over cfg.SetConns connections, for the N-stream row
 	res     *results
 
 	children []stopInfo
@@ -96,6 +97,15 @@ func (b *bench) runAll() error {
 				}
 			}
 		}
+		if m := b.setMode; r.key == "streams" && m != nil && b.ctx.Err() == nil {
+			b.logf("%-45s %s", r.name, m.name)
+			if err := b.measureUpN(m); err != nil {
+				b.res.problem("%s, %s: %v", r.name, m.name, err)
+			}
+			if err := m.settle(20 * time.Second); err != nil {
+				b.res.problem("after %s, %s: %v", r.name, m.name, err)
+			}
+		}
 	}
 	b.checkFinal()
 	return nil
@@ -134,7 +144,7 @@ func (b *bench) setup() error {
 				return fmt.Errorf("relay: %w", err)
 			}
 		case modeTunnel:
-			if m, err = setupTunnel(b.kids, b.cfg.Bin); err != nil {
+			if m, err = setupTunnel(b.kids, b.cfg.Bin, modeTunnel, "", 1); err != nil {
 				return fmt.Errorf("tunnel: %w", err)
 			}
 			b.targets = append(b.targets, m.tgt)
@@ -150,6 +160,15 @@ func (b *bench) setup() error {
 		}
 		b.modes = append(b.modes, m)
 		b.logf("%-7s ready: clients connect to %s", m.name, m.addr)
+	}
+	if b.cfg.SetConns > 1 && slices.Contains(b.cfg.Modes, modeTunnel) && slices.Contains(b.cfg.Rows, "streams") {
+		m, err := setupTunnel(b.kids, b.cfg.Bin, modeTunnelSet, "-set", b.cfg.SetConns)
+		if err != nil {
+			return fmt.Errorf("tunnel over %d connections: %w", b.cfg.SetConns, err)
+		}
+		b.targets = append(b.targets, m.tgt)
+		b.setMode = m
+		b.logf("%-7s ready: clients connect to %s (%d tunnel connections)", m.name, m.addr, b.cfg.SetConns)
 	}
 	time.Sleep(time.Second) // let the fresh processes reach their idle state
 	for _, m := range b.modes {
@@ -170,7 +189,7 @@ func (b *bench) setup() error {
 // left, target-side errors.
 func (b *bench) checkFinal() {
 	b.final = map[string]any{}
-	for _, m := range b.modes {
+	for _, m := range b.setups() {
 		if h := m.tgt.headerErrors.Load(); h > 0 {
 			b.res.problem("%s: %d connections reached the target with a bad or missing PROXY header (last: %s)", m.name, h, m.tgt.lastError)
 		}
@@ -204,7 +223,7 @@ func (b *bench) checkFinal() {
 // the management dialect) before the processes are ended by closing their
 // stdin, and records how long that took.
 func (b *bench) stopSetups() {
-	for _, m := range b.modes {
+	for _, m := range b.setups() {
 		if m.hub == nil || b.ctx.Err() != nil {
 			continue
 		}
@@ -242,10 +261,10 @@ func (b *bench) finish(infos []stopInfo, err error) {
 	b.children = infos
 	b.events = map[string]eventSummary{}
 	b.stderr = map[string][]string{}
-	for _, m := range b.modes {
+	for _, m := range b.setups() {
 		if m.hub != nil {
-			b.events["hub"] = m.hub.summary()
-			b.events["edge"] = m.edge.summary()
+			b.events[m.hub.label] = m.hub.summary()
+			b.events[m.edge.label] = m.edge.summary()
 		}
 		for _, p := range m.procs {
 			if lines := p.stderr.notableLines(); len(lines) > 0 {
@@ -270,4 +289,12 @@ func firstOf(lines []string) string {
 		return ""
 	}
 	return lines[0]
+}
+
+// setups returns every set-up: the table's columns and the extra tunnel.
+func (b *bench) setups() []*mode {
+	if b.setMode == nil {
+		return b.modes
+	}
+	return append(slices.Clip(b.modes), b.setMode)
 }

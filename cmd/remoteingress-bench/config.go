@@ -17,6 +17,9 @@ const (
 	modeDirect = "direct"
 	modeRelay  = "relay"
 	modeTunnel = "tunnel"
+	// modeTunnelSet is the tunnel with an edge over several TLS connections;
+	// it is measured in the N-stream row only, reported in the tunnel column.
+	modeTunnelSet = "tunnel-set"
 )
 
 // allModes are the three set-ups every row is measured on.
@@ -40,6 +43,7 @@ type config struct {
 	MemLevels    []int         `json:"memoryLevels"`
 	Modes        []string      `json:"modes"`
 	Rows         []string      `json:"rows"`
+	SetConns     int           `json:"tunnelSetConnections"`
 	Verbose      bool          `json:"-"`
 }
 
@@ -70,6 +74,7 @@ func parseFlags(args []string) (config, error) {
 	streams := fs.Int("streams", 8, "streams of the aggregate throughput row")
 	mem := fs.String("mem", "1000,10000", "idle connections held for the memory row, ascending (quick: 100,1000)")
 	modes := fs.String("modes", strings.Join(allModes, ","), "set-ups to measure")
+	setConns := fs.Int("tunnel-connections", 2, "the N-stream row is measured once more on a tunnel whose edge uses this many TLS connections (startEdge tunnelConnections); 1 skips it")
 	rows := fs.String("rows", strings.Join(allRows, ","), "rows to measure, for profiling one of them")
 	verbose := fs.Bool("v", false, "also print the children's stderr warnings as they happen (progress always goes to stderr)")
 	if err := fs.Parse(args); err != nil {
@@ -106,7 +111,7 @@ func parseFlags(args []string) (config, error) {
 	cfg := config{
 		Bin: *bin, JSONPath: *jsonPath, Quick: *quick, Duration: *dur,
 		LatencyRT: *rt, LatencyConns: *lconns, LatencyDur: *ldur, Conns: *conns,
-		Workers: *workers, Streams: *streams, Verbose: *verbose,
+		Workers: *workers, Streams: *streams, Verbose: *verbose, SetConns: *setConns,
 	}
 	for _, f := range strings.Split(*mem, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
@@ -135,7 +140,7 @@ func parseFlags(args []string) (config, error) {
 		cfg.Rows = append(cfg.Rows, r)
 	}
 	if cfg.Duration <= 0 || cfg.LatencyRT <= 0 || cfg.LatencyConns <= 0 || cfg.LatencyDur <= 0 ||
-		cfg.Conns <= 0 || cfg.Workers <= 0 || cfg.Streams <= 0 {
+		cfg.Conns <= 0 || cfg.Workers <= 0 || cfg.Streams <= 0 || cfg.SetConns < 1 || cfg.SetConns > 16 {
 		return config{}, errors.New("sizes and durations must be positive")
 	}
 	return cfg, nil

@@ -66,7 +66,7 @@ func (b *bench) writeJSON() error {
 	if b.err != nil {
 		rep.Error = b.err.Error()
 	}
-	for _, m := range b.modes {
+	for _, m := range b.setups() {
 		rep.Setup[m.name] = m.info
 		rep.Target[m.name] = map[string]any{"accepted": m.tgt.accepted.Load(), "headerErrors": m.tgt.headerErrors.Load(), "proxyHeader": m.tgt.proxy}
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -39,6 +40,7 @@ func rowDefs(cfg config) []rowDef {
 		{Key: "throughput_1_up_gbps", Label: "throughput, 1 stream, client→target", Unit: "Gbit/s", Better: "higher", decimals: 2},
 		{Key: "throughput_1_down_gbps", Label: "throughput, 1 stream, target→client", Unit: "Gbit/s", Better: "higher", decimals: 2},
 		{Key: "throughput_n_up_gbps", Label: fmt.Sprintf("throughput, %d streams, client→target", cfg.Streams), Unit: "Gbit/s", Better: "higher", decimals: 2},
+		{Key: "throughput_n_up_set_gbps", Label: fmt.Sprintf("throughput, %d streams, tunnelConnections %d", cfg.Streams, cfg.SetConns), Unit: "Gbit/s", Better: "higher", decimals: 2},
 		{Key: "cpu_seconds_per_gb", Label: "CPU per GB, 1 stream c→t (own processes)", Unit: "s/GB", Better: "lower", decimals: 2, modes: procs},
 		{Key: "latency_1_p50_us", Label: "latency, 1 connection, p50", Unit: "µs", Better: "lower", decimals: 1},
 		{Key: "latency_1_p99_us", Label: "latency, 1 connection, p99", Unit: "µs", Better: "lower", decimals: 1},
@@ -47,6 +49,9 @@ func rowDefs(cfg config) []rowDef {
 		{Key: "latency_n_rate", Label: fmt.Sprintf("latency, %d connections, round trips", cfg.LatencyConns), Unit: "rt/s", Better: "higher", decimals: 0},
 		{Key: "conn_rate", Label: fmt.Sprintf("connection rate, %d workers", cfg.Workers), Unit: "conn/s", Better: "higher", decimals: 0},
 		{Key: "rss_idle_mib", Label: "memory, RSS idle", Unit: "MiB", Better: "lower", decimals: 1, modes: procs},
+	}
+	if cfg.SetConns <= 1 {
+		defs = slices.DeleteFunc(defs, func(d rowDef) bool { return d.Key == "throughput_n_up_set_gbps" })
 	}
 	for _, n := range cfg.MemLevels {
 		defs = append(defs, rowDef{Key: fmt.Sprintf("rss_%d_mib", n), Label: fmt.Sprintf("memory, RSS holding %d connections", n), Unit: "MiB", Better: "lower", decimals: 1, modes: procs})

@@ -16,8 +16,9 @@ const tunnelEdgeID = "bench-edge"
 
 // setupTunnel starts a hub and an edge process of bin: the edge listens on
 // 127.0.0.1:P, the hub dials 127.0.0.2:P where the PROXY-parsing target
-// listens, STUN points at a closed local UDP port.
-func setupTunnel(kids *children, bin string) (*mode, error) {
+// listens, STUN points at a closed local UDP port. The edge uses conns TLS
+// connections; name is the set-up's and suffix its processes' (hub<suffix>).
+func setupTunnel(kids *children, bin, name, suffix string, conns int) (*mode, error) {
 	secretBytes := make([]byte, 24)
 	rand.Read(secretBytes)
 	secret := hex.EncodeToString(secretBytes)
@@ -26,7 +27,7 @@ func setupTunnel(kids *children, bin string) (*mode, error) {
 		return nil, err
 	}
 
-	hub, err := startMgmt(kids, "hub", bin)
+	hub, err := startMgmt(kids, "hub"+suffix, bin)
 	if err != nil {
 		return nil, err
 	}
@@ -48,7 +49,7 @@ func setupTunnel(kids *children, bin string) (*mode, error) {
 		return nil, fmt.Errorf("startHub answered %s", raw)
 	}
 
-	edge, err := startMgmt(kids, "edge", bin)
+	edge, err := startMgmt(kids, "edge"+suffix, bin)
 	if err != nil {
 		return nil, err
 	}
@@ -66,6 +67,7 @@ func setupTunnel(kids *children, bin string) (*mode, error) {
 			"edgeId": tunnelEdgeID, "secret": secret,
 			"listenPorts": []int{tgt.port()}, "listenHost": "127.0.0.1",
 			"stunServer": "127.0.0.1:" + strconv.Itoa(stunPort), "stunIntervalSecs": 300,
+			"tunnelConnections": conns,
 		}, 10*time.Second)
 		if err == nil {
 			break
@@ -84,12 +86,12 @@ func setupTunnel(kids *children, bin string) (*mode, error) {
 		return nil, err
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(tgt.port()))
-	return &mode{name: modeTunnel, addr: addr, tgt: tgt, procs: []*child{hub.child, edge.child}, hub: hub, edge: edge,
+	return &mode{name: name, addr: addr, tgt: tgt, procs: []*child{hub.child, edge.child}, hub: hub, edge: edge,
 		info: map[string]any{
 			"edgeListen": addr, "target": tgt.ln.Addr().String(),
 			"hubTunnel":  net.JoinHostPort("127.0.0.1", strconv.Itoa(hr.TunnelPort)),
 			"stunServer": "127.0.0.1:" + strconv.Itoa(stunPort) + " (closed)",
-			"hubPid":     hub.pid(), "edgePid": edge.pid(), "version": hub.version,
+			"hubPid":     hub.pid(), "edgePid": edge.pid(), "version": hub.version, "tunnelConnections": conns,
 			"proxyHeader": "PROXY v1, written by the hub, parsed and checked by the target",
 		}}, nil
 }
