@@ -732,11 +732,18 @@ func FuzzHandshakeParse(f *testing.F) {
 	f.Add([]byte{})
 	f.Add(hb[:43])
 	f.Add(append(hb, 0))
+	h.Caps |= capConnectionSet
+	h.Set = TunnelSet{ID: 42, Index: 3, Size: 4}
+	hb, _ = h.MarshalBinary()
+	f.Add(hb)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var h Hello
 		if err := h.UnmarshalBinary(b); err == nil {
 			if len(h.EdgeID) == 0 || len(h.EdgeID) > maxEdgeIDLen {
 				t.Fatalf("accepted id of %d bytes", len(h.EdgeID))
+			}
+			if !h.Set.valid() {
+				t.Fatalf("accepted tunnel set %+v", h.Set)
 			}
 			out, err := h.MarshalBinary()
 			if err != nil {
