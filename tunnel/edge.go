@@ -330,7 +330,9 @@ func (e *Edge) connectSet(hubAddr string) (*tunnelSet, error) {
 			one.Index = uint8(i)
 			s, err := e.connect(hubAddr, one)
 			if err != nil {
-				e.log.Warn("extra tunnel connection failed; running with fewer", "index", i, "reason", err.Error())
+				if e.ctx.Err() == nil {
+					e.log.Warn("extra tunnel connection failed; running with fewer", "index", i, "reason", err.Error())
+				}
 				return
 			}
 			sessions[i] = s
