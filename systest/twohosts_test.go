@@ -174,10 +174,12 @@ func TestTwoHostsImpairedLink(t *testing.T) {
 	tun := measureRate(t, dialFrom(h.tp.Client, hostPort(edgeFront, nsBulkPort)), 2*time.Second, 8*time.Second)
 	share := tun / raw
 	t.Logf("one stream over the impaired link: plain TCP %.2f MB/s, through the tunnel %.2f MB/s (%.0f%%)", raw/1e6, tun/1e6, share*100)
-	// A stream is bounded by its 1 MiB window per round trip (about 10 MB/s at
-	// 100 ms), and head-of-line blocking under loss lowers that further.
-	if share < 0.15 {
-		t.Errorf("one tunnel stream gets %.0f%% of a plain TCP connection over the same link (want >= 15%%)", share*100)
+	// A stream's window starts at 256 KiB (2.6 MB/s at 100 ms) and grows to
+	// 4 MiB while the reader keeps up; head-of-line blocking under loss costs
+	// some more. Measured here: 69-76% of plain TCP; with windows that do not
+	// grow, 9%.
+	if share < 0.3 {
+		t.Errorf("one tunnel stream gets %.0f%% of a plain TCP connection over the same link (want >= 30%%)", share*100)
 	}
 	if h.tp.emu != nil {
 		t.Logf("link emulator: %v", h.tp.emu)
