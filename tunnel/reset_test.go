@@ -95,3 +95,48 @@ func skipUnlessLinux(t *testing.T) {
 		t.Skip("needs Linux's TCP_INFO to tell a reset from a FIN")
 	}
 }
+
+// Both sides half-close at nearly the same time: the client's FIN reaches
+// the edge, and the target's CLOSE_BACK makes the edge shut down its write
+// side before the edge has decided what the client's EOF was. The client
+// socket then goes CLOSE_WAIT → LAST_ACK → CLOSE by our own FIN, which must
+// not be taken for a reset: the target sees a clean EOF of the upload and
+// the client a clean EOF of the answer. (The soak hit this once in ~4 000
+// half-close operations; the hook widens the window to 100 ms.)
+func TestSimultaneousHalfClosesAreNotResets(t *testing.T) {
+	skipUnlessLinux(t)
+	ended := make(chan string, 1)
+	r := startRig(t, rigOptions{handler: func(_ string, c net.Conn, br *bufio.Reader) {
+		c.Write([]byte("answer"))
+		c.(*net.TCPConn).CloseWrite() // before the upload has ended
+		// No more writes here, so a reset shows as ECONNRESET on this read
+		// (and the TCP state cannot tell: our FIN went first).
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, err := io.Copy(io.Discard, br)
+		switch {
+		case err == nil:
+			ended <- "eof"
+		case errors.Is(err, syscall.ECONNRESET):
+			ended <- "reset"
+		default:
+			ended <- err.Error()
+		}
+	}})
+	hook := func() { time.Sleep(100 * time.Millisecond) }
+	testHookUpstreamEOF.Store(&hook)
+	defer testHookUpstreamEOF.Store(nil)
+	for i := 0; i < 3; i++ {
+		c := r.dial(t)
+		c.Write([]byte("upload"))
+		c.CloseWrite()
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		got, err := io.ReadAll(c)
+		if err != nil || string(got) != "answer" {
+			t.Fatalf("round %d: the client read %q, %v; want the answer and a clean EOF", i, got, err)
+		}
+		if o := <-ended; o != "eof" {
+			t.Fatalf("round %d: the target saw %q, want a clean EOF", i, o)
+		}
+		waitFor(t, 5*time.Second, "the stream to end", func() bool { return hubStreams(r.hub) == 0 })
+	}
+}

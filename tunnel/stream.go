@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 )
 
 // stream is one client connection carried over a session.
@@ -317,6 +318,10 @@ func (st *stream) drain() {
 	}
 }
 
+// testHookUpstreamEOF, when a test sets it, runs where upstream checks
+// whether an EOF was a reset.
+var testHookUpstreamEOF atomic.Pointer[func()]
+
 // upstream reads conn and sends its bytes to the peer, one frame per read,
 // written by this goroutine itself.
 func (st *stream) upstream() {
@@ -344,10 +349,16 @@ func (st *stream) upstream() {
 		if errors.Is(err, io.EOF) {
 			// A reset whose ECONNRESET the drain side consumed reads as EOF
 			// here; it must reach the peer as a reset, not a clean close.
+			// The check holds st.mu: our own CloseWrite (decided under
+			// st.mu) would take the socket from CLOSE_WAIT through LAST_ACK
+			// to CLOSE as well, which must not be mistaken for a reset.
 			st.mu.Lock()
-			wrClosed := st.wrClosed
+			if hook := testHookUpstreamEOF.Load(); hook != nil {
+				(*hook)()
+			}
+			reset := !st.wrClosed && wasReset(st.conn)
 			st.mu.Unlock()
-			if !wrClosed && wasReset(st.conn) {
+			if reset {
 				st.abort("connection reset", true)
 				return
 			}
