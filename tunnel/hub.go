@@ -64,15 +64,14 @@ type hubEdge struct {
 	secret      string
 	set         uint64
 	conns       []*session // by TunnelSet.Index; nil where none; guarded by Hub.mu
-	live        int        // non-nil entries of conns; guarded by Hub.mu
 	connectedAt time.Time
 	remote      string
 	ended       chan struct{} // closed when the last connection has ended
 }
 
-// sessions returns the live connections; the caller holds Hub.mu.
+// sessionsLocked returns the live connections; the caller holds Hub.mu.
 func (e *hubEdge) sessionsLocked() []*session {
-	out := make([]*session, 0, e.live)
+	out := make([]*session, 0, len(e.conns))
 	for _, s := range e.conns {
 		if s != nil {
 			out = append(out, s)
@@ -223,13 +222,14 @@ func (h *Hub) Status() HubStatus {
 	st := HubStatus{Running: !h.closed, TunnelPort: h.port, ConnectedEdges: []ConnectedEdge{}, CertSha256: h.fingerprint,
 		PendingHandshakes: len(h.handshaking), RejectedHandshakes: h.rejected.Load()}
 	for _, e := range h.edges {
+		conns := e.sessionsLocked()
 		active := 0
-		for _, s := range e.sessionsLocked() {
+		for _, s := range conns {
 			active += s.activeStreams()
 		}
 		st.ConnectedEdges = append(st.ConnectedEdges, ConnectedEdge{
 			EdgeID: e.id, ConnectedAt: e.connectedAt.Unix(), ActiveStreams: active, RemoteAddr: e.remote,
-			Connections: e.live,
+			Connections: len(conns),
 		})
 	}
 	h.mu.Unlock()
@@ -375,8 +375,7 @@ func (h *Hub) serveConn(conn net.Conn) {
 	reason := c.sess.run()
 	h.mu.Lock()
 	e.conns[c.set.Index] = nil
-	e.live--
-	last := e.live == 0
+	last := len(e.sessionsLocked()) == 0
 	if last && h.edges[e.id] == e {
 		delete(h.edges, e.id)
 	}
@@ -442,7 +441,6 @@ func (h *Hub) register(c *hubConn) (*hubEdge, bool) {
 			e := &hubEdge{id: c.edgeID, secret: c.secret, set: c.set.ID, conns: make([]*session, c.set.Size),
 				connectedAt: time.Now(), remote: c.remote, ended: make(chan struct{})}
 			e.conns[c.set.Index] = c.sess
-			e.live = 1
 			h.edges[c.edgeID] = e
 			h.mu.Unlock()
 			return e, true
@@ -457,7 +455,6 @@ func (h *Hub) register(c *hubConn) (*hubEdge, bool) {
 			}
 			if why == "" {
 				old.conns[c.set.Index] = c.sess
-				old.live++
 			}
 			h.mu.Unlock()
 			if why != "" {

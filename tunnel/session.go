@@ -425,8 +425,8 @@ func (s *session) handleData(h FrameHeader) error {
 		}
 		return nil
 	}
-	if err := st.checkWindow(h.Length); err != nil {
-		return err // before allocating for a payload the window does not allow
+	if err := st.reserve(h.Length); err != nil {
+		return err
 	}
 	bp := getBuf(int(h.Length))
 	if err := s.fr.ReadPayloadInto(*bp); err != nil {

@@ -89,10 +89,10 @@ func (st *stream) kickLocked() {
 	}
 }
 
-// pushData takes a DATA payload from the peer; bp is owned by the stream now.
-// It is called by the session reader only, and never blocks.
+// pushData takes a DATA payload from the peer, whose bytes reserve has
+// counted against the window; bp is owned by the stream now. It is called by
+// the session reader only, and never blocks.
 func (st *stream) pushData(bp *[]byte) error {
-	n := uint32(len(*bp))
 	st.mu.Lock()
 	if st.aborted {
 		st.mu.Unlock()
@@ -104,12 +104,6 @@ func (st *stream) pushData(bp *[]byte) error {
 		putBuf(bp)
 		return protoErr("data for stream %d after its close", st.id)
 	}
-	if err := st.overrunLocked(n); err != nil {
-		st.mu.Unlock()
-		putBuf(bp)
-		return err
-	}
-	st.recvUnacked += n
 	if !st.ready || st.writing || len(st.recvQ) > 0 {
 		st.recvQ = append(st.recvQ, chunk{bp: bp})
 		st.kickLocked()
@@ -149,20 +143,20 @@ func (st *stream) pushData(bp *[]byte) error {
 	return nil
 }
 
-// checkWindow reports a DATA frame of n bytes that the window does not allow.
-func (st *stream) checkWindow(n uint32) error {
+// reserve counts a DATA frame of n bytes against the window before its
+// payload is read, so that nothing is allocated for a frame the window does
+// not allow. A stream that is gone or closed by the peer counts nothing:
+// pushData drops or rejects the payload then.
+func (st *stream) reserve(n uint32) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.aborted || st.remoteFin {
-		return nil // pushData decides
+		return nil
 	}
-	return st.overrunLocked(n)
-}
-
-func (st *stream) overrunLocked(n uint32) error {
 	if uint64(st.recvUnacked)+uint64(n) > uint64(st.recvWindow) {
 		return protoErr("stream %d overran its window (%d bytes outstanding, window %d)", st.id, uint64(st.recvUnacked)+uint64(n), st.recvWindow)
 	}
+	st.recvUnacked += n
 	return nil
 }
 
@@ -179,8 +173,8 @@ func (st *stream) peerBlocked() {
 		st.mu.Unlock()
 		return
 	}
-	grow := min(st.recvWindow, maxW-st.recvWindow)
 	s := st.sess
+	grow := min(st.recvWindow, maxW-st.recvWindow)
 	if s.grown.Add(int64(grow)) > int64(s.tuning.WindowBudget) {
 		s.grown.Add(-int64(grow)) // the tunnel's budget is spent
 		st.mu.Unlock()
@@ -191,7 +185,7 @@ func (st *stream) peerBlocked() {
 	st.recvUnacked -= st.consumed
 	st.consumed = 0
 	st.mu.Unlock()
-	st.sess.queueWindowUpdate(st, credit)
+	s.queueWindowUpdate(st, credit)
 }
 
 // consumedLocked records n bytes written to conn and returns the credit to

@@ -33,10 +33,11 @@ func hubSession(t *testing.T, r *rig) *session {
 	r.hub.mu.Lock()
 	defer r.hub.mu.Unlock()
 	for _, e := range r.hub.edges {
-		if e.live != 1 {
-			t.Fatalf("edge has %d connections, want 1", e.live)
+		conns := e.sessionsLocked()
+		if len(conns) != 1 {
+			t.Fatalf("edge has %d connections, want 1", len(conns))
 		}
-		return e.sessionsLocked()[0]
+		return conns[0]
 	}
 	t.Fatal("no edge on the hub")
 	return nil

@@ -74,8 +74,12 @@ func (b *bench) runAll() error {
 		if !slices.Contains(b.cfg.Rows, r.key) {
 			continue
 		}
+		modes := b.modes
+		if r.key == "streams" {
+			modes = b.setups() // the extra tunnel is measured in this row only
+		}
 		for round := 1; round <= r.rounds; round++ {
-			for _, m := range b.modes {
+			for _, m := range modes {
 				if err := b.ctx.Err(); err != nil {
 					return err
 				}
@@ -95,15 +99,6 @@ func (b *bench) runAll() error {
 					b.res.problem("after %s, %s: %v", r.name, m.name, err)
 					b.logf("  %v", err)
 				}
-			}
-		}
-		if m := b.setMode; r.key == "streams" && m != nil && b.ctx.Err() == nil {
-			b.logf("%-45s %s", r.name, m.name)
-			if err := b.measureUpN(m); err != nil {
-				b.res.problem("%s, %s: %v", r.name, m.name, err)
-			}
-			if err := m.settle(20 * time.Second); err != nil {
-				b.res.problem("after %s, %s: %v", r.name, m.name, err)
 			}
 		}
 	}

@@ -63,7 +63,7 @@ type latencyAcc struct {
 	perRound []float64
 }
 
-// add appends one round's samples and returns all so far, sorted.
+// add appends one round's samples and returns all so far.
 func (a *latencyAcc) add(ds []time.Duration, d time.Duration) []time.Duration {
 	a.ds = append(a.ds, ds...)
 	a.seconds += d.Seconds()
