@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/serve-zone/remoteingress/internal/mgmtclient"
 )
 
 // Engine is one remoteingress-bin --management process, driven like
@@ -22,16 +24,14 @@ type Engine struct {
 	Name string
 	cmd  *exec.Cmd
 
-	wmu   sync.Mutex // serializes request lines
-	stdin io.WriteCloser
+	stdin  io.WriteCloser
+	client *mgmtclient.Client
 
 	mu       sync.Mutex
-	pending  map[string]chan reply
 	events   []Event
 	logs     []LogLine
 	notify   chan struct{} // closed and replaced whenever events or logs grow
-	nextID   int
-	badLines []string // stdout lines that are not protocol lines
+	badLines []string      // stdout lines that are not protocol lines
 	Version  string
 
 	ready    chan struct{}
@@ -52,12 +52,6 @@ type Event struct {
 type LogLine struct {
 	At   time.Time
 	Text string
-}
-
-type reply struct {
-	Success bool
-	Result  json.RawMessage
-	Error   string
 }
 
 // startEngine starts remoteingress-bin --management (inside the network
@@ -85,12 +79,13 @@ func startEngineCmd(t testing.TB, name string, cmd *exec.Cmd) *Engine {
 		// timeout), the process must not outlive it.
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	}
-	e := &Engine{t: t, Name: name, cmd: cmd, pending: map[string]chan reply{}, notify: make(chan struct{}),
+	e := &Engine{t: t, Name: name, cmd: cmd, notify: make(chan struct{}),
 		ready: make(chan struct{}), exited: make(chan struct{})}
 	var err error
 	if e.stdin, err = cmd.StdinPipe(); err != nil {
 		t.Fatal(err)
 	}
+	e.client = mgmtclient.New(e.stdin)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -113,11 +108,8 @@ func startEngineCmd(t testing.TB, name string, cmd *exec.Cmd) *Engine {
 		e.mu.Lock()
 		e.exitErr = err
 		e.exitCode = cmd.ProcessState.ExitCode()
-		for id, ch := range e.pending {
-			ch <- reply{Error: fmt.Sprintf("%s exited (%v) before answering", name, cmd.ProcessState)}
-			delete(e.pending, id)
-		}
 		e.mu.Unlock()
+		e.client.Fail(fmt.Errorf("%s exited (%v) before answering", name, cmd.ProcessState))
 		close(e.exited)
 		e.wake()
 	}()
@@ -169,15 +161,8 @@ func (e *Engine) readStdout(r io.Reader) {
 }
 
 func (e *Engine) handleLine(line []byte, first bool) {
-	var msg struct {
-		ID      *string         `json:"id"`
-		Success *bool           `json:"success"`
-		Result  json.RawMessage `json:"result"`
-		Error   string          `json:"error"`
-		Event   string          `json:"event"`
-		Data    json.RawMessage `json:"data"`
-	}
-	if err := json.Unmarshal(line, &msg); err != nil || (msg.Event == "" && (msg.ID == nil || msg.Success == nil)) {
+	msg, err := mgmtclient.Decode(line)
+	if err != nil || (msg.Event == "" && (msg.ID == nil || msg.Success == nil)) {
 		e.mu.Lock()
 		e.badLines = append(e.badLines, string(line))
 		e.mu.Unlock()
@@ -203,13 +188,7 @@ func (e *Engine) handleLine(line []byte, first bool) {
 		e.wake()
 		return
 	}
-	e.mu.Lock()
-	ch := e.pending[*msg.ID]
-	delete(e.pending, *msg.ID)
-	e.mu.Unlock()
-	if ch != nil {
-		ch <- reply{Success: *msg.Success, Result: msg.Result, Error: msg.Error}
-	}
+	e.client.Answer(msg)
 }
 
 func (e *Engine) readStderr(r io.Reader) {
@@ -231,37 +210,11 @@ func (e *Engine) Exited() <-chan struct{} { return e.exited }
 
 // Call sends one request and waits for its response (30 s at most).
 func (e *Engine) Call(method string, params any) (json.RawMessage, error) {
-	if params == nil {
-		params = map[string]any{}
-	}
-	e.mu.Lock()
-	e.nextID++
-	id := fmt.Sprintf("req_%d", e.nextID)
-	ch := make(chan reply, 1)
-	e.pending[id] = ch
-	e.mu.Unlock()
-	line, err := json.Marshal(map[string]any{"id": id, "method": method, "params": params})
+	res, err := e.client.Call(method, params, 30*time.Second)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", e.Name, err)
 	}
-	e.wmu.Lock()
-	_, err = e.stdin.Write(append(line, '\n'))
-	e.wmu.Unlock()
-	if err != nil {
-		e.mu.Lock()
-		delete(e.pending, id)
-		e.mu.Unlock()
-		return nil, fmt.Errorf("%s: writing %s: %w", e.Name, method, err)
-	}
-	select {
-	case r := <-ch:
-		if !r.Success {
-			return nil, fmt.Errorf("%s: %s failed: %s", e.Name, method, r.Error)
-		}
-		return r.Result, nil
-	case <-time.After(30 * time.Second):
-		return nil, fmt.Errorf("%s: no answer to %s within 30 s", e.Name, method)
-	}
+	return res, nil
 }
 
 // MustCall calls and decodes the result into out (when not nil).

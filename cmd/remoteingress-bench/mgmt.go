@@ -7,10 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/serve-zone/remoteingress/internal/mgmtclient"
 )
 
 // mgmt is a remoteingress-bin process driven over the management dialect:
@@ -19,13 +20,10 @@ import (
 // what limits the data path).
 type mgmt struct {
 	*child
-	label string
-
-	wmu    sync.Mutex // one request line at a time on stdin
-	nextID atomic.Int64
+	label  string
+	client *mgmtclient.Client
 
 	mu       sync.Mutex
-	pending  map[string]chan mgmtResponse
 	events   map[string]int64
 	notable  []eventRecord // events other than streamOpened/streamClosed
 	badLines int
@@ -34,12 +32,6 @@ type mgmt struct {
 
 	streamOpened atomic.Int64
 	streamClosed atomic.Int64
-}
-
-// mgmtResponse is a success or failure line.
-type mgmtResponse struct {
-	Result json.RawMessage
-	Err    error
 }
 
 // eventRecord is one event kept for the report.
@@ -55,17 +47,20 @@ const keepEvents = 100
 // startMgmt starts bin --management and waits for its ready event.
 func startMgmt(kids *children, name, bin string) (*mgmt, error) {
 	m := &mgmt{
-		label:   name,
-		pending: map[string]chan mgmtResponse{},
-		events:  map[string]int64{},
-		ready:   make(chan struct{}),
+		label:  name,
+		events: map[string]int64{},
+		ready:  make(chan struct{}),
 	}
 	started := time.Now()
-	c, err := kids.start(name, func(r io.Reader) { m.readLoop(r, started) }, bin, "--management")
+	// The reader starts with the process: the client must exist before it.
+	clientReady := make(chan struct{})
+	c, err := kids.start(name, func(r io.Reader) { <-clientReady; m.readLoop(r, started) }, bin, "--management")
 	if err != nil {
 		return nil, err
 	}
 	m.child = c
+	m.client = mgmtclient.New(c.stdin)
+	close(clientReady)
 	select {
 	case <-m.ready:
 		return m, nil
@@ -98,7 +93,7 @@ func (m *mgmt) readLoop(r io.Reader, started time.Time) {
 			m.handleLine(line, started)
 		}
 		if err != nil {
-			m.failPending(fmt.Errorf("%s: stdout closed", m.label))
+			m.client.Fail(errors.New("stdout closed"))
 			return
 		}
 	}
@@ -115,15 +110,8 @@ func (m *mgmt) handleLine(line []byte, started time.Time) {
 		m.streamClosed.Add(1)
 		return
 	}
-	var msg struct {
-		ID      *string         `json:"id"`
-		Success *bool           `json:"success"`
-		Result  json.RawMessage `json:"result"`
-		Error   string          `json:"error"`
-		Event   string          `json:"event"`
-		Data    json.RawMessage `json:"data"`
-	}
-	if err := json.Unmarshal(line, &msg); err != nil {
+	msg, err := mgmtclient.Decode(line)
+	if err != nil {
 		m.mu.Lock()
 		m.badLines++
 		m.mu.Unlock()
@@ -131,18 +119,7 @@ func (m *mgmt) handleLine(line []byte, started time.Time) {
 	}
 	switch {
 	case msg.ID != nil:
-		m.mu.Lock()
-		ch := m.pending[*msg.ID]
-		delete(m.pending, *msg.ID)
-		m.mu.Unlock()
-		if ch == nil {
-			return
-		}
-		resp := mgmtResponse{Result: msg.Result}
-		if msg.Success == nil || !*msg.Success {
-			resp.Err = fmt.Errorf("%s", msg.Error)
-		}
-		ch <- resp
+		m.client.Answer(msg)
 	case msg.Event == "streamOpened":
 		m.streamOpened.Add(1)
 	case msg.Event == "streamClosed":
@@ -173,48 +150,13 @@ func (m *mgmt) handleLine(line []byte, started time.Time) {
 	}
 }
 
-// failPending answers every waiting request with err.
-func (m *mgmt) failPending(err error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for id, ch := range m.pending {
-		ch <- mgmtResponse{Err: err}
-		delete(m.pending, id)
-	}
-}
-
 // call sends one request and waits up to timeout for its answer.
 func (m *mgmt) call(method string, params any, timeout time.Duration) (json.RawMessage, error) {
-	id := "req_" + strconv.FormatInt(m.nextID.Add(1), 10)
-	line, err := json.Marshal(map[string]any{"id": id, "method": method, "params": params})
+	res, err := m.client.Call(method, params, timeout)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", m.label, err)
 	}
-	ch := make(chan mgmtResponse, 1)
-	m.mu.Lock()
-	m.pending[id] = ch
-	m.mu.Unlock()
-	m.wmu.Lock()
-	_, err = m.child.stdin.Write(append(line, '\n'))
-	m.wmu.Unlock()
-	if err != nil {
-		m.mu.Lock()
-		delete(m.pending, id)
-		m.mu.Unlock()
-		return nil, fmt.Errorf("%s %s: %w", m.label, method, err)
-	}
-	select {
-	case r := <-ch:
-		if r.Err != nil {
-			return nil, fmt.Errorf("%s %s: %w", m.label, method, r.Err)
-		}
-		return r.Result, nil
-	case <-time.After(timeout):
-		m.mu.Lock()
-		delete(m.pending, id)
-		m.mu.Unlock()
-		return nil, fmt.Errorf("%s %s: no answer within %v", m.label, method, timeout)
-	}
+	return res, nil
 }
 
 // eventCount is how many events of that name arrived (stream events
