@@ -28,6 +28,7 @@ type bench struct {
 	children []stopInfo
 	events   map[string]eventSummary
 	latency  map[string]*latencyAcc // the latency rows' samples, by row/mode
+	bulk     map[string]*bulkAcc    // the throughput rows' totals, by row/mode
 	stderr   map[string][]string
 	final    map[string]any
 	err      error
@@ -61,9 +62,9 @@ func (b *bench) runAll() error {
 		fn        step
 		rounds    int
 	}{
-		{"up1", "throughput, 1 stream, client→target (+CPU)", b.measureUp1, 1},
-		{"down1", "throughput, 1 stream, target→client", b.measureDown1, 1},
-		{"streams", fmt.Sprintf("throughput, %d streams", b.cfg.Streams), b.measureUpN, 1},
+		{"up1", "throughput, 1 stream, client→target (+CPU)", b.measureUp1, throughputRounds},
+		{"down1", "throughput, 1 stream, target→client", b.measureDown1, throughputRounds},
+		{"streams", fmt.Sprintf("throughput, %d streams", b.cfg.Streams), b.measureUpN, throughputRounds},
 		{"latency1", "latency, 1 connection", b.measureLatency1, latencyRounds},
 		{"latencyN", fmt.Sprintf("latency, %d connections", b.cfg.LatencyConns), b.measureLatencyN, latencyRounds},
 		{"connrate", "connection rate (+events)", b.measureConnRate, 1},

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"sync"
 	"time"
@@ -136,11 +137,15 @@ func (b *bench) measureLatencyN(m *mode) error {
 		}()
 	}
 	ready.Wait()
+	count0 := m.counters()
+	_, cpu0, cerr0 := m.cpuSeconds()
 	start = time.Now()
 	close(startc)
 	wg.Wait()
 	elapsed := time.Since(start)
-	if err := errors.Join(errs...); err != nil {
+	count1 := m.counters()
+	_, cpu1, cerr1 := m.cpuSeconds()
+	if err := errors.Join(append(errs, cerr0, cerr1)...); err != nil {
 		return err
 	}
 	if err := b.ctx.Err(); err != nil {
@@ -155,6 +160,20 @@ func (b *bench) measureLatencyN(m *mode) error {
 	b.res.set("latency_n_rate", m.name, float64(len(all))/acc.seconds)
 	b.res.detail(m.name, "latencyN", map[string]any{"connections": len(conns), "roundTrips": len(all),
 		"seconds": acc.seconds, "rounds": len(acc.perRound), "roundTripsPerSecondPerRound": acc.perRound,
-		"maxUs": float64(all[len(all)-1]) / 1e3})
+		"maxUs": float64(all[len(all)-1]) / 1e3, "perRoundTripLastRound": perUnit(count1, count0, float64(round)),
+		"cpuUsPerRoundTripLastRound": cpuMicrosPer(cpu1, cpu0, round)})
 	return nil
+}
+
+// cpuMicrosPer is the CPU time of each process between two snapshots, in
+// microseconds per unit of work.
+func cpuMicrosPer(after, before map[string]float64, units int) map[string]float64 {
+	out := map[string]float64{}
+	if units == 0 {
+		return out
+	}
+	for proc, s := range diff(after, before) {
+		out[proc] = math.Round(s/float64(units)*1e6*100) / 100
+	}
+	return out
 }
