@@ -70,8 +70,8 @@ type soakOp struct {
 // one third and restarted (stopHub/startHub) at two thirds. Afterwards:
 // every transfer confirmed end to end arrived intact, no byte was ever
 // corrupted, no stream was truncated into a clean EOF, failures happened
-// only around the faults, both processes are back to their idle fds with no
-// active streams, and RSS did not grow beyond a bound.
+// only around the faults, both processes are back to their idle fds and
+// goroutines with no active streams, and RSS did not grow beyond a bound.
 func TestSoak(t *testing.T) {
 	dur := soakDuration(t)
 	port := freePort(t)
@@ -81,7 +81,8 @@ func TestSoak(t *testing.T) {
 	dial := loopbackDial(hostPort("127.0.0.1", port))
 	mustOp(t, dial, target, opSpec{Kind: opX, Up: 1 << 20, Down: 1 << 20})
 	hubIdle, edgeIdle := r.Hub.settledFDs(t), edge.settledFDs(t)
-	t.Logf("soak for %v; idle fds: hub %d, edge %d", dur, hubIdle, edgeIdle)
+	hubG, edgeG := r.Hub.goroutines(t, true), edge.goroutines(t, false)
+	t.Logf("soak for %v; idle fds: hub %d, edge %d; goroutines: hub %d, edge %d", dur, hubIdle, edgeIdle, hubG, edgeG)
 
 	start := time.Now()
 	stop := start.Add(dur)
@@ -167,6 +168,10 @@ func TestSoak(t *testing.T) {
 	}
 	_, hubFDs := r.Hub.WaitIdle(t, true, hubIdle, 30*time.Second)
 	_, edgeFDs := edge.WaitIdle(t, false, edgeIdle, 30*time.Second)
+	// The hub is a new process by now, restarted in place once more, with the
+	// same configuration: it must be back to the first one's idle count.
+	hubGAfter := r.Hub.WaitGoroutines(t, true, hubG, 15*time.Second)
+	edgeGAfter := edge.WaitGoroutines(t, false, edgeG, 15*time.Second)
 
 	// --- The verdict.
 	var problems []string
@@ -281,8 +286,11 @@ func TestSoak(t *testing.T) {
 		total, dur, acked, mib(ackedBytes), mib(verifiedDown), b.String())
 	t.Logf("faults: hub kill -9 + new process, hub stopHub/startHub; events dropped: hub %d, edge %d; streams opened/closed by the last hub process: %d/%d",
 		hst.EventsDropped, est.EventsDropped, opened, closed)
-	t.Logf("fds after the soak: hub %d (idle before %d), edge %d (idle before %d); RSS: %s (goroutines are not observable from outside: the status has no count)",
-		hubFDs, hubIdle, edgeFDs, edgeIdle, strings.Join(rssNotes, ", "))
+	t.Logf("fds after the soak: hub %d (idle before %d), edge %d (idle before %d); goroutines: hub %d (idle before %d), edge %d (idle before %d); RSS: %s",
+		hubFDs, hubIdle, edgeFDs, edgeIdle, hubGAfter, hubG, edgeGAfter, edgeG, strings.Join(rssNotes, ", "))
+	if hubGAfter > hubG || edgeGAfter > edgeG {
+		problem("goroutines not back to idle: hub %d -> %d, edge %d -> %d", hubG, hubGAfter, edgeG, edgeGAfter)
+	}
 
 	for _, pair := range []struct {
 		who        string
