@@ -17,11 +17,13 @@ func TestBufGetSizes(t *testing.T) {
 		{16 << 10, 16 << 10, smallBuf},
 		{16<<10 + 1, 16<<10 + 1, largeBuf},
 		{64 << 10, 64 << 10, largeBuf},
-		{64<<10 + 1, 64<<10 + 1, 64<<10 + 1},
+		{64<<10 + 1, 64<<10 + 1, hugeBuf},
+		{256 << 10, 256 << 10, hugeBuf},
+		{256<<10 + 1, 256<<10 + 1, 256<<10 + 1},
 		{1 << 20, 1 << 20, 1 << 20},
 	}
-	if smallBuf != 16<<10 || largeBuf != 64<<10 {
-		t.Fatalf("size classes %d/%d, want 16 KiB/64 KiB", smallBuf, largeBuf)
+	if smallBuf != 16<<10 || largeBuf != 64<<10 || hugeBuf != 256<<10 {
+		t.Fatalf("size classes %d/%d/%d, want 16 KiB/64 KiB/256 KiB", smallBuf, largeBuf, hugeBuf)
 	}
 	type shape struct{ Len, Cap int }
 	for _, tc := range tests {
@@ -50,7 +52,7 @@ func TestBufGetSizes(t *testing.T) {
 // TestBufPutIgnoresForeignBuffers: putBuf must not pool a buffer of another
 // capacity, or getBuf would hand out a slice shorter than asked for.
 func TestBufPutIgnoresForeignBuffers(t *testing.T) {
-	for _, c := range []int{1, 100, smallBuf - 1, smallBuf + 1, largeBuf - 1, largeBuf + 1, 2 * largeBuf} {
+	for _, c := range []int{1, 100, smallBuf - 1, smallBuf + 1, largeBuf - 1, largeBuf + 1, hugeBuf - 1, hugeBuf + 1, 2 * hugeBuf} {
 		for i := 0; i < 8; i++ {
 			b := make([]byte, c)
 			putBuf(&b)
@@ -59,12 +61,13 @@ func TestBufPutIgnoresForeignBuffers(t *testing.T) {
 		}
 	}
 	for i := 0; i < 32; i++ {
-		s, l := getBuf(smallBuf), getBuf(largeBuf)
-		if len(*s) != smallBuf || cap(*s) != smallBuf || len(*l) != largeBuf || cap(*l) != largeBuf {
-			t.Fatalf("after foreign puts: small %d/%d, large %d/%d", len(*s), cap(*s), len(*l), cap(*l))
+		s, l, h := getBuf(smallBuf), getBuf(largeBuf), getBuf(hugeBuf)
+		if len(*s) != smallBuf || cap(*s) != smallBuf || len(*l) != largeBuf || cap(*l) != largeBuf || len(*h) != hugeBuf || cap(*h) != hugeBuf {
+			t.Fatalf("after foreign puts: small %d/%d, large %d/%d, huge %d/%d", len(*s), cap(*s), len(*l), cap(*l), len(*h), cap(*h))
 		}
 		putBuf(s)
 		putBuf(l)
+		putBuf(h)
 	}
 }
 
@@ -72,7 +75,7 @@ func TestBufGetPutZeroAllocs(t *testing.T) {
 	if unitRaceEnabled() {
 		t.Skip("the race detector makes sync.Pool drop buffers at random")
 	}
-	for _, n := range []int{1, 100, smallBuf, smallBuf + 1, largeBuf} {
+	for _, n := range []int{1, 100, smallBuf, smallBuf + 1, largeBuf, largeBuf + 1, hugeBuf} {
 		t.Run(fmt.Sprint(n), func(t *testing.T) {
 			allocs := testing.AllocsPerRun(1000, func() {
 				bp := getBuf(n)
@@ -84,10 +87,10 @@ func TestBufGetPutZeroAllocs(t *testing.T) {
 			}
 		})
 	}
-	// Above the large class nothing is pooled.
-	allocs := testing.AllocsPerRun(100, func() { putBuf(getBuf(largeBuf + 1)) })
+	// Above the huge class nothing is pooled.
+	allocs := testing.AllocsPerRun(100, func() { putBuf(getBuf(hugeBuf + 1)) })
 	if allocs < 1 {
-		t.Errorf("getBuf(largeBuf+1): %v allocs, want a fresh buffer each time", allocs)
+		t.Errorf("getBuf(hugeBuf+1): %v allocs, want a fresh buffer each time", allocs)
 	}
 }
 
@@ -101,7 +104,7 @@ func TestBufConcurrentOwnership(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := 0; i < 200; i++ {
-				n := []int{10, smallBuf, smallBuf + 10, largeBuf}[i%4]
+				n := []int{10, smallBuf, smallBuf + 10, largeBuf, largeBuf + 10, hugeBuf}[i%6]
 				bp := getBuf(n)
 				b := *bp
 				mark := byte(g*31 + i)
@@ -122,5 +125,31 @@ func TestBufConcurrentOwnership(t *testing.T) {
 	close(errs)
 	for e := range errs {
 		t.Error(e)
+	}
+}
+
+// TestNextReadChunk: reads grow through the buffer classes while they fill
+// their buffer and fall back to the smallest for small messages.
+func TestNextReadChunk(t *testing.T) {
+	chunk := minReadChunk
+	var bufs []int
+	for i := 0; i < 6; i++ { // a bulk transfer: every read fills its buffer
+		bufs = append(bufs, chunk+HeaderLen)
+		chunk = nextReadChunk(chunk, chunk, chunk)
+	}
+	if diff := cmp.Diff([]int{16 << 10, 32 << 10, 64 << 10, 128 << 10, 256 << 10, 256 << 10}, bufs); diff != "" {
+		t.Errorf("buffer sizes of a bulk transfer (-want +got):\n%s", diff)
+	}
+	if got := nextReadChunk(maxDataFrame, maxDataFrame, 100); got != minReadChunk {
+		t.Errorf("after a 100-byte read: %d, want %d", got, minReadChunk)
+	}
+	if got := nextReadChunk(maxDataFrame, maxDataFrame, 100<<10); got != maxDataFrame {
+		t.Errorf("after a 100 KiB read of a 256 KiB buffer: %d, want it kept", got)
+	}
+	if got := nextReadChunk(maxDataFrame, 1000, 1000); got != maxDataFrame {
+		t.Errorf("a read cut short by credit: %d, want the chunk kept", got)
+	}
+	if got := nextReadChunk(64<<10-HeaderLen, 64<<10-HeaderLen, 1000); got != minReadChunk {
+		t.Errorf("a 1000-byte read of a 64 KiB buffer: %d, want %d", got, minReadChunk)
 	}
 }

@@ -26,7 +26,8 @@ const (
 
 	minWindow      = 64 << 10
 	maxWindow      = 16 << 20
-	maxDataFrame   = largeBuf - HeaderLen // largest DATA payload we send: frame and header fill one pooled buffer
+	maxDataFrame   = hugeBuf - HeaderLen  // largest DATA payload we send: frame and header fill one pooled buffer
+	minReadChunk   = smallBuf - HeaderLen // first read of a stream, and of one that sends small messages
 	writeBufSize   = 64 << 10
 	maxResetReason = 256
 	maxGoAway      = 1024

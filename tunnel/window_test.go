@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"bufio"
+	"bytes"
 	"io"
 	"net"
 	"testing"
@@ -136,5 +137,42 @@ func TestWindowGrowthWithinTheTunnelBudget(t *testing.T) {
 	}
 	if sum == 0 {
 		t.Fatal("no window grew at all")
+	}
+}
+
+// A peer that sends many one-byte DATA frames to a stream whose bytes
+// cannot be written yet makes it hold about those bytes, not a pooled buffer
+// per frame, and the bytes stay in order.
+func TestTinyFramesDoNotAmplifyMemory(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	s := newSession(a, true, Tuning{}.withDefaults(), peerParams{window: DefaultWindow}, testLogger(t), sessionHooks{})
+	st := newStream(s, 1, nil) // not attached yet: everything is queued
+	const frames = 4096
+	want := make([]byte, 0, frames)
+	for i := 0; i < frames; i++ {
+		if err := st.reserve(1); err != nil {
+			t.Fatal(err)
+		}
+		bp := getBuf(1)
+		(*bp)[0] = byte(i * 7)
+		want = append(want, byte(i*7))
+		if err := st.pushData(bp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.mu.Lock()
+	held, got := 0, []byte(nil)
+	for _, c := range st.recvQ {
+		held += cap(*c.bp)
+		got = append(got, (*c.bp)[c.off:]...)
+	}
+	st.mu.Unlock()
+	if held > frames+smallBuf {
+		t.Errorf("%d one-byte frames hold %d bytes of buffers, want at most %d", frames, held, frames+smallBuf)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("queued bytes differ from the frames' payloads (%d bytes, want %d)", len(got), len(want))
 	}
 }

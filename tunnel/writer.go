@@ -15,7 +15,7 @@ import (
 // WINDOW_UPDATE) are queued and written first by whoever holds the lock next;
 // the control goroutine takes the lock for them when no stream writes. Frames
 // are coalesced in bw and flushed by the last writer out: one that finds
-// nobody else waiting for the lock. Each stream writes one frame (≤ 64 KiB)
+// nobody else waiting for the lock. Each stream writes one frame (≤ 256 KiB)
 // per lock, and waiters get the lock in turn, so streams with data share the
 // tunnel round-robin.
 
