@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/serve-zone/remoteingress/internal/ratelog"
 )
 
 // floodLine is the i-th line of a flood: a ping, a status request, an
@@ -181,7 +183,7 @@ func TestPipelinedFloodIsAnsweredOnceInBoundedMemory(t *testing.T) {
 // requests kept to their rate over a run that took d.
 func checkLogRate(t *testing.T, logs string, d time.Duration) {
 	t.Helper()
-	limit := logBurst * (int(d/logInterval) + 2)
+	limit := ratelog.DefaultBurst * (int(d/ratelog.DefaultInterval) + 2)
 	for _, msg := range []string{`msg="rejected input line"`, `msg="request failed"`} {
 		if n := strings.Count(logs, msg); n > limit {
 			t.Errorf("%d lines %s in %s, want at most %d", n, msg, d, limit)
