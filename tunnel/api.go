@@ -129,6 +129,8 @@ type HubStatus struct {
 	PendingHandshakes int `json:"pendingHandshakes"`
 	// RejectedHandshakes counts connections refused before or during authentication.
 	RejectedHandshakes uint64 `json:"rejectedHandshakes"`
+	// AuthFailures counts proofs checked and found wrong (or for an unknown edge id).
+	AuthFailures uint64 `json:"authFailures"`
 }
 
 // ConnectedEdge describes one authenticated tunnel in HubStatus.

@@ -16,16 +16,14 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-multierror"
+
+	"github.com/serve-zone/remoteingress/internal/ratelog"
 )
 
 // Hub defaults.
 const (
 	DefaultTunnelPort           = 8443
 	DefaultMaxPendingHandshakes = 256
-	// An address may fail authentication failureBurst times in a row, then
-	// once per 1/failureRate seconds.
-	failureBurst = 10
-	failureRate  = 0.2
 )
 
 // Hub accepts edge tunnels and forwards their streams to the target host.
@@ -39,8 +37,10 @@ type Hub struct {
 	ctx         context.Context
 	cancel      context.CancelFunc
 
-	limiter  *failureLimiter
+	throttle *proofThrottle
 	rejected atomic.Uint64
+	junkLog  *ratelog.Limiter // connections refused before authentication
+	authLog  *ratelog.Limiter // edges refused at authentication
 
 	mu          sync.Mutex
 	allowed     map[string]string
@@ -92,6 +92,11 @@ type hubConn struct {
 // StartHub validates cfg, loads or generates the TLS certificate, binds the
 // tunnel port and starts accepting edges allowed by the given list.
 func StartHub(cfg HubConfig, allowed []EdgeCredential) (*Hub, error) {
+	return startHub(cfg, allowed, defaultProofLimits)
+}
+
+// startHub is StartHub with the limits of the proof throttle.
+func startHub(cfg HubConfig, allowed []EdgeCredential, limits proofLimits) (*Hub, error) {
 	if cfg.TunnelPort < 0 || cfg.TunnelPort > 65535 {
 		return nil, fmt.Errorf("tunnelPort %d is not a port (0-65535)", cfg.TunnelPort)
 	}
@@ -122,12 +127,15 @@ func StartHub(cfg HubConfig, allowed []EdgeCredential) (*Hub, error) {
 		return nil, fmt.Errorf("cannot listen on tunnel port %d: %v", cfg.TunnelPort, unwrapOpError(err))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	log := cfg.Logger.With("side", "hub")
 	h := &Hub{
-		cfg: cfg, log: cfg.Logger.With("side", "hub"), ln: ln, tlsConf: hubTLSConfig(cert),
+		cfg: cfg, log: log, ln: ln, tlsConf: hubTLSConfig(cert),
 		fingerprint: certFingerprint(cert), port: ln.Addr().(*net.TCPAddr).Port,
 		ctx: ctx, cancel: cancel,
 		allowed: allow, edges: make(map[string]*hubEdge), handshaking: make(map[net.Conn]*pendingConn),
-		limiter: newFailureLimiter(failureBurst, failureRate),
+		throttle: newProofThrottle(limits),
+		junkLog:  ratelog.New(log, slog.LevelInfo, "%d more connections rejected before authentication"),
+		authLog:  ratelog.New(log, slog.LevelWarn, "%d more edges rejected at authentication"),
 	}
 	h.log.Info("hub listening", "tunnelPort", h.port, "targetHost", cfg.TargetHost, "certSha256", h.fingerprint)
 	h.wg.Add(1)
@@ -220,7 +228,7 @@ func (h *Hub) lookupSecret(id string) (string, bool) {
 func (h *Hub) Status() HubStatus {
 	h.mu.Lock()
 	st := HubStatus{Running: !h.closed, TunnelPort: h.port, ConnectedEdges: []ConnectedEdge{}, CertSha256: h.fingerprint,
-		PendingHandshakes: len(h.handshaking), RejectedHandshakes: h.rejected.Load()}
+		PendingHandshakes: len(h.handshaking), RejectedHandshakes: h.rejected.Load(), AuthFailures: h.throttle.failed()}
 	for _, e := range h.edges {
 		conns := e.sessionsLocked()
 		active := 0
@@ -268,6 +276,8 @@ func (h *Hub) Close() error {
 	}
 	h.mu.Unlock()
 	h.wg.Wait()
+	h.junkLog.Flush()
+	h.authLog.Flush()
 	h.log.Info("hub stopped")
 	return errs
 }
@@ -283,15 +293,10 @@ func (h *Hub) acceptLoop() {
 	acceptConns(h.ctx, h.ln, h.log, h.admit)
 }
 
-// admit starts the handshake of a new connection, unless its address is
-// throttled; beyond the cap of unauthenticated connections the oldest goes.
+// admit starts the handshake of every new connection, whatever its address
+// did before (see throttle.go); beyond the cap of unauthenticated
+// connections the oldest goes.
 func (h *Hub) admit(conn net.Conn) {
-	if !h.limiter.allow(remoteIP(conn)) {
-		h.rejected.Add(1)
-		h.log.Debug("refusing connection: too many failed handshakes", "remote", conn.RemoteAddr().String())
-		_ = conn.Close()
-		return
-	}
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
@@ -349,17 +354,13 @@ func (h *Hub) serveConn(conn net.Conn) {
 		var ne net.Error
 		switch {
 		case evicted:
-			h.log.Debug("unauthenticated connection dropped to make room", "remote", remote)
-		case errors.As(err, &ne) && ne.Timeout():
-			h.log.Info("edge handshake timed out", "remote", remote, "after", h.cfg.HandshakeTimeout.String())
-		default:
-			h.limiter.fail(remoteIP(conn))
-			var te *tlsHandshakeError
-			if errors.As(err, &te) { // scanners and probes: not worth a warning each
-				h.log.Info("connection rejected", "remote", remote, "reason", err.Error())
-			} else {
-				h.log.Warn("edge rejected", "remote", remote, "reason", err.Error())
-			}
+			h.junkLog.Log("connection rejected", "remote", remote, "reason", "dropped unauthenticated to make room for newer connections")
+		case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, context.DeadlineExceeded):
+			h.junkLog.Log("connection rejected", "remote", remote, "reason", "no authentication within "+h.cfg.HandshakeTimeout.String())
+		case errors.Is(err, ErrAuthFailed):
+			h.authLog.Log("edge rejected", "remote", remote, "reason", err.Error())
+		default: // scanners, probes, broken clients
+			h.junkLog.Log("connection rejected", "remote", remote, "reason", err.Error())
 		}
 		return
 	}
@@ -391,16 +392,30 @@ func (h *Hub) serveConn(conn net.Conn) {
 
 // authenticate runs TLS and the handshake under one deadline.
 func (h *Hub) authenticate(conn net.Conn) (*hubConn, error) {
-	_ = conn.SetDeadline(time.Now().Add(h.cfg.HandshakeTimeout))
+	deadline := time.Now().Add(h.cfg.HandshakeTimeout)
+	_ = conn.SetDeadline(deadline)
+	ctx, cancel := context.WithDeadline(h.ctx, deadline)
+	defer cancel()
 	tc := tls.Server(conn, h.tlsConf)
-	if err := tc.HandshakeContext(h.ctx); err != nil {
+	if err := tc.HandshakeContext(ctx); err != nil {
 		return nil, &tlsHandshakeError{err}
 	}
 	var usedSecret string
+	addr := remoteIP(conn)
 	res, err := hubHandshake(tc, h.cfg.Window, func(id string) (string, bool) {
 		s, ok := h.lookupSecret(id)
 		usedSecret = s
 		return s, ok
+	}, func(id string, known bool) (func(bool), error) {
+		charge, err := h.throttle.enter(ctx, addr, id, known)
+		if err != nil {
+			return nil, err
+		}
+		return func(ok bool) {
+			if hold := charge.settle(ok); hold > 0 {
+				_ = sleepCtx(ctx, hold)
+			}
+		}, nil
 	})
 	if err != nil {
 		return nil, err
