@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-multierror"
+
+	"github.com/serve-zone/remoteingress/internal/backoff"
 )
 
 // Edge defaults.
@@ -32,7 +34,7 @@ type Edge struct {
 	log       *slog.Logger
 	listeners []net.Listener
 	ports     []int
-	backoff   Backoff
+	backoff   backoff.Exponential
 	ctx       context.Context
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -60,7 +62,7 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 		return nil, err
 	}
 	e := &Edge{cfg: cfg, tlsConf: tlsConf, log: cfg.Logger.With("side", "edge", "edgeId", cfg.EdgeID),
-		backoff: Backoff{Min: cfg.ReconnectMin, Max: cfg.ReconnectMax}}
+		backoff: backoff.Exponential{Min: cfg.ReconnectMin, Max: cfg.ReconnectMax}}
 	for _, p := range cfg.ListenPorts {
 		ln, err := net.Listen("tcp", net.JoinHostPort(cfg.ListenHost, strconv.Itoa(p)))
 		if err != nil {
@@ -389,7 +391,7 @@ func (e *Edge) connect(hubAddr string, set TunnelSet) (sess *session, err error)
 // interval; failures are logged and retried sooner, never fatal.
 func (e *Edge) stunLoop() {
 	defer e.wg.Done()
-	retry := Backoff{Min: stunRetryMin, Max: e.cfg.StunInterval}
+	retry := backoff.Exponential{Min: stunRetryMin, Max: e.cfg.StunInterval}
 	failures := 0
 	for {
 		ctx, cancel := context.WithTimeout(e.ctx, 5*time.Second)
