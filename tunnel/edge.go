@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/go-multierror"
 
 	"github.com/serve-zone/remoteingress/internal/backoff"
+	"github.com/serve-zone/remoteingress/tunnel/stun"
 )
 
 // Edge defaults.
@@ -395,7 +396,7 @@ func (e *Edge) stunLoop() {
 	failures := 0
 	for {
 		ctx, cancel := context.WithTimeout(e.ctx, 5*time.Second)
-		ap, err := DiscoverPublicIP(ctx, e.cfg.StunServer)
+		ap, err := stun.Discover(ctx, e.cfg.StunServer)
 		cancel()
 		if e.ctx.Err() != nil {
 			return
