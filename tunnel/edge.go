@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/go-multierror"
 
 	"github.com/serve-zone/remoteingress/internal/backoff"
+	"github.com/serve-zone/remoteingress/tunnel/proxyproto"
 	"github.com/serve-zone/remoteingress/tunnel/stun"
 )
 
@@ -228,13 +229,13 @@ func (e *Edge) handleClient(conn net.Conn) {
 		_ = conn.Close()
 		return
 	}
-	hdr, err := ProxyHeaderFor(conn.RemoteAddr(), conn.LocalAddr())
+	hdr, err := proxyproto.HeaderFor(conn.RemoteAddr(), conn.LocalAddr())
 	if err != nil {
 		e.log.Warn("cannot describe client connection", "err", err)
 		_ = conn.Close()
 		return
 	}
-	if err := tunnel.pick().startStream(conn, hdr.AppendTo(make([]byte, 0, MaxProxyHeaderLen))); err != nil {
+	if err := tunnel.pick().startStream(conn, hdr.AppendV1(make([]byte, 0, proxyproto.MaxV1Len))); err != nil {
 		if errors.Is(err, errTooManyStreams) {
 			e.log.Warn("refusing client: stream limit reached", "limit", e.cfg.MaxStreams)
 		}
