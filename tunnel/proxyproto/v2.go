@@ -40,8 +40,9 @@ const (
 	v2AddrLen6   = 16 + 16 + 2 + 2 // likewise for INET6
 )
 
-// MaxV2Len is the longest header AppendV2 writes (INET6, no TLVs).
-const MaxV2Len = v2FixedLen + v2AddrLen6
+// MaxV2Len is the longest header AppendV2 writes: the 16-byte fixed part
+// and an INET6 address block, no TLVs.
+const MaxV2Len = 52
 
 // AppendV2 appends the binary v2 header to dst: command PROXY, transport
 // p, no TLVs. Both addresses are written as INET when both are IPv4 (or

@@ -103,6 +103,12 @@ func TestAppendV2(t *testing.T) {
 	}
 }
 
+func TestMaxV2Len(t *testing.T) {
+	if MaxV2Len != v2FixedLen+v2AddrLen6 {
+		t.Fatalf("MaxV2Len = %d, want %d", MaxV2Len, v2FixedLen+v2AddrLen6)
+	}
+}
+
 func TestAppendV2PanicsOnUnknownProtocol(t *testing.T) {
 	for _, p := range []Protocol{0, 3, 0x11} {
 		func() {
