@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/serve-zone/remoteingress/tunnel"
+	"github.com/serve-zone/remoteingress/tunnel/stun"
 )
 
 // startCoturn runs coturn's turnserver in STUN-only mode on 127.0.0.1:port
@@ -35,7 +35,7 @@ func startCoturn(t testing.TB, port int) *daemon {
 		default:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-		_, err := tunnel.DiscoverPublicIP(ctx, addr)
+		_, err := stun.Discover(ctx, addr)
 		cancel()
 		if err == nil {
 			return d

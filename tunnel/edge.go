@@ -14,6 +14,10 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-multierror"
+
+	"github.com/serve-zone/remoteingress/internal/backoff"
+	"github.com/serve-zone/remoteingress/tunnel/proxyproto"
+	"github.com/serve-zone/remoteingress/tunnel/stun"
 )
 
 // Edge defaults.
@@ -32,7 +36,7 @@ type Edge struct {
 	log       *slog.Logger
 	listeners []net.Listener
 	ports     []int
-	backoff   Backoff
+	backoff   backoff.Exponential
 	ctx       context.Context
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -60,7 +64,7 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 		return nil, err
 	}
 	e := &Edge{cfg: cfg, tlsConf: tlsConf, log: cfg.Logger.With("side", "edge", "edgeId", cfg.EdgeID),
-		backoff: Backoff{Min: cfg.ReconnectMin, Max: cfg.ReconnectMax}}
+		backoff: backoff.Exponential{Min: cfg.ReconnectMin, Max: cfg.ReconnectMax}}
 	for _, p := range cfg.ListenPorts {
 		ln, err := net.Listen("tcp", net.JoinHostPort(cfg.ListenHost, strconv.Itoa(p)))
 		if err != nil {
@@ -225,13 +229,13 @@ func (e *Edge) handleClient(conn net.Conn) {
 		_ = conn.Close()
 		return
 	}
-	hdr, err := ProxyHeaderFor(conn.RemoteAddr(), conn.LocalAddr())
+	hdr, err := proxyproto.HeaderFor(conn.RemoteAddr(), conn.LocalAddr())
 	if err != nil {
 		e.log.Warn("cannot describe client connection", "err", err)
 		_ = conn.Close()
 		return
 	}
-	if err := tunnel.pick().startStream(conn, hdr.AppendTo(make([]byte, 0, MaxProxyHeaderLen))); err != nil {
+	if err := tunnel.pick().startStream(conn, hdr.AppendV1(make([]byte, 0, proxyproto.MaxV1Len))); err != nil {
 		if errors.Is(err, errTooManyStreams) {
 			e.log.Warn("refusing client: stream limit reached", "limit", e.cfg.MaxStreams)
 		}
@@ -389,11 +393,11 @@ func (e *Edge) connect(hubAddr string, set TunnelSet) (sess *session, err error)
 // interval; failures are logged and retried sooner, never fatal.
 func (e *Edge) stunLoop() {
 	defer e.wg.Done()
-	retry := Backoff{Min: stunRetryMin, Max: e.cfg.StunInterval}
+	retry := backoff.Exponential{Min: stunRetryMin, Max: e.cfg.StunInterval}
 	failures := 0
 	for {
 		ctx, cancel := context.WithTimeout(e.ctx, 5*time.Second)
-		ap, err := DiscoverPublicIP(ctx, e.cfg.StunServer)
+		ap, err := stun.Discover(ctx, e.cfg.StunServer)
 		cancel()
 		if e.ctx.Err() != nil {
 			return

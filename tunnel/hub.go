@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/go-multierror"
 
 	"github.com/serve-zone/remoteingress/internal/ratelog"
+	"github.com/serve-zone/remoteingress/tunnel/proxyproto"
 )
 
 // Hub defaults.
@@ -427,7 +428,7 @@ func (h *Hub) authenticate(conn net.Conn) (*hubConn, error) {
 	c := &hubConn{edgeID: res.edgeID, secret: usedSecret, set: res.set, remote: conn.RemoteAddr().String()}
 	id := c.edgeID
 	c.sess = newSession(tc, true, h.cfg.Tuning, res.peer, h.log.With("edgeId", id), sessionHooks{
-		open:   func(st *stream, hdr ProxyHeader) { h.openStream(id, st, hdr) },
+		open:   func(st *stream, hdr proxyproto.Header) { h.openStream(id, st, hdr) },
 		closed: func(st *stream) { h.emit(EventStreamClosed, StreamEvent{EdgeID: id, StreamID: st.id}) },
 	})
 	return c, nil
@@ -493,14 +494,14 @@ func (h *Hub) register(c *hubConn) (*hubEdge, bool) {
 }
 
 // openStream is called by the session reader for each OPEN.
-func (h *Hub) openStream(edgeID string, st *stream, hdr ProxyHeader) {
+func (h *Hub) openStream(edgeID string, st *stream, hdr proxyproto.Header) {
 	h.emit(EventStreamOpened, StreamEvent{EdgeID: edgeID, StreamID: st.id})
 	st.sess.goSafe(func() { h.dialTarget(st, hdr) })
 }
 
 // dialTarget connects the stream to targetHost:<edge port>, writes the PROXY
 // header in one write before any client byte, then relays.
-func (h *Hub) dialTarget(st *stream, hdr ProxyHeader) {
+func (h *Hub) dialTarget(st *stream, hdr proxyproto.Header) {
 	addr := net.JoinHostPort(h.cfg.TargetHost, strconv.Itoa(int(hdr.Destination.Port())))
 	d := net.Dialer{Timeout: h.cfg.DialTimeout}
 	conn, err := d.DialContext(st.sess.ctx, "tcp", addr)
@@ -509,8 +510,8 @@ func (h *Hub) dialTarget(st *stream, hdr ProxyHeader) {
 		st.abort("target unreachable: "+unwrapOpError(err).Error(), true)
 		return
 	}
-	var buf [MaxProxyHeaderLen]byte
-	if _, err := conn.Write(hdr.AppendTo(buf[:0])); err != nil {
+	var buf [proxyproto.MaxV1Len]byte
+	if _, err := conn.Write(hdr.AppendV1(buf[:0])); err != nil {
 		_ = conn.Close()
 		st.abort("target closed before the PROXY header: "+unwrapOpError(err).Error(), true)
 		return

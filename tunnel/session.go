@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/serve-zone/remoteingress/tunnel/proxyproto"
 )
 
 // Defaults of Tuning.
@@ -81,7 +83,7 @@ func (e *LocalCloseError) Error() string { return e.Reason }
 // sessionHooks lets the hub and the edge react to stream life.
 type sessionHooks struct {
 	// open is called by the hub's reader for each valid OPEN; it must not block.
-	open func(st *stream, hdr ProxyHeader)
+	open func(st *stream, hdr proxyproto.Header)
 	// closed is called once per stream when it is gone.
 	closed func(st *stream)
 }
@@ -387,14 +389,14 @@ func (s *session) lookup(h FrameHeader) (*stream, error) {
 }
 
 func (s *session) handleOpen(h FrameHeader) error {
-	if h.Length > MaxProxyHeaderLen {
+	if h.Length > proxyproto.MaxV1Len {
 		return protoErr("OPEN payload of %d bytes", h.Length)
 	}
 	p, err := s.fr.ReadPayload(h)
 	if err != nil {
 		return s.readError(err)
 	}
-	hdr, err := ParseProxyHeader(p)
+	hdr, err := proxyproto.ParseV1(p)
 	if err != nil {
 		return protoErr("OPEN for stream %d: %v", h.StreamID, err)
 	}
