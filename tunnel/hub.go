@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"slices"
@@ -18,10 +17,8 @@ import (
 	"github.com/hashicorp/go-multierror"
 )
 
-// Hub defaults.
+// Authentication throttling.
 const (
-	DefaultTunnelPort           = 8443
-	DefaultMaxPendingHandshakes = 256
 	// An address may fail authentication failureBurst times in a row, then
 	// once per 1/failureRate seconds.
 	failureBurst = 10
@@ -92,21 +89,9 @@ type hubConn struct {
 // StartHub validates cfg, loads or generates the TLS certificate, binds the
 // tunnel port and starts accepting edges allowed by the given list.
 func StartHub(cfg HubConfig, allowed []EdgeCredential) (*Hub, error) {
-	if cfg.TunnelPort < 0 || cfg.TunnelPort > 65535 {
-		return nil, fmt.Errorf("tunnelPort %d is not a port (0-65535)", cfg.TunnelPort)
-	}
-	if cfg.TargetHost == "" {
-		cfg.TargetHost = "127.0.0.1"
-	}
-	if cfg.DialTimeout <= 0 {
-		cfg.DialTimeout = 10 * time.Second
-	}
-	if cfg.MaxPendingHandshakes <= 0 {
-		cfg.MaxPendingHandshakes = DefaultMaxPendingHandshakes
-	}
-	cfg.Tuning = cfg.Tuning.withDefaults()
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	allow, err := allowMap(allowed)
 	if err != nil {
@@ -150,26 +135,13 @@ func (h *Hub) Port() int { return h.port }
 // CertFingerprint is the SHA-256 of the hub's certificate, hex encoded.
 func (h *Hub) CertFingerprint() string { return h.fingerprint }
 
-// ValidateEdgeList checks an allow list: ids and secrets non-empty, ids unique.
-func ValidateEdgeList(edges []EdgeCredential) error {
-	_, err := allowMap(edges)
-	return err
-}
-
+// allowMap validates an allow list (ValidateEdgeList) and maps ids to secrets.
 func allowMap(edges []EdgeCredential) (map[string]string, error) {
+	if err := ValidateEdgeList(edges); err != nil {
+		return nil, err
+	}
 	m := make(map[string]string, len(edges))
-	for i, e := range edges {
-		switch {
-		case e.ID == "":
-			return nil, fmt.Errorf("edges[%d]: id must not be empty", i)
-		case len(e.ID) > maxEdgeIDLen:
-			return nil, fmt.Errorf("edges[%d]: id is longer than %d bytes", i, maxEdgeIDLen)
-		case e.Secret == "":
-			return nil, fmt.Errorf("edges[%d] (%q): secret must not be empty", i, e.ID)
-		}
-		if _, dup := m[e.ID]; dup {
-			return nil, fmt.Errorf("edges[%d]: duplicate id %q", i, e.ID)
-		}
+	for _, e := range edges {
 		m[e.ID] = e.Secret
 	}
 	return m, nil
