@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"slices"
@@ -19,12 +18,6 @@ import (
 
 	"github.com/serve-zone/remoteingress/internal/ratelog"
 	"github.com/serve-zone/remoteingress/tunnel/proxyproto"
-)
-
-// Hub defaults.
-const (
-	DefaultTunnelPort           = 8443
-	DefaultMaxPendingHandshakes = 256
 )
 
 // Hub accepts edge tunnels and forwards their streams to the target host.
@@ -98,21 +91,9 @@ func StartHub(cfg HubConfig, allowed []EdgeCredential) (*Hub, error) {
 
 // startHub is StartHub with the limits of the proof throttle.
 func startHub(cfg HubConfig, allowed []EdgeCredential, limits proofLimits) (*Hub, error) {
-	if cfg.TunnelPort < 0 || cfg.TunnelPort > 65535 {
-		return nil, fmt.Errorf("tunnelPort %d is not a port (0-65535)", cfg.TunnelPort)
-	}
-	if cfg.TargetHost == "" {
-		cfg.TargetHost = "127.0.0.1"
-	}
-	if cfg.DialTimeout <= 0 {
-		cfg.DialTimeout = 10 * time.Second
-	}
-	if cfg.MaxPendingHandshakes <= 0 {
-		cfg.MaxPendingHandshakes = DefaultMaxPendingHandshakes
-	}
-	cfg.Tuning = cfg.Tuning.withDefaults()
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	allow, err := allowMap(allowed)
 	if err != nil {
@@ -159,26 +140,13 @@ func (h *Hub) Port() int { return h.port }
 // CertFingerprint is the SHA-256 of the hub's certificate, hex encoded.
 func (h *Hub) CertFingerprint() string { return h.fingerprint }
 
-// ValidateEdgeList checks an allow list: ids and secrets non-empty, ids unique.
-func ValidateEdgeList(edges []EdgeCredential) error {
-	_, err := allowMap(edges)
-	return err
-}
-
+// allowMap validates an allow list (ValidateEdgeList) and maps ids to secrets.
 func allowMap(edges []EdgeCredential) (map[string]string, error) {
+	if err := ValidateEdgeList(edges); err != nil {
+		return nil, err
+	}
 	m := make(map[string]string, len(edges))
-	for i, e := range edges {
-		switch {
-		case e.ID == "":
-			return nil, fmt.Errorf("edges[%d]: id must not be empty", i)
-		case len(e.ID) > maxEdgeIDLen:
-			return nil, fmt.Errorf("edges[%d]: id is longer than %d bytes", i, maxEdgeIDLen)
-		case e.Secret == "":
-			return nil, fmt.Errorf("edges[%d] (%q): secret must not be empty", i, e.ID)
-		}
-		if _, dup := m[e.ID]; dup {
-			return nil, fmt.Errorf("edges[%d]: duplicate id %q", i, e.ID)
-		}
+	for _, e := range edges {
 		m[e.ID] = e.Secret
 	}
 	return m, nil

@@ -16,16 +16,8 @@ import (
 	"github.com/serve-zone/remoteingress/tunnel/proxyproto"
 )
 
-// Defaults of Tuning.
+// Protocol limits (the defaults of Tuning are in config.go).
 const (
-	DefaultWindow            = 256 << 10
-	DefaultMaxWindow         = 4 << 20
-	DefaultWindowBudget      = 32 << 20
-	DefaultKeepaliveInterval = 10 * time.Second
-	DefaultKeepaliveTimeout  = 30 * time.Second
-	DefaultHandshakeTimeout  = 10 * time.Second
-	DefaultMaxStreams        = 1 << 16
-
 	minWindow      = 64 << 10
 	maxWindow      = 16 << 20
 	maxDataFrame   = hugeBuf - HeaderLen  // largest DATA payload we send: frame and header fill one pooled buffer
@@ -34,33 +26,6 @@ const (
 	maxResetReason = 256
 	maxGoAway      = 1024
 )
-
-func (t Tuning) withDefaults() Tuning {
-	if t.Window == 0 {
-		t.Window = DefaultWindow
-	}
-	t.Window = min(max(t.Window, minWindow), maxWindow)
-	if t.MaxWindow == 0 {
-		t.MaxWindow = DefaultMaxWindow
-	}
-	t.MaxWindow = min(max(t.MaxWindow, t.Window), maxWindow)
-	if t.WindowBudget == 0 {
-		t.WindowBudget = DefaultWindowBudget
-	}
-	if t.KeepaliveInterval <= 0 {
-		t.KeepaliveInterval = DefaultKeepaliveInterval
-	}
-	if t.KeepaliveTimeout <= 0 {
-		t.KeepaliveTimeout = DefaultKeepaliveTimeout
-	}
-	if t.HandshakeTimeout <= 0 {
-		t.HandshakeTimeout = DefaultHandshakeTimeout
-	}
-	if t.MaxStreams <= 0 {
-		t.MaxStreams = DefaultMaxStreams
-	}
-	return t
-}
 
 // ProtocolError is a violation of the wire protocol by the peer; it closes
 // the tunnel it happened on and nothing else.
