@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -197,12 +196,15 @@ func (s *session) close(reason error) {
 		s.closeErr = reason
 		var le *LocalCloseError
 		var pe *ProtocolError
+		var ie *panicError
 		s.cmu.Lock()
 		switch {
 		case errors.As(reason, &le):
 			s.goAway = le.Reason
 		case errors.As(reason, &pe):
 			s.goAway = pe.Error()
+		case errors.As(reason, &ie):
+			s.goAway = "internal error"
 		}
 		s.cmu.Unlock()
 		// Bound the final flush: a peer that stopped reading cannot hold us.
@@ -227,25 +229,23 @@ func (s *session) goSafe(fn func()) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		defer s.recoverPanic()
+		var perr error
+		defer s.closeOnPanic(&perr)
+		defer recoverInto(s.log, "a tunnel stream", &perr)
 		fn()
 	}()
 }
 
-func (s *session) recoverPanic() {
-	if r := recover(); r != nil {
-		s.log.Error("internal error, closing tunnel", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-		s.close(&LocalCloseError{Reason: "internal error"})
+// closeOnPanic, deferred before recoverInto, closes the session when that
+// caught a panic.
+func (s *session) closeOnPanic(perr *error) {
+	if *perr != nil {
+		s.close(*perr)
 	}
 }
 
 func (s *session) safeReadLoop() (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			s.log.Error("internal error in tunnel reader", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-			err = &LocalCloseError{Reason: "internal error"}
-		}
-	}()
+	defer recoverInto(s.log, "the tunnel reader", &err)
 	return s.readLoop()
 }
 

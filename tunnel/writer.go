@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"runtime"
-	"runtime/debug"
 )
 
 // The write side of a session.
@@ -45,10 +44,15 @@ func (s *session) lockWriter() error {
 	return nil
 }
 
-// unlockWriter writes the control frames queued meanwhile, flushes when no
-// other writer waits, and releases the lock.
-func (s *session) unlockWriter() error {
-	err := s.writeControlLocked()
+// unlockWriter ends a turn at the write lock. err is what the writes under
+// the lock returned. Unless they failed, it writes the control frames queued
+// meanwhile and flushes when no other writer waits. A failure is kept as the
+// tunnel's write error, which fails every later turn, and closes the
+// tunnel. It releases the lock and returns the failure.
+func (s *session) unlockWriter(err error) error {
+	if err == nil {
+		err = s.writeControlLocked()
+	}
 	if err == nil && s.waiting.Load() == 0 && s.bw.Buffered() > 0 {
 		// Let goroutines that are runnable now (other streams whose sockets
 		// just became readable) reach the lock: they then flush for us, and
@@ -75,7 +79,7 @@ func (s *session) writeData(id uint32, t FrameType, frame []byte) error {
 		return errSessionClosed
 	}
 	if s.ctx.Err() != nil {
-		_ = s.unlockWriter()
+		_ = s.unlockWriter(nil)
 		return errSessionClosed
 	}
 	err := s.writeControlLocked()
@@ -93,13 +97,7 @@ func (s *session) writeData(id uint32, t FrameType, frame []byte) error {
 			}
 		}
 	}
-	if err != nil && s.werr == nil {
-		s.werr = err
-	}
-	if uerr := s.unlockWriter(); err == nil {
-		err = uerr
-	}
-	if err != nil {
+	if s.unlockWriter(err) != nil {
 		return errSessionClosed
 	}
 	return nil
@@ -126,7 +124,7 @@ func (s *session) writeOpen(st *stream, header []byte) error {
 	}
 	if refuse != nil {
 		s.mu.Unlock()
-		_ = s.unlockWriter()
+		_ = s.unlockWriter(nil)
 		return refuse
 	}
 	st.id = s.nextID
@@ -141,13 +139,7 @@ func (s *session) writeOpen(st *stream, header []byte) error {
 	if err == nil {
 		err = s.fw.WriteFrame(st.id, FrameOpen, header)
 	}
-	if err != nil && s.werr == nil {
-		s.werr = err
-	}
-	if uerr := s.unlockWriter(); err == nil {
-		err = uerr
-	}
-	return err
+	return s.unlockWriter(err)
 }
 
 // queueWindowUpdate schedules a credit for st (coalesced per stream).
@@ -239,13 +231,10 @@ func (s *session) writeControlLocked() error {
 // at the end the GOAWAY; then it closes the connection.
 func (s *session) controlWriter() {
 	defer close(s.writerDone)
-	defer func() {
-		if r := recover(); r != nil {
-			s.log.Error("internal error in tunnel writer", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-			s.close(&LocalCloseError{Reason: "internal error"})
-		}
-		_ = s.conn.Close()
-	}()
+	defer func() { _ = s.conn.Close() }()
+	var perr error
+	defer s.closeOnPanic(&perr)
+	defer recoverInto(s.log, "the tunnel writer", &perr)
 	for {
 		select {
 		case <-s.wake:
@@ -254,7 +243,7 @@ func (s *session) controlWriter() {
 				s.finalWrite()
 				return
 			}
-			_ = s.unlockWriter()
+			_ = s.unlockWriter(nil)
 		case <-s.done():
 			s.finalWrite()
 			return
