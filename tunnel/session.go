@@ -85,11 +85,6 @@ type sessionHooks struct {
 	closed func(st *stream)
 }
 
-type resetReq struct {
-	id     uint32
-	reason string
-}
-
 // session is one authenticated tunnel: a reader goroutine that dispatches
 // frames, the write side of writer.go (stream goroutines write their own
 // frames under one lock; a control goroutine writes what the reader and the
@@ -112,19 +107,8 @@ type session struct {
 	wlock   sync.Mutex
 	waiting atomic.Int32 // writers waiting for wlock
 	werr    error        // the first write error; guarded by wlock
-	wscratch
-	// Control frames queued by the reader and the timers, guarded by cmu.
-	cmu         sync.Mutex
-	ctrlPending atomic.Bool
-	wake        chan struct{}
-	wuQ         []*stream // streams with a pending window update
-	resets      []resetReq
-	blocked     []uint32 // streams to send BLOCKED for
-	pingPending bool
-	pingData    [8]byte
-	pongPending bool
-	pongData    [8]byte
-	goAway      string
+	batch   controlBatch // guarded by wlock
+	ctrl    controlQueue // control frames queued by the reader and the timers
 
 	mu      sync.Mutex
 	streams map[uint32]*stream
@@ -146,7 +130,7 @@ func newSession(conn net.Conn, isHub bool, tuning Tuning, peer peerParams, log *
 	s := &session{
 		conn: conn, isHub: isHub, log: log, tuning: tuning, peerWindow: peer.window, hooks: hooks,
 		autotune: peer.caps&capWindowAutotune != 0,
-		wake:     make(chan struct{}, 1), streams: make(map[uint32]*stream), nextID: 1, idStep: 1,
+		ctrl:     newControlQueue(), streams: make(map[uint32]*stream), nextID: 1, idStep: 1,
 		ctx: ctx, cancel: cancel, writerDone: make(chan struct{}),
 	}
 	s.fr = NewFrameReader(conn)
@@ -197,31 +181,22 @@ func (s *session) close(reason error) {
 		var le *LocalCloseError
 		var pe *ProtocolError
 		var ie *panicError
-		s.cmu.Lock()
 		switch {
 		case errors.As(reason, &le):
-			s.goAway = le.Reason
+			s.ctrl.setGoAway(le.Reason)
 		case errors.As(reason, &pe):
-			s.goAway = pe.Error()
+			s.ctrl.setGoAway(pe.Error())
 		case errors.As(reason, &ie):
-			s.goAway = "internal error"
+			s.ctrl.setGoAway("internal error")
 		}
-		s.cmu.Unlock()
 		// Bound the final flush: a peer that stopped reading cannot hold us.
 		_ = s.conn.SetWriteDeadline(time.Now().Add(time.Second))
 		s.cancel()
-		s.signal()
+		s.ctrl.signal()
 	})
 }
 
 func (s *session) done() <-chan struct{} { return s.ctx.Done() }
-
-func (s *session) signal() {
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
-}
 
 // goSafe runs fn on a goroutine counted in wg; a panic closes the session
 // instead of the process.
@@ -296,12 +271,7 @@ func (s *session) dispatch(h FrameHeader) error {
 			return s.readError(err)
 		}
 		if h.Type == FramePing {
-			s.cmu.Lock()
-			copy(s.pongData[:], p)
-			s.pongPending = true
-			s.cmu.Unlock()
-			s.ctrlPending.Store(true)
-			s.signal()
+			s.ctrl.pongFor(p)
 		}
 		return nil
 	case FrameGoAway:
@@ -500,12 +470,7 @@ func (s *session) keepalive(done chan struct{}) {
 			}
 			lastPing = now
 			seq++
-			s.cmu.Lock()
-			binary.BigEndian.PutUint64(s.pingData[:], seq)
-			s.pingPending = true
-			s.cmu.Unlock()
-			s.ctrlPending.Store(true)
-			s.signal()
+			s.ctrl.pingNow(seq)
 		}
 	}
 }

@@ -28,7 +28,7 @@ type stream struct {
 	rd   *connReader
 	wr   *connWriter
 
-	wuPending uint32 // credit not yet sent; guarded by sess.cmu
+	wuPending uint32 // credit not yet sent; guarded by sess.ctrl.mu
 
 	mu          sync.Mutex
 	credit      int64         // bytes we may still send
@@ -138,7 +138,7 @@ func (st *stream) pushData(bp *[]byte) error {
 	}
 	st.mu.Unlock()
 	if credit > 0 {
-		st.sess.queueWindowUpdate(st, credit)
+		st.sess.ctrl.windowUpdate(st, credit)
 	}
 	return nil
 }
@@ -201,7 +201,7 @@ func (st *stream) peerBlocked() {
 	st.recvUnacked -= st.consumed
 	st.consumed = 0
 	st.mu.Unlock()
-	s.queueWindowUpdate(st, credit)
+	s.ctrl.windowUpdate(st, credit)
 }
 
 // consumedLocked records n bytes written to conn and returns the credit to
@@ -323,7 +323,7 @@ func (st *stream) drain() {
 		credit := st.consumedLocked(n)
 		st.mu.Unlock()
 		if credit > 0 {
-			st.sess.queueWindowUpdate(st, credit)
+			st.sess.ctrl.windowUpdate(st, credit)
 		}
 	}
 }
@@ -427,7 +427,7 @@ func (st *stream) waitCredit() (int, bool) {
 			return int(c), true
 		}
 		if tell {
-			st.sess.queueBlocked(st.id)
+			st.sess.ctrl.blocked(st.id)
 		}
 		select {
 		case <-st.creditCh:
@@ -455,7 +455,7 @@ func (st *stream) abort(reason string, sendReset bool) {
 	conn := st.conn
 	st.mu.Unlock()
 	if sendReset && st.id != 0 {
-		st.sess.queueReset(st.id, reason)
+		st.sess.ctrl.reset(st.id, reason)
 	}
 	st.sess.log.Debug("stream aborted", "stream", st.id, "reason", reason)
 	if conn != nil {

@@ -1,7 +1,6 @@
 package tunnel
 
 import (
-	"encoding/binary"
 	"fmt"
 	"runtime"
 )
@@ -21,16 +20,6 @@ import (
 // directWriteMin is the frame size from which a frame bypasses the buffer:
 // one TLS record's worth, which gains nothing from coalescing.
 const directWriteMin = 16 << 10
-
-// wscratch is the control goroutine's and lock holders' scratch space,
-// guarded by wlock.
-type wscratch struct {
-	resetsW  []resetReq
-	blockedW []uint32
-	wusW     []*stream
-	wuVals   []uint32
-	u32      [4]byte
-}
 
 // lockWriter takes the write lock; it fails once the tunnel cannot be written.
 func (s *session) lockWriter() error {
@@ -142,89 +131,12 @@ func (s *session) writeOpen(st *stream, header []byte) error {
 	return s.unlockWriter(err)
 }
 
-// queueWindowUpdate schedules a credit for st (coalesced per stream).
-func (s *session) queueWindowUpdate(st *stream, n uint32) {
-	s.cmu.Lock()
-	if st.wuPending == 0 {
-		s.wuQ = append(s.wuQ, st)
-	}
-	st.wuPending += n
-	s.cmu.Unlock()
-	s.ctrlPending.Store(true)
-	s.signal()
-}
-
-// queueBlocked schedules a BLOCKED for stream id.
-func (s *session) queueBlocked(id uint32) {
-	s.cmu.Lock()
-	s.blocked = append(s.blocked, id)
-	s.cmu.Unlock()
-	s.ctrlPending.Store(true)
-	s.signal()
-}
-
-// queueReset schedules a RESET for stream id.
-func (s *session) queueReset(id uint32, reason string) {
-	if len(reason) > maxResetReason {
-		reason = reason[:maxResetReason]
-	}
-	s.cmu.Lock()
-	s.resets = append(s.resets, resetReq{id: id, reason: reason})
-	s.cmu.Unlock()
-	s.ctrlPending.Store(true)
-	s.signal()
-}
-
 // writeControlLocked writes the queued control frames; the caller holds wlock.
 func (s *session) writeControlLocked() error {
-	if !s.ctrlPending.Load() {
+	if !s.ctrl.take(&s.batch) {
 		return nil
 	}
-	w := &s.wscratch
-	s.cmu.Lock()
-	s.ctrlPending.Store(false)
-	w.resetsW = append(w.resetsW[:0], s.resets...)
-	s.resets = s.resets[:0]
-	w.blockedW = append(w.blockedW[:0], s.blocked...)
-	s.blocked = s.blocked[:0]
-	w.wusW, w.wuVals = w.wusW[:0], w.wuVals[:0]
-	for _, st := range s.wuQ {
-		w.wusW = append(w.wusW, st)
-		w.wuVals = append(w.wuVals, st.wuPending)
-		st.wuPending = 0
-	}
-	clear(s.wuQ)
-	s.wuQ = s.wuQ[:0]
-	ping, pong := s.pingPending, s.pongPending
-	pingData, pongData := s.pingData, s.pongData
-	s.pingPending, s.pongPending = false, false
-	s.cmu.Unlock()
-
-	var err error
-	if pong {
-		err = s.fw.WriteFrame(0, FramePong, pongData[:])
-	}
-	if ping && err == nil {
-		err = s.fw.WriteFrame(0, FramePing, pingData[:])
-	}
-	for _, r := range w.resetsW {
-		if err == nil {
-			err = s.fw.WriteFrame(r.id, FrameReset, []byte(r.reason))
-		}
-	}
-	for _, id := range w.blockedW {
-		if err == nil {
-			err = s.fw.WriteFrame(id, FrameBlocked, nil)
-		}
-	}
-	for i, st := range w.wusW {
-		if err == nil {
-			binary.BigEndian.PutUint32(w.u32[:], w.wuVals[i])
-			err = s.fw.WriteFrame(st.id, FrameWindowUpdate, w.u32[:])
-		}
-	}
-	clear(w.wusW)
-	return err
+	return s.batch.writeTo(s.fw)
 }
 
 // controlWriter writes queued control frames when no stream is writing, and
@@ -237,7 +149,7 @@ func (s *session) controlWriter() {
 	defer recoverInto(s.log, "the tunnel writer", &perr)
 	for {
 		select {
-		case <-s.wake:
+		case <-s.ctrl.wake:
 			if s.lockWriter() != nil {
 				<-s.done()
 				s.finalWrite()
@@ -262,9 +174,7 @@ func (s *session) finalWrite() {
 		return
 	}
 	s.werr = errSessionClosed
-	s.cmu.Lock()
-	reason := s.goAway
-	s.cmu.Unlock()
+	reason := s.ctrl.goAwayReason()
 	if reason == "" {
 		return
 	}
