@@ -155,6 +155,21 @@ func (s *session) closeType() FrameType {
 	return FrameClose
 }
 
+// peerDataType and peerCloseType are what the peer sends for them.
+func (s *session) peerDataType() FrameType {
+	if s.isHub {
+		return FrameData
+	}
+	return FrameDataBack
+}
+
+func (s *session) peerCloseType() FrameType {
+	if s.isHub {
+		return FrameClose
+	}
+	return FrameCloseBack
+}
+
 // run serves the session until it ends and returns why. Every goroutine it
 // started has finished when it returns.
 func (s *session) run() error {
@@ -250,17 +265,17 @@ func (s *session) readError(err error) error {
 	return fmt.Errorf("connection lost: %w", err)
 }
 
+// dispatch handles one frame whose header has been read; it reads (or
+// skips) the payload.
 func (s *session) dispatch(h FrameHeader) error {
-	switch h.Type {
-	case FramePing, FramePong, FrameGoAway:
-		if h.StreamID != 0 {
-			return protoErr("%s on stream %d", h.Type, h.StreamID)
-		}
-	default:
-		if h.StreamID == 0 {
-			return protoErr("%s on stream 0", h.Type)
-		}
+	if h.StreamID == 0 {
+		return s.dispatchControl(h)
 	}
+	return s.dispatchStream(h)
+}
+
+// dispatchControl handles a frame on stream 0: PING, PONG, GOAWAY.
+func (s *session) dispatchControl(h FrameHeader) error {
 	switch h.Type {
 	case FramePing, FramePong:
 		if h.Length != 8 {
@@ -283,6 +298,16 @@ func (s *session) dispatch(h FrameHeader) error {
 			return s.readError(err)
 		}
 		return &RemoteCloseError{Reason: sanitizeReason(p)}
+	}
+	return protoErr("%s on stream 0", h.Type)
+}
+
+// dispatchStream handles a frame on a stream: the frames of both sides,
+// then those that only the peer's role sends.
+func (s *session) dispatchStream(h FrameHeader) error {
+	switch h.Type {
+	case FramePing, FramePong, FrameGoAway:
+		return protoErr("%s on stream %d", h.Type, h.StreamID)
 	case FrameWindowUpdate:
 		if h.Length != 4 {
 			return protoErr("WINDOW_UPDATE with %d bytes", h.Length)
@@ -322,22 +347,13 @@ func (s *session) dispatch(h FrameHeader) error {
 		st.abort("reset by peer: "+sanitizeReason(p), false)
 		return nil
 	}
-	if s.isHub {
-		switch h.Type {
-		case FrameOpen:
-			return s.handleOpen(h)
-		case FrameData:
-			return s.handleData(h)
-		case FrameClose:
-			return s.handleClose(h)
-		}
-	} else {
-		switch h.Type {
-		case FrameDataBack:
-			return s.handleData(h)
-		case FrameCloseBack:
-			return s.handleClose(h)
-		}
+	switch {
+	case s.isHub && h.Type == FrameOpen:
+		return s.handleOpen(h)
+	case h.Type == s.peerDataType():
+		return s.handleData(h)
+	case h.Type == s.peerCloseType():
+		return s.handleClose(h)
 	}
 	return protoErr("unexpected %s frame", h.Type)
 }
