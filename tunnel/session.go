@@ -70,6 +70,7 @@ func protoErr(format string, a ...any) error { return &ProtocolError{Msg: fmt.Sp
 var (
 	errSessionClosed  = errors.New("tunnel closed")
 	errTooManyStreams = errors.New("too many concurrent streams")
+	errIDsExhausted   = &LocalCloseError{Reason: "stream ids exhausted, reconnecting"}
 )
 
 // LocalCloseError is a close we decided on; its reason is sent to the peer.
@@ -110,11 +111,11 @@ type session struct {
 	batch   controlBatch // guarded by wlock
 	ctrl    controlQueue // control frames queued by the reader and the timers
 
-	mu      sync.Mutex
-	streams map[uint32]*stream
-	lastID  uint32 // hub: highest OPEN seen; edge: highest id allocated
-	nextID  uint32 // edge: the id of the next stream; 0 when ids ran out
-	idStep  uint32 // edge: ids go nextID, nextID+idStep, …, unique across a TunnelSet
+	slots     *streamSlots // the stream limit, checked once when a stream starts
+	mu        sync.Mutex
+	streams   map[uint32]*stream
+	maxOpenID uint32 // the highest stream id opened: in an OPEN received (hub) or sent (edge)
+	ids       idSeq  // edge: the ids of new streams
 
 	recvFrames atomic.Uint64
 	ctx        context.Context
@@ -130,8 +131,9 @@ func newSession(conn net.Conn, isHub bool, tuning Tuning, peer peerParams, log *
 	s := &session{
 		conn: conn, isHub: isHub, log: log, tuning: tuning, peerWindow: peer.window, hooks: hooks,
 		autotune: peer.caps&capWindowAutotune != 0,
-		ctrl:     newControlQueue(), streams: make(map[uint32]*stream), nextID: 1, idStep: 1,
-		ctx: ctx, cancel: cancel, writerDone: make(chan struct{}),
+		ctrl:     newControlQueue(), streams: make(map[uint32]*stream), ids: idSeq{next: 1, step: 1},
+		slots: newStreamSlots(tuning.MaxStreams),
+		ctx:   ctx, cancel: cancel, writerDone: make(chan struct{}),
 	}
 	s.fr = NewFrameReader(conn)
 	s.fr.Limit = max(tuning.MaxWindow, maxGoAway) // DATA is checked against its stream's window before it is read
@@ -364,7 +366,7 @@ func (s *session) dispatchStream(h FrameHeader) error {
 func (s *session) lookup(h FrameHeader) (*stream, error) {
 	s.mu.Lock()
 	st := s.streams[h.StreamID]
-	last := s.lastID
+	last := s.maxOpenID
 	s.mu.Unlock()
 	if st == nil && h.StreamID > last {
 		return nil, protoErr("%s for stream %d, which was never opened", h.Type, h.StreamID)
@@ -385,15 +387,15 @@ func (s *session) handleOpen(h FrameHeader) error {
 		return protoErr("OPEN for stream %d: %v", h.StreamID, err)
 	}
 	s.mu.Lock()
-	if h.StreamID <= s.lastID {
+	if h.StreamID <= s.maxOpenID {
 		s.mu.Unlock()
-		return protoErr("OPEN for stream %d, not above the last opened %d", h.StreamID, s.lastID)
+		return protoErr("OPEN for stream %d, not above the last opened %d", h.StreamID, s.maxOpenID)
 	}
-	if len(s.streams) >= s.tuning.MaxStreams {
+	if !s.slots.take() {
 		s.mu.Unlock()
 		return protoErr("OPEN beyond the limit of %d concurrent streams", s.tuning.MaxStreams)
 	}
-	s.lastID = h.StreamID
+	s.maxOpenID = h.StreamID
 	st := newStream(s, h.StreamID, nil)
 	s.streams[h.StreamID] = st
 	s.mu.Unlock()
@@ -502,7 +504,7 @@ func (s *session) startStream(conn net.Conn, header []byte) error {
 		return errSessionClosed
 	default:
 	}
-	if len(s.streams) >= s.tuning.MaxStreams {
+	if !s.slots.take() {
 		return errTooManyStreams
 	}
 	st := newStream(s, 0, conn)
@@ -516,3 +518,70 @@ func (s *session) startStream(conn net.Conn, header []byte) error {
 	})
 	return nil
 }
+
+// allocID registers st under the next stream id of this edge session. The
+// caller holds the write lock, so OPENs go out in id order. It fails when
+// the session is closing (checked under mu: abortAll, which runs after the
+// close, must find every registered stream) and when the ids have run out.
+func (s *session) allocID(st *stream) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ctx.Err() != nil {
+		return errSessionClosed
+	}
+	id, ok := s.ids.take()
+	if !ok {
+		return errIDsExhausted
+	}
+	st.id = id
+	s.maxOpenID = id
+	s.streams[id] = st
+	return nil
+}
+
+// setIDs makes this edge session connection set.Index of set: its stream
+// ids are set.Index+1, +set.Size, +2·set.Size, …, unique across the set.
+func (s *session) setIDs(set TunnelSet) {
+	s.ids = idSeq{next: uint32(set.Index) + 1, step: uint32(set.Size)}
+}
+
+// shareSlots makes this session count its streams in slots, shared by the
+// connections of an edge's set: the edge's limit is over all of them.
+func (s *session) shareSlots(slots *streamSlots) { s.slots = slots }
+
+// idSeq hands out the stream ids next, next+step, next+2·step, … until they
+// would wrap around.
+type idSeq struct{ next, step uint32 }
+
+func (q *idSeq) take() (uint32, bool) {
+	id := q.next
+	if id == 0 {
+		return 0, false // ran out
+	}
+	q.next += q.step
+	if q.next <= id {
+		q.next = 0 // wrapped: this was the last id
+	}
+	return id, true
+}
+
+// streamSlots counts live streams against the limit of concurrent streams.
+// A stream takes a slot when it starts (hub: at its OPEN; edge: before its
+// OPEN is sent) and gives it back when it finishes.
+type streamSlots struct {
+	max int64
+	n   atomic.Int64
+}
+
+func newStreamSlots(max int) *streamSlots { return &streamSlots{max: int64(max)} }
+
+// take takes a slot; false when all are in use.
+func (l *streamSlots) take() bool {
+	if l.n.Add(1) > l.max {
+		l.n.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (l *streamSlots) release() { l.n.Add(-1) }

@@ -531,6 +531,7 @@ func (st *stream) finish() {
 	st.mu.Unlock()
 	st.sess.grown.Add(-int64(grown))
 	st.sess.removeStream(st)
+	st.sess.slots.release()
 	if st.sess.hooks.closed != nil {
 		st.sess.hooks.closed(st)
 	}

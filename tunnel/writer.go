@@ -92,38 +92,21 @@ func (s *session) writeData(id uint32, t FrameType, frame []byte) error {
 	return nil
 }
 
-// writeOpen allocates the next stream id for st, registers it and writes its
-// OPEN, all under the write lock, so OPENs go out in id order.
+// writeOpen registers st under the next stream id and writes its OPEN,
+// both under the write lock, so OPENs go out in id order.
 func (s *session) writeOpen(st *stream, header []byte) error {
 	if err := s.lockWriter(); err != nil {
 		return errSessionClosed
 	}
 	// Every way out goes through unlockWriter: a writer before us may have
 	// left its frames unflushed because we were waiting.
-	s.mu.Lock()
-	var refuse error
-	switch {
-	case s.ctx.Err() != nil:
-		refuse = errSessionClosed
-	case s.nextID == 0:
-		refuse = errSessionClosed
-		defer s.close(&LocalCloseError{Reason: "stream ids exhausted, reconnecting"})
-	case len(s.streams) >= s.tuning.MaxStreams:
-		refuse = errTooManyStreams
-	}
-	if refuse != nil {
-		s.mu.Unlock()
+	if err := s.allocID(st); err != nil {
 		_ = s.unlockWriter(nil)
-		return refuse
+		if err == errIDsExhausted {
+			s.close(err)
+		}
+		return err
 	}
-	st.id = s.nextID
-	s.lastID = st.id
-	s.nextID += s.idStep
-	if s.nextID <= st.id {
-		s.nextID = 0 // wrapped: this was the last id
-	}
-	s.streams[st.id] = st
-	s.mu.Unlock()
 	err := s.writeControlLocked()
 	if err == nil {
 		err = s.fw.WriteFrame(st.id, FrameOpen, header)
