@@ -142,34 +142,13 @@ func newSession(conn net.Conn, isHub bool, tuning Tuning, peer peerParams, log *
 	return s
 }
 
-// dataType and closeType are what this side sends for stream bytes and FIN.
-func (s *session) dataType() FrameType {
-	if s.isHub {
-		return FrameDataBack
+// streamFrames returns the frame types that a hub (hub true) or an edge
+// sends for stream bytes and for its FIN.
+func streamFrames(hub bool) (data, fin FrameType) {
+	if hub {
+		return FrameDataBack, FrameCloseBack
 	}
-	return FrameData
-}
-
-func (s *session) closeType() FrameType {
-	if s.isHub {
-		return FrameCloseBack
-	}
-	return FrameClose
-}
-
-// peerDataType and peerCloseType are what the peer sends for them.
-func (s *session) peerDataType() FrameType {
-	if s.isHub {
-		return FrameData
-	}
-	return FrameDataBack
-}
-
-func (s *session) peerCloseType() FrameType {
-	if s.isHub {
-		return FrameClose
-	}
-	return FrameCloseBack
+	return FrameData, FrameClose
 }
 
 // run serves the session until it ends and returns why. Every goroutine it
@@ -349,12 +328,13 @@ func (s *session) dispatchStream(h FrameHeader) error {
 		st.abort("reset by peer: "+sanitizeReason(p), false)
 		return nil
 	}
+	data, fin := streamFrames(!s.isHub) // what the peer sends
 	switch {
 	case s.isHub && h.Type == FrameOpen:
 		return s.handleOpen(h)
-	case h.Type == s.peerDataType():
+	case h.Type == data:
 		return s.handleData(h)
-	case h.Type == s.peerCloseType():
+	case h.Type == fin:
 		return s.handleClose(h)
 	}
 	return protoErr("unexpected %s frame", h.Type)

@@ -380,7 +380,7 @@ var testHookUpstreamEOF atomic.Pointer[func()]
 // 64 KiB frames), while a stream of small messages holds a 16 KiB buffer
 // per read, not a 256 KiB one.
 func (st *stream) upstream() {
-	dataType, closeType := st.sess.dataType(), st.sess.closeType()
+	dataType, closeType := streamFrames(st.sess.isHub)
 	chunk := minReadChunk
 	for {
 		credit, ok := st.waitCredit()
