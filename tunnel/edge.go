@@ -93,7 +93,7 @@ func (e *Edge) Status() EdgeStatus {
 	}
 	if e.tunnel != nil {
 		st.ActiveStreams = e.tunnel.activeStreams()
-		st.Connections = len(e.tunnel.sessions)
+		st.Connections = len(e.tunnel.conns)
 	}
 	return st
 }
@@ -123,7 +123,7 @@ func (e *Edge) Close() error {
 		}
 	}
 	if tunnel != nil {
-		tunnel.close(&LocalCloseError{Reason: "edge stopping"})
+		tunnel.close("edge stopping")
 	}
 	e.wg.Wait()
 	e.log.Info("edge stopped")
@@ -165,7 +165,7 @@ func (e *Edge) handleClient(conn net.Conn) {
 		_ = conn.Close()
 		return
 	}
-	if err := tunnel.pick().startStream(conn, hdr.AppendV1(make([]byte, 0, proxyproto.MaxV1Len))); err != nil {
+	if err := tunnel.pick().OpenStream(hdr, conn); err != nil {
 		if errors.Is(err, errTooManyStreams) {
 			e.log.Warn("refusing client: stream limit reached", "limit", e.cfg.MaxStreams)
 		}
@@ -204,14 +204,14 @@ func (e *Edge) tunnelLoop() {
 		e.mu.Lock()
 		if e.closed {
 			e.mu.Unlock()
-			tunnel.close(&LocalCloseError{Reason: "edge stopping"})
+			tunnel.close("edge stopping")
 			tunnel.run()
 			return
 		}
 		e.tunnel = tunnel
 		e.lastError, e.attempts = "", 0
 		e.mu.Unlock()
-		e.log.Info("tunnel connected", "hub", hubAddr, "connections", len(tunnel.sessions))
+		e.log.Info("tunnel connected", "hub", hubAddr, "connections", len(tunnel.conns))
 		e.emit(EventTunnelConnected, TunnelConnectedEvent{HubAddr: hubAddr})
 		reported = false
 		reason := tunnel.run()
@@ -249,12 +249,13 @@ func (e *Edge) sleep(d time.Duration) bool {
 func (e *Edge) connectSet(hubAddr string) (*tunnelSet, error) {
 	n := e.cfg.Connections
 	set := TunnelSet{ID: newSetID(), Size: uint8(n)}
-	first, err := e.connect(hubAddr, set)
+	slots := newStreamSlots(e.cfg.MaxStreams) // the limit is the edge's, over all its connections
+	first, err := e.connectTLS(hubAddr, set, slots)
 	if err != nil {
 		return nil, err
 	}
-	sessions := make([]*session, n)
-	sessions[0] = first
+	conns := make([]tunnelConn, n)
+	conns[0] = first
 	var wg sync.WaitGroup
 	for i := 1; i < n; i++ {
 		wg.Add(1)
@@ -262,31 +263,30 @@ func (e *Edge) connectSet(hubAddr string) (*tunnelSet, error) {
 			defer wg.Done()
 			one := set
 			one.Index = uint8(i)
-			s, err := e.connect(hubAddr, one)
+			c, err := e.connectTLS(hubAddr, one, slots)
 			if err != nil {
 				if e.ctx.Err() == nil {
 					e.log.Warn("extra tunnel connection failed; running with fewer", "index", i, "reason", err.Error())
 				}
 				return
 			}
-			sessions[i] = s
+			conns[i] = c
 		}()
 	}
 	wg.Wait()
 	t := &tunnelSet{}
-	slots := newStreamSlots(e.cfg.MaxStreams) // the limit is the edge's, over all its connections
-	for _, s := range sessions {
-		if s != nil {
-			s.shareSlots(slots)
-			t.sessions = append(t.sessions, s)
+	for _, c := range conns {
+		if c != nil {
+			t.conns = append(t.conns, c)
 		}
 	}
 	return t, nil
 }
 
-// connect dials the hub, runs TLS and the mutual authentication under one
-// deadline, and returns a session ready to run: connection set.Index of set.
-func (e *Edge) connect(hubAddr string, set TunnelSet) (sess *session, err error) {
+// connectTLS dials the hub, runs TLS and the mutual authentication under one
+// deadline, and returns the frame mux over that connection, ready to serve:
+// connection set.Index of set, counting its streams in slots.
+func (e *Edge) connectTLS(hubAddr string, set TunnelSet, slots *streamSlots) (conn tunnelConn, err error) {
 	defer recoverInto(e.log, "connecting to the hub", &err)
 	ctx, cancel := context.WithTimeout(e.ctx, e.cfg.HandshakeTimeout)
 	defer cancel()
@@ -316,8 +316,9 @@ func (e *Edge) connect(hubAddr string, set TunnelSet) (sess *session, err error)
 		return nil, fmt.Errorf("hub announced a window of %d bytes (allowed %d-%d)", peer.window, minWindow, maxWindow)
 	}
 	_ = raw.SetDeadline(time.Time{})
-	sess = newSession(tc, false, e.cfg.Tuning, peer, e.log, sessionHooks{})
+	sess := newSession(tc, false, e.cfg.Tuning, peer, e.log, sessionHooks{})
 	sess.setIDs(set)
+	sess.shareSlots(slots)
 	return sess, nil
 }
 

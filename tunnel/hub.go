@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"sync"
@@ -57,15 +58,15 @@ type hubEdge struct {
 	id          string
 	secret      string
 	set         uint64
-	conns       []*session // by TunnelSet.Index; nil where none; guarded by Hub.mu
+	conns       []tunnelConn // by TunnelSet.Index; nil where none; guarded by Hub.mu
 	connectedAt time.Time
 	remote      string
 	ended       chan struct{} // closed when the last connection has ended
 }
 
-// sessionsLocked returns the live connections; the caller holds Hub.mu.
-func (e *hubEdge) sessionsLocked() []*session {
-	out := make([]*session, 0, len(e.conns))
+// connsLocked returns the live connections; the caller holds Hub.mu.
+func (e *hubEdge) connsLocked() []tunnelConn {
+	out := make([]tunnelConn, 0, len(e.conns))
 	for _, s := range e.conns {
 		if s != nil {
 			out = append(out, s)
@@ -80,7 +81,7 @@ type hubConn struct {
 	secret string
 	set    TunnelSet
 	remote string
-	sess   *session
+	conn   tunnelConn
 }
 
 // StartHub validates cfg, loads or generates the TLS certificate, binds the
@@ -161,7 +162,7 @@ func (h *Hub) SetAllowedEdges(edges []EdgeCredential) error {
 	}
 	type kick struct {
 		id     string
-		conns  []*session
+		conns  []tunnelConn
 		reason string
 	}
 	var kicks []kick
@@ -171,16 +172,16 @@ func (h *Hub) SetAllowedEdges(edges []EdgeCredential) error {
 		secret, ok := m[id]
 		switch {
 		case !ok:
-			kicks = append(kicks, kick{id, e.sessionsLocked(), "edge no longer allowed"})
+			kicks = append(kicks, kick{id, e.connsLocked(), "edge no longer allowed"})
 		case subtle.ConstantTimeCompare([]byte(secret), []byte(e.secret)) != 1:
-			kicks = append(kicks, kick{id, e.sessionsLocked(), "edge credentials changed"})
+			kicks = append(kicks, kick{id, e.connsLocked(), "edge credentials changed"})
 		}
 	}
 	h.mu.Unlock()
 	for _, k := range kicks {
 		h.log.Info("disconnecting edge", "edgeId", k.id, "reason", k.reason)
 		for _, s := range k.conns {
-			s.close(&LocalCloseError{Reason: k.reason})
+			s.Close(k.reason)
 		}
 	}
 	return nil
@@ -199,10 +200,10 @@ func (h *Hub) Status() HubStatus {
 	st := HubStatus{Running: !h.closed, TunnelPort: h.port, ConnectedEdges: []ConnectedEdge{}, CertSha256: h.fingerprint,
 		PendingHandshakes: len(h.handshaking), RejectedHandshakes: h.rejected.Load(), AuthFailures: h.throttle.failed()}
 	for _, e := range h.edges {
-		conns := e.sessionsLocked()
+		conns := e.connsLocked()
 		active := 0
 		for _, s := range conns {
-			active += s.activeStreams()
+			active += s.ActiveStreams()
 		}
 		st.ConnectedEdges = append(st.ConnectedEdges, ConnectedEdge{
 			EdgeID: e.id, ConnectedAt: e.connectedAt.Unix(), ActiveStreams: active, RemoteAddr: e.remote,
@@ -239,8 +240,8 @@ func (h *Hub) Close() error {
 		_ = c.Close()
 	}
 	for _, e := range h.edges {
-		for _, s := range e.sessionsLocked() {
-			s.close(&LocalCloseError{Reason: "hub stopping"})
+		for _, s := range e.connsLocked() {
+			s.Close("hub stopping")
 		}
 	}
 	h.mu.Unlock()
@@ -298,6 +299,8 @@ func (h *Hub) evictOldestLocked() {
 	}
 }
 
+// serveConn runs one TCP connection of the tunnel port: TLS, the handshake,
+// then the tunnel it carries.
 func (h *Hub) serveConn(conn net.Conn) {
 	defer h.wg.Done()
 	var perr error
@@ -307,8 +310,7 @@ func (h *Hub) serveConn(conn net.Conn) {
 		}
 	}()
 	defer recoverInto(h.log, "serving an edge", &perr)
-	remote := conn.RemoteAddr().String()
-	c, err := h.authenticate(conn)
+	c, err := h.authenticateTLS(conn)
 	h.mu.Lock()
 	evicted := h.handshaking[conn].evicted
 	delete(h.handshaking, conn)
@@ -316,51 +318,63 @@ func (h *Hub) serveConn(conn net.Conn) {
 	h.mu.Unlock()
 	if err != nil || closed {
 		_ = conn.Close()
-		if err == nil || closed {
-			return
-		}
-		h.rejected.Add(1)
-		var ne net.Error
-		switch {
-		case evicted:
-			h.junkLog.Log("connection rejected", "remote", remote, "reason", "dropped unauthenticated to make room for newer connections")
-		case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, context.DeadlineExceeded):
-			h.junkLog.Log("connection rejected", "remote", remote, "reason", "no authentication within "+h.cfg.HandshakeTimeout.String())
-		case errors.Is(err, ErrAuthFailed):
-			h.authLog.Log("edge rejected", "remote", remote, "reason", err.Error())
-		default: // scanners, probes, broken clients
-			h.junkLog.Log("connection rejected", "remote", remote, "reason", err.Error())
+		if err != nil && !closed {
+			h.refused(conn.RemoteAddr().String(), err, evicted)
 		}
 		return
 	}
+	h.serveTunnel(c)
+}
+
+// refused counts and logs (rate-limited) a connection that did not get in.
+func (h *Hub) refused(remote string, err error, evicted bool) {
+	h.rejected.Add(1)
+	var ne net.Error
+	switch {
+	case evicted:
+		h.junkLog.Log("connection rejected", "remote", remote, "reason", "dropped unauthenticated to make room for newer connections")
+	case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, context.DeadlineExceeded):
+		h.junkLog.Log("connection rejected", "remote", remote, "reason", "no authentication within "+h.cfg.HandshakeTimeout.String())
+	case errors.Is(err, ErrAuthFailed):
+		h.authLog.Log("edge rejected", "remote", remote, "reason", err.Error())
+	default: // scanners, probes, broken clients
+		h.junkLog.Log("connection rejected", "remote", remote, "reason", err.Error())
+	}
+}
+
+// serveTunnel registers an authenticated connection with its edge, serves
+// its streams until it ends, and reports the edge's arrival and departure.
+func (h *Hub) serveTunnel(c *hubConn) {
 	e, first := h.register(c)
 	if e == nil {
-		_ = conn.Close()
+		c.conn.Close("edge rejected")
+		_ = c.conn.Serve(nil) // ends at once: frees what the connection holds
 		return
 	}
 	if first {
-		h.log.Info("edge connected", "edgeId", e.id, "remote", remote, "connections", int(c.set.Size))
-		h.emit(EventEdgeConnected, EdgeEvent{EdgeID: e.id, RemoteAddr: remote})
+		h.log.Info("edge connected", "edgeId", e.id, "remote", c.remote, "connections", int(c.set.Size))
+		h.emit(EventEdgeConnected, EdgeEvent{EdgeID: e.id, RemoteAddr: c.remote})
 	}
-	reason := c.sess.run()
+	reason := c.conn.Serve(func(ctx context.Context, st tunnelStream) { h.serveStream(ctx, e.id, st) })
 	h.mu.Lock()
 	e.conns[c.set.Index] = nil
-	last := len(e.sessionsLocked()) == 0
+	last := len(e.connsLocked()) == 0
 	if last && h.edges[e.id] == e {
 		delete(h.edges, e.id)
 	}
 	h.mu.Unlock()
 	if !last {
-		h.log.Info("edge connection ended", "edgeId", e.id, "remote", remote, "index", int(c.set.Index), "reason", reason.Error())
+		h.log.Info("edge connection ended", "edgeId", e.id, "remote", c.remote, "index", int(c.set.Index), "reason", reason.Error())
 		return
 	}
 	close(e.ended)
-	h.log.Info("edge disconnected", "edgeId", e.id, "remote", remote, "reason", reason.Error())
+	h.log.Info("edge disconnected", "edgeId", e.id, "remote", c.remote, "reason", reason.Error())
 	h.emit(EventEdgeDisconnected, EdgeDisconnectedEvent{EdgeID: e.id, Reason: reason.Error()})
 }
 
-// authenticate runs TLS and the handshake under one deadline.
-func (h *Hub) authenticate(conn net.Conn) (*hubConn, error) {
+// authenticateTLS runs TLS and the handshake under one deadline and returns
+// the frame mux over that TLS connection, not yet serving.
+func (h *Hub) authenticateTLS(conn net.Conn) (*hubConn, error) {
 	deadline := time.Now().Add(h.cfg.HandshakeTimeout)
 	_ = conn.SetDeadline(deadline)
 	ctx, cancel := context.WithDeadline(h.ctx, deadline)
@@ -369,9 +383,23 @@ func (h *Hub) authenticate(conn net.Conn) (*hubConn, error) {
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return nil, &tlsHandshakeError{err}
 	}
+	c, peer, err := h.authenticate(ctx, tc, remoteIP(conn))
+	if err != nil {
+		return nil, err
+	}
+	_ = conn.SetDeadline(time.Time{})
+	c.remote = conn.RemoteAddr().String()
+	c.conn = newSession(tc, true, h.cfg.Tuning, peer, h.log.With("edgeId", c.edgeID), sessionHooks{})
+	return c, nil
+}
+
+// authenticate runs the hub's side of the handshake over hc, a transport's
+// connection before its streams exist, from the client address addr. Proofs
+// are throttled by h.throttle (throttle.go). It returns the edge and what the
+// handshake learnt about it.
+func (h *Hub) authenticate(ctx context.Context, hc handshakeConn, addr netip.Addr) (*hubConn, peerParams, error) {
 	var usedSecret string
-	addr := remoteIP(conn)
-	res, err := hubHandshake(tc, h.cfg.Window, func(id string) (string, bool) {
+	res, err := hubHandshake(hc, h.cfg.Window, func(id string) (string, bool) {
 		s, ok := h.lookupSecret(id)
 		usedSecret = s
 		return s, ok
@@ -387,19 +415,12 @@ func (h *Hub) authenticate(conn net.Conn) (*hubConn, error) {
 		}, nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, peerParams{}, err
 	}
 	if res.peer.window < minWindow || res.peer.window > maxWindow {
-		return nil, fmt.Errorf("edge %q announced a window of %d bytes (allowed %d-%d)", res.edgeID, res.peer.window, minWindow, maxWindow)
+		return nil, peerParams{}, fmt.Errorf("edge %q announced a window of %d bytes (allowed %d-%d)", res.edgeID, res.peer.window, minWindow, maxWindow)
 	}
-	_ = conn.SetDeadline(time.Time{})
-	c := &hubConn{edgeID: res.edgeID, secret: usedSecret, set: res.set, remote: conn.RemoteAddr().String()}
-	id := c.edgeID
-	c.sess = newSession(tc, true, h.cfg.Tuning, res.peer, h.log.With("edgeId", id), sessionHooks{
-		open:   func(st *stream, hdr proxyproto.Header) { h.openStream(id, st, hdr) },
-		closed: func(st *stream) { h.emit(EventStreamClosed, StreamEvent{EdgeID: id, StreamID: st.id}) },
-	})
-	return c, nil
+	return &hubConn{edgeID: res.edgeID, secret: usedSecret, set: res.set}, res.peer, nil
 }
 
 // register adds c to its edge. A connection of the edge's current set joins
@@ -422,9 +443,9 @@ func (h *Hub) register(c *hubConn) (*hubEdge, bool) {
 		}
 		old := h.edges[c.edgeID]
 		if old == nil {
-			e := &hubEdge{id: c.edgeID, secret: c.secret, set: c.set.ID, conns: make([]*session, c.set.Size),
+			e := &hubEdge{id: c.edgeID, secret: c.secret, set: c.set.ID, conns: make([]tunnelConn, c.set.Size),
 				connectedAt: time.Now(), remote: c.remote, ended: make(chan struct{})}
-			e.conns[c.set.Index] = c.sess
+			e.conns[c.set.Index] = c.conn
 			h.edges[c.edgeID] = e
 			h.mu.Unlock()
 			return e, true
@@ -438,7 +459,7 @@ func (h *Hub) register(c *hubConn) (*hubEdge, bool) {
 				why = fmt.Sprintf("connection %d of the set is already connected", c.set.Index)
 			}
 			if why == "" {
-				old.conns[c.set.Index] = c.sess
+				old.conns[c.set.Index] = c.conn
 			}
 			h.mu.Unlock()
 			if why != "" {
@@ -447,10 +468,10 @@ func (h *Hub) register(c *hubConn) (*hubEdge, bool) {
 			}
 			return old, false
 		}
-		conns := old.sessionsLocked()
+		conns := old.connsLocked()
 		h.mu.Unlock()
 		for _, s := range conns {
-			s.close(&LocalCloseError{Reason: "replaced by a new tunnel from " + c.remote})
+			s.Close("replaced by a new tunnel from " + c.remote)
 		}
 		select {
 		case <-old.ended:
@@ -461,33 +482,28 @@ func (h *Hub) register(c *hubConn) (*hubEdge, bool) {
 	}
 }
 
-// openStream is called by the session reader for each OPEN.
-func (h *Hub) openStream(edgeID string, st *stream, hdr proxyproto.Header) {
-	h.emit(EventStreamOpened, StreamEvent{EdgeID: edgeID, StreamID: st.id})
-	st.sess.goSafe(func() { h.dialTarget(st, hdr) })
-}
-
-// dialTarget connects the stream to targetHost:<edge port>, writes the PROXY
-// header in one write before any client byte, then relays.
-func (h *Hub) dialTarget(st *stream, hdr proxyproto.Header) {
+// serveStream serves a stream the edge opened: it connects it to
+// targetHost:<edge port>, writes the PROXY header in one write before any
+// client byte, then relays until the stream ends. ctx ends with the tunnel.
+func (h *Hub) serveStream(ctx context.Context, edgeID string, st tunnelStream) {
+	h.emit(EventStreamOpened, StreamEvent{EdgeID: edgeID, StreamID: st.ID()})
+	defer h.emit(EventStreamClosed, StreamEvent{EdgeID: edgeID, StreamID: st.ID()})
+	hdr := st.Header()
 	addr := net.JoinHostPort(h.cfg.TargetHost, strconv.Itoa(int(hdr.Destination.Port())))
 	d := net.Dialer{Timeout: h.cfg.DialTimeout}
-	conn, err := d.DialContext(st.sess.ctx, "tcp", addr)
+	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		st.sess.log.Debug("target unreachable", "stream", st.id, "target", addr, "err", err)
-		st.abort("target unreachable: "+unwrapOpError(err).Error(), true)
+		h.log.Debug("target unreachable", "edgeId", edgeID, "stream", st.ID(), "target", addr, "err", err)
+		st.Reset("target unreachable: " + unwrapOpError(err).Error())
 		return
 	}
 	var buf [proxyproto.MaxV1Len]byte
 	if _, err := conn.Write(hdr.AppendV1(buf[:0])); err != nil {
 		_ = conn.Close()
-		st.abort("target closed before the PROXY header: "+unwrapOpError(err).Error(), true)
+		st.Reset("target closed before the PROXY header: " + unwrapOpError(err).Error())
 		return
 	}
-	if !st.attach(conn) {
-		return
-	}
-	st.upstream()
+	st.Attach(conn)
 }
 
 // tlsHandshakeError is a failed TLS handshake on the tunnel port.

@@ -45,12 +45,10 @@ type LocalCloseError struct{ Reason string }
 
 func (e *LocalCloseError) Error() string { return e.Reason }
 
-// sessionHooks lets the hub and the edge react to stream life.
+// sessionHooks lets the hub react to new streams (see Serve).
 type sessionHooks struct {
 	// open is called by the hub's reader for each valid OPEN; it must not block.
 	open func(st *stream, hdr proxyproto.Header)
-	// closed is called once per stream when it is gone.
-	closed func(st *stream)
 }
 
 // session is one authenticated tunnel: a reader goroutine that dispatches
@@ -344,6 +342,7 @@ func (s *session) handleOpen(h FrameHeader) error {
 	}
 	s.maxOpenID = h.StreamID
 	st := newStream(s, h.StreamID, nil)
+	st.hdr = hdr
 	s.streams[h.StreamID] = st
 	s.mu.Unlock()
 	s.hooks.open(st, hdr)

@@ -7,6 +7,8 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+
+	"github.com/serve-zone/remoteingress/tunnel/proxyproto"
 )
 
 // stream is one client connection carried over a session.
@@ -24,6 +26,7 @@ import (
 type stream struct {
 	id   uint32
 	sess *session
+	hdr  proxyproto.Header // what the OPEN carried (hub)
 	conn net.Conn
 	rd   *connReader
 	wr   *connWriter
@@ -532,9 +535,6 @@ func (st *stream) finish() {
 	st.sess.grown.Add(-int64(grown))
 	st.sess.removeStream(st)
 	st.sess.slots.release()
-	if st.sess.hooks.closed != nil {
-		st.sess.hooks.closed(st)
-	}
 }
 
 type closeWriter interface{ CloseWrite() error }

@@ -12,8 +12,8 @@ import (
 // new streams over, round-robin. They live and die together: when one ends,
 // the others are closed, and the edge reconnects with a new set.
 type tunnelSet struct {
-	sessions []*session
-	next     atomic.Uint32
+	conns []tunnelConn
+	next  atomic.Uint32
 }
 
 // newSetID returns a random set id.
@@ -24,44 +24,44 @@ func newSetID() uint64 {
 }
 
 // pick returns the connection for the next stream.
-func (t *tunnelSet) pick() *session {
-	if len(t.sessions) == 1 {
-		return t.sessions[0]
+func (t *tunnelSet) pick() tunnelConn {
+	if len(t.conns) == 1 {
+		return t.conns[0]
 	}
-	return t.sessions[int(t.next.Add(1)-1)%len(t.sessions)]
+	return t.conns[int(t.next.Add(1)-1)%len(t.conns)]
 }
 
 func (t *tunnelSet) activeStreams() int {
 	n := 0
-	for _, s := range t.sessions {
-		n += s.activeStreams()
+	for _, c := range t.conns {
+		n += c.ActiveStreams()
 	}
 	return n
 }
 
-func (t *tunnelSet) close(err error) {
-	for _, s := range t.sessions {
-		s.close(err)
+func (t *tunnelSet) close(reason string) {
+	for _, c := range t.conns {
+		c.Close(reason)
 	}
 }
 
 // run serves every connection until the first one ends, closes the others
 // and returns, once all have ended, why the first one ended.
 func (t *tunnelSet) run() error {
-	if len(t.sessions) == 1 {
-		return t.sessions[0].run()
+	if len(t.conns) == 1 {
+		return t.conns[0].Serve(nil)
 	}
-	reasons := make(chan error, len(t.sessions))
+	reasons := make(chan error, len(t.conns))
 	var wg sync.WaitGroup
-	for _, s := range t.sessions {
+	for _, c := range t.conns {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			reasons <- s.run()
+			reasons <- c.Serve(nil)
 		}()
 	}
 	first := <-reasons
-	t.close(&LocalCloseError{Reason: fmt.Sprintf("another connection of the tunnel ended: %v", first)})
+	t.close(fmt.Sprintf("another connection of the tunnel ended: %v", first))
 	wg.Wait()
 	return first
 }

@@ -1,0 +1,114 @@
+package tunnel
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+
+	"github.com/serve-zone/remoteingress/tunnel/proxyproto"
+)
+
+// The transport seam. Hub and edge logic (admission, authentication, the
+// allowed list, PROXY headers, dialing targets, listeners, events) runs
+// above two small interfaces: tunnelConn, one authenticated tunnel
+// connection, and tunnelStream, one stream of it that the peer opened. The
+// handshake itself runs before either exists, over a handshakeConn (auth.go)
+// of the transport. The frame mux over TLS (session, stream) is the first
+// implementation; a QUIC connection, whose streams are QUIC streams, is to
+// be the second, without a change above this line.
+//
+// Streams are handed their local socket rather than read and written like a
+// net.Conn: the TLS mux reads a client's socket straight into the frame it
+// writes and writes DATA payloads straight to the target's socket, with no
+// goroutine pair and no copy in between (writer.go, stream.go). A transport
+// whose streams are net.Conn-like (QUIC) meets the seam with a copy loop in
+// each direction, which is what it would run anyway.
+
+// tunnelConn is one authenticated tunnel connection between an edge and a hub.
+type tunnelConn interface {
+	// OpenStream carries local, a client connection accepted by the edge, as
+	// a new stream whose OPEN holds hdr. It relays both ways in the
+	// background until both directions have ended (half-closes and resets
+	// pass through), then closes local. On error local was not taken.
+	OpenStream(hdr proxyproto.Header, local net.Conn) error
+	// Serve runs the connection until it ends and returns why. For each
+	// stream the peer opens it calls accept on a goroutine of its own, with a
+	// context that ends with the connection; accept may be nil where the
+	// peer opens none (the edge).
+	Serve(accept func(ctx context.Context, st tunnelStream)) error
+	// Close ends the connection and its streams, telling the peer reason.
+	Close(reason string)
+	// ActiveStreams counts the streams open now.
+	ActiveStreams() int
+	// ConnectionState is the TLS state the connection runs on.
+	ConnectionState() tls.ConnectionState
+}
+
+// tunnelStream is a stream the peer opened, waiting for its local end.
+type tunnelStream interface {
+	// ID is the stream's id on the wire.
+	ID() uint32
+	// Header is the PROXY header the stream was opened with.
+	Header() proxyproto.Header
+	// Attach hands the stream its local connection (the target, the PROXY
+	// header already written) and relays until the stream has ended both
+	// ways; local is closed then. A stream reset meanwhile closes local at
+	// once.
+	Attach(local net.Conn)
+	// Reset refuses or aborts the stream: the peer's side is reset, with reason.
+	Reset(reason string)
+}
+
+var (
+	_ tunnelConn   = (*session)(nil)
+	_ tunnelStream = (*stream)(nil)
+)
+
+// OpenStream implements tunnelConn.
+func (s *session) OpenStream(hdr proxyproto.Header, local net.Conn) error {
+	return s.startStream(local, hdr.AppendV1(make([]byte, 0, proxyproto.MaxV1Len)))
+}
+
+// Serve implements tunnelConn.
+func (s *session) Serve(accept func(ctx context.Context, st tunnelStream)) error {
+	s.hooks.open = func(st *stream, _ proxyproto.Header) { st.abort("this side accepts no streams", true) }
+	if accept != nil {
+		s.hooks.open = func(st *stream, _ proxyproto.Header) {
+			s.goSafe(func() { accept(s.ctx, st) })
+		}
+	}
+	return s.run()
+}
+
+// Close implements tunnelConn.
+func (s *session) Close(reason string) { s.close(&LocalCloseError{Reason: reason}) }
+
+// ActiveStreams implements tunnelConn.
+func (s *session) ActiveStreams() int { return s.activeStreams() }
+
+// ConnectionState implements tunnelConn; a session over a plain
+// connection (tests) has the zero state.
+func (s *session) ConnectionState() tls.ConnectionState {
+	if tc, ok := s.conn.(*tls.Conn); ok {
+		return tc.ConnectionState()
+	}
+	return tls.ConnectionState{}
+}
+
+// ID implements tunnelStream.
+func (st *stream) ID() uint32 { return st.id }
+
+// Header implements tunnelStream.
+func (st *stream) Header() proxyproto.Header { return st.hdr }
+
+// Attach implements tunnelStream.
+func (st *stream) Attach(local net.Conn) {
+	if !st.attach(local) {
+		return
+	}
+	st.upstream()
+	<-st.doneCh
+}
+
+// Reset implements tunnelStream.
+func (st *stream) Reset(reason string) { st.abort(reason, true) }
