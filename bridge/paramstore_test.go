@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/sourcegraph/jsonrpc2"
+
+	"github.com/serve-zone/remoteingress/internal/testutil"
 )
 
 func TestParamsTravelBesideTheConn(t *testing.T) {
@@ -48,7 +50,7 @@ func TestParamsTravelBesideTheConn(t *testing.T) {
 func TestEveryRequestLeavesTheStoreEmpty(t *testing.T) {
 	store := &paramStore{}
 	srv := newServer((&fakeEngine{}).engine(), newEventQueue(1, discardLogger()), store, discardLogger())
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	in := strings.NewReader(strings.Join([]string{
 		`{"id":"1","method":"ping","params":{}}`,
 		`{"id":"2","method":"nope","params":{"a":1}}`,

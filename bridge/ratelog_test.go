@@ -5,11 +5,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/serve-zone/remoteingress/internal/testutil"
 )
 
 // testLimiter is a logLimiter on a fake clock, logging to logs; its summary
 // timer is real but long.
-func testLimiter(logs *syncBuffer, now *time.Time) *logLimiter {
+func testLimiter(logs *testutil.SyncBuffer, now *time.Time) *logLimiter {
 	l := newLogLimiter(slog.New(slog.NewTextHandler(logs, nil)), "%d more lines rejected")
 	l.interval = time.Hour
 	l.now = func() time.Time { return *now }
@@ -17,7 +19,7 @@ func testLimiter(logs *syncBuffer, now *time.Time) *logLimiter {
 }
 
 func TestLogLimiterLogsABurstThenCounts(t *testing.T) {
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	now := time.Unix(1000, 0)
 	l := testLimiter(&logs, &now)
 	for range 25 {
@@ -53,17 +55,13 @@ func TestLogLimiterLogsABurstThenCounts(t *testing.T) {
 }
 
 func TestLogLimiterSummaryComesWithoutFurtherLines(t *testing.T) {
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	l := newLogLimiter(slog.New(slog.NewTextHandler(&logs, nil)), "%d more lines rejected")
 	l.interval = 50 * time.Millisecond
 	for range logBurst + 3 {
 		l.warn("rejected input line")
 	}
-	deadline := time.Now().Add(waitLimit)
-	for !strings.Contains(logs.String(), `msg="3 more lines rejected"`) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no summary at the end of the window:\n%s", logs.String())
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !testutil.Poll(waitLimit, func() bool { return strings.Contains(logs.String(), `msg="3 more lines rejected"`) }) {
+		t.Fatalf("no summary at the end of the window:\n%s", logs.String())
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/serve-zone/remoteingress/internal/testutil"
 )
 
 // outcome says how reading r from c ended: a reset or a clean EOF. A
@@ -49,14 +51,14 @@ func TestClientResetArrivesAsReset(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		c := r.dial(t)
 		c.Write([]byte("upload that will be cut off"))
-		waitFor(t, 5*time.Second, "bytes stuck toward the client", func() bool { return hubStreams(r.hub) == 1 })
+		testutil.Eventually(t, 5*time.Second, "bytes stuck toward the client", func() bool { return hubStreams(r.hub) == 1 })
 		time.Sleep(20 * time.Millisecond) // let the target fill the path to the client
 		c.SetLinger(0)
 		c.Close()
 		if got := <-ended; got != "reset" {
 			t.Fatalf("round %d: the target saw %q, want a reset", i, got)
 		}
-		waitFor(t, 5*time.Second, "the stream to end", func() bool { return hubStreams(r.hub) == 0 })
+		testutil.Eventually(t, 5*time.Second, "the stream to end", func() bool { return hubStreams(r.hub) == 0 })
 	}
 }
 
@@ -79,13 +81,13 @@ func TestTargetResetArrivesAsReset(t *testing.T) {
 				}
 			}
 		}()
-		waitFor(t, 5*time.Second, "the stream to open", func() bool { return hubStreams(r.hub) == 1 })
+		testutil.Eventually(t, 5*time.Second, "the stream to open", func() bool { return hubStreams(r.hub) == 1 })
 		time.Sleep(20 * time.Millisecond)
 		reset <- struct{}{}
 		if got := outcome(c, c); got != "reset" {
 			t.Fatalf("round %d: the client saw %q, want a reset", i, got)
 		}
-		waitFor(t, 5*time.Second, "the stream to end", func() bool { return hubStreams(r.hub) == 0 })
+		testutil.Eventually(t, 5*time.Second, "the stream to end", func() bool { return hubStreams(r.hub) == 0 })
 	}
 }
 
@@ -137,6 +139,6 @@ func TestSimultaneousHalfClosesAreNotResets(t *testing.T) {
 		if o := <-ended; o != "eof" {
 			t.Fatalf("round %d: the target saw %q, want a clean EOF", i, o)
 		}
-		waitFor(t, 5*time.Second, "the stream to end", func() bool { return hubStreams(r.hub) == 0 })
+		testutil.Eventually(t, 5*time.Second, "the stream to end", func() bool { return hubStreams(r.hub) == 0 })
 	}
 }

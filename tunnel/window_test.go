@@ -7,6 +7,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/serve-zone/remoteingress/internal/testutil"
 )
 
 // onlyStream returns the single stream of sess.
@@ -90,8 +92,8 @@ func TestWindowGrowsWhileTheReaderKeepsUp(t *testing.T) {
 		t.Errorf("hub session growth %d, want %d", g, grown)
 	}
 	c.Close()
-	waitFor(t, 5*time.Second, "the stream to end", func() bool { return r.edge.Status().ActiveStreams == 0 })
-	waitFor(t, 5*time.Second, "the growth to be returned", func() bool { return hs.grown.Load() == 0 && es.grown.Load() == 0 })
+	testutil.Eventually(t, 5*time.Second, "the stream to end", func() bool { return r.edge.Status().ActiveStreams == 0 })
+	testutil.Eventually(t, 5*time.Second, "the growth to be returned", func() bool { return hs.grown.Load() == 0 && es.grown.Load() == 0 })
 }
 
 // The windows of one tunnel grow by at most WindowBudget together.

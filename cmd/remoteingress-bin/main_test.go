@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/serve-zone/remoteingress/internal/testutil"
 )
 
 // testVersion is stamped into the binary under test.
@@ -63,24 +64,6 @@ func goTool() string {
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
-
-// lockedBuffer is a bytes.Buffer safe for concurrent use.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // lineLog collects the complete lines written to it.
 type lineLog struct {
@@ -143,7 +126,7 @@ type proc struct {
 	cmd     *exec.Cmd
 	stdin   io.WriteCloser
 	stdout  *lineLog
-	stderr  *lockedBuffer
+	stderr  *testutil.SyncBuffer
 	started time.Time
 	exited  chan struct{}
 	err     error // of Wait, once exited is closed
@@ -154,7 +137,7 @@ type proc struct {
 // startProc starts the binary with args; it is killed at the end of the test if still running.
 func startProc(t *testing.T, args ...string) *proc {
 	t.Helper()
-	p := &proc{t: t, cmd: exec.Command(binary, args...), stdout: newLineLog(), stderr: &lockedBuffer{}, exited: make(chan struct{})}
+	p := &proc{t: t, cmd: exec.Command(binary, args...), stdout: newLineLog(), stderr: &testutil.SyncBuffer{}, exited: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	stdin, err := p.cmd.StdinPipe()
 	if err != nil {
@@ -471,19 +454,8 @@ func startHubAndEdge(t *testing.T, p *proc, secret string) {
 	}
 	port := expectOK(t, m)["tunnelPort"]
 	p.send(fmt.Sprintf(`{"id":"e","method":"startEdge","params":{"hubHost":"127.0.0.1","hubPort":%v,"edgeId":"edge-1","secret":%q,"listenPorts":[%d],"listenHost":"127.0.0.1","stunIntervalSecs":0}}`,
-		port, secret, freePort(t)))
+		port, secret, testutil.FreePort(t)))
 	expectOK(t, p.answer("e"))
-}
-
-// freePort returns a TCP port that was just free on 127.0.0.1.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 func TestStdinClosedStopsEverything(t *testing.T) {
@@ -584,9 +556,9 @@ func TestSecretNeverWritten(t *testing.T) {
 	expectFailure(t, p.answer("broken"))
 
 	// A real edge against a closed port keeps failing to connect.
-	hub := freePort(t) // closed again: nothing listens there
+	hub := testutil.FreePort(t) // closed again: nothing listens there
 	p.send(fmt.Sprintf(`{"id":"e","method":"startEdge","params":{"hubHost":"127.0.0.1","hubPort":%d,"edgeId":"edge-1","secret":%q,"listenPorts":[%d],"listenHost":"127.0.0.1","stunIntervalSecs":0}}`,
-		hub, secret, freePort(t)))
+		hub, secret, testutil.FreePort(t)))
 	m := p.answer("e")
 	if m["error"] == "not implemented yet" {
 		t.Skip("the engine is not implemented yet")
