@@ -67,3 +67,10 @@ func TestEveryRequestLeavesTheStoreEmpty(t *testing.T) {
 		t.Fatalf("%d params left in the store", store.size())
 	}
 }
+
+// size is the number of params not yet taken (for tests only).
+func (p *paramStore) size() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.m)
+}

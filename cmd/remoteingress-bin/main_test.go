@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -43,7 +42,7 @@ func TestMain(m *testing.M) {
 		// The race runtime sleeps 1 s at exit by default; keep exits fast.
 		os.Setenv("GORACE", "atexit_sleep_ms=50")
 	}
-	build := exec.Command(goTool(), append(args, ".")...)
+	build := exec.Command(goTool, append(args, ".")...)
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building the binary:", err)
@@ -55,15 +54,9 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// goTool is the go command that runs the tests.
-func goTool() string {
-	if p := filepath.Join(runtime.GOROOT(), "bin", "go"); fileExists(p) {
-		return p
-	}
-	return "go"
-}
-
-func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+// goTool is the go command that runs the tests: go test puts the bin
+// directory of its own GOROOT first on the test binary's PATH.
+const goTool = "go"
 
 // lineLog collects the complete lines written to it.
 type lineLog struct {
