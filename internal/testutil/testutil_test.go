@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"strconv"
 	"sync"
@@ -103,5 +104,28 @@ func TestPoll(t *testing.T) {
 	}
 	if checks < 2 {
 		t.Fatalf("%d checks in 30 ms", checks)
+	}
+}
+
+// fatalRecorder records Fatalf instead of ending the test.
+type fatalRecorder struct {
+	testing.TB
+	msg string
+}
+
+func (f *fatalRecorder) Helper() {}
+
+func (f *fatalRecorder) Fatalf(format string, args ...any) { f.msg = fmt.Sprintf(format, args...) }
+
+func TestEventuallyNamesWhatItWaitedFor(t *testing.T) {
+	f := &fatalRecorder{TB: t}
+	Eventually(f, 10*time.Millisecond, "the impossible", func() bool { return false })
+	if want := "timed out after 10ms waiting for the impossible"; f.msg != want {
+		t.Fatalf("failure %q, want %q", f.msg, want)
+	}
+	f.msg = ""
+	Eventually(f, time.Second, "the obvious", func() bool { return true })
+	if f.msg != "" {
+		t.Fatalf("failed on a condition that holds: %q", f.msg)
 	}
 }
