@@ -71,6 +71,12 @@ func TestTunnelSetSpreadsStreams(t *testing.T) {
 // traffic flows again over a full set.
 func TestTunnelSetReconnectsAsAWhole(t *testing.T) {
 	r := startRig(t, rigOptions{connections: 2})
+	// The rig is up when the edge has its set; the hub may register the
+	// second member a moment later.
+	testutil.Eventually(t, 5*time.Second, "the set on the hub", func() bool {
+		e := r.hub.Status().ConnectedEdges
+		return len(e) == 1 && e[0].Connections == 2
+	})
 	hubFrom, edgeFrom := len(r.hubEvents.snapshot()), len(r.edgeEvts.snapshot())
 	r.hub.mu.Lock()
 	victim := r.hub.edges["edge-1"].conns[1]
