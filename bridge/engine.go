@@ -18,9 +18,8 @@ type edgeEngine interface {
 
 // engine starts hubs and edges; tests replace it.
 type engine struct {
-	startHub      func(tunnel.HubConfig, []tunnel.EdgeCredential) (hubEngine, error)
-	startEdge     func(tunnel.EdgeConfig) (edgeEngine, error)
-	validateEdges func([]tunnel.EdgeCredential) error
+	startHub  func(tunnel.HubConfig, []tunnel.EdgeCredential) (hubEngine, error)
+	startEdge func(tunnel.EdgeConfig) (edgeEngine, error)
 }
 
 // tunnelEngine is the real engine of package tunnel.
@@ -40,6 +39,5 @@ func tunnelEngine() engine {
 			}
 			return e, nil
 		},
-		validateEdges: tunnel.ValidateEdgeList,
 	}
 }

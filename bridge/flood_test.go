@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/serve-zone/remoteingress/internal/ratelog"
 	"github.com/serve-zone/remoteingress/internal/testutil"
 )
 
@@ -183,7 +184,7 @@ func TestPipelinedFloodIsAnsweredOnceInBoundedMemory(t *testing.T) {
 // requests kept to their rate over a run that took d.
 func checkLogRate(t *testing.T, logs string, d time.Duration) {
 	t.Helper()
-	limit := logBurst * (int(d/logInterval) + 2)
+	limit := ratelog.DefaultBurst * (int(d/ratelog.DefaultInterval) + 2)
 	for _, msg := range []string{`msg="rejected input line"`, `msg="request failed"`} {
 		if n := strings.Count(logs, msg); n > limit {
 			t.Errorf("%d lines %s in %s, want at most %d", n, msg, d, limit)

@@ -117,8 +117,6 @@ type fakeEngine struct {
 	// edgeEntered receives when startEdge is entered; edgeGate holds it there.
 	edgeEntered chan struct{}
 	edgeGate    chan struct{}
-	// validateErr is returned by validateEdges.
-	validateErr error
 	// panicOnEdge makes startEdge panic.
 	panicOnEdge bool
 }
@@ -162,11 +160,6 @@ func (f *fakeEngine) engine() engine {
 			}
 			f.edges = append(f.edges, e)
 			return e, nil
-		},
-		validateEdges: func([]tunnel.EdgeCredential) error {
-			f.mu.Lock()
-			defer f.mu.Unlock()
-			return f.validateErr
 		},
 	}
 }

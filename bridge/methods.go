@@ -2,19 +2,9 @@ package bridge
 
 import (
 	"encoding/json"
-	"math"
 	"runtime"
-	"time"
 
 	"github.com/serve-zone/remoteingress/tunnel"
-)
-
-// Defaults of the method params (CONTRACT section 3).
-const (
-	defaultTunnelPort   = 8443
-	defaultTargetHost   = "127.0.0.1"
-	defaultStunInterval = 300
-	defaultStunServer   = "stun.cloudflare.com:3478"
 )
 
 // pingResult is the result of ping.
@@ -66,25 +56,25 @@ func (s *server) ping(*json.RawMessage) (any, error) {
 }
 
 // startHub starts the hub: tunnelPort? (8443, 0 = any), targetHost?,
-// listenHost?, tlsCertPem? with tlsKeyPem?.
+// listenHost?, tlsCertPem? with tlsKeyPem?. Absent params take the engine's
+// defaults (tunnel.DefaultHubConfig).
 func (s *server) startHub(raw *json.RawMessage) (any, error) {
 	p := readParams("startHub", raw)
-	cfg := tunnel.HubConfig{
-		TunnelPort: p.integer("tunnelPort", 0, 65535, false, defaultTunnelPort),
-		TargetHost: p.str("targetHost", false, defaultTargetHost),
-		ListenHost: p.str("listenHost", false, ""),
-		TLSCertPEM: p.str("tlsCertPem", false, ""),
-		TLSKeyPEM:  p.str("tlsKeyPem", false, ""),
-	}
-	if (cfg.TLSCertPEM == "") != (cfg.TLSKeyPEM == "") {
-		p.fail("tlsCertPem and tlsKeyPem must be given together")
-	}
+	cfg := tunnel.DefaultHubConfig()
+	p.integer("tunnelPort", &cfg.TunnelPort)
+	p.str("targetHost", false, &cfg.TargetHost)
+	p.str("listenHost", false, &cfg.ListenHost)
+	p.str("tlsCertPem", false, &cfg.TLSCertPEM)
+	p.str("tlsKeyPem", false, &cfg.TLSKeyPEM)
 	if err := p.done(); err != nil {
+		return nil, err
+	}
+	if err := checkConfig("startHub", cfg.Validate()); err != nil {
 		return nil, err
 	}
 	port, err := s.hub.start(cfg)
 	if err != nil {
-		return nil, err
+		return nil, checkConfig("startHub", err)
 	}
 	return startHubResult{Started: true, TunnelPort: port}, nil
 }
@@ -104,8 +94,11 @@ func (s *server) updateAllowedEdges(raw *json.RawMessage) (any, error) {
 	if err := p.done(); err != nil {
 		return nil, err
 	}
-	if err := s.hub.setAllowed(edges); err != nil {
+	if err := checkConfig("updateAllowedEdges", tunnel.ValidateEdgeList(edges)); err != nil {
 		return nil, err
+	}
+	if err := s.hub.setAllowed(edges); err != nil {
+		return nil, checkConfig("updateAllowedEdges", err)
 	}
 	return updatedResult{Updated: true, Count: len(edges)}, nil
 }
@@ -118,40 +111,33 @@ func (s *server) getHubStatus(*json.RawMessage) (any, error) {
 // startEdge starts the edge: hubHost, hubPort? (8443), edgeId, secret,
 // listenPorts, listenHost?, stunIntervalSecs? (300; 0 disables STUN), stunServer?,
 // optional hub verification: hubCertSha256?, hubCa?, hubServerName?, and
-// tunnelConnections? (default 1).
+// tunnelConnections? (default 1). Absent params take the engine's defaults
+// (tunnel.DefaultEdgeConfig).
 func (s *server) startEdge(raw *json.RawMessage) (any, error) {
 	p := readParams("startEdge", raw)
-	cfg := tunnel.EdgeConfig{
-		HubHost:      p.str("hubHost", true, ""),
-		HubPort:      p.integer("hubPort", 1, 65535, false, defaultTunnelPort),
-		EdgeID:       p.str("edgeId", true, ""),
-		Secret:       p.str("secret", true, ""),
-		ListenPorts:  p.ports("listenPorts"),
-		ListenHost:   p.str("listenHost", false, ""),
-		StunInterval: stunInterval(p.integer("stunIntervalSecs", 0, math.MaxInt32, false, defaultStunInterval)),
-		StunServer:   p.str("stunServer", false, defaultStunServer),
-
-		HubCertSHA256: p.str("hubCertSha256", false, ""),
-		HubCAPEM:      p.str("hubCa", false, ""),
-		HubServerName: p.str("hubServerName", false, ""),
-		Connections:   p.integer("tunnelConnections", 1, tunnel.MaxTunnelConnections, false, 0),
-	}
+	cfg := tunnel.DefaultEdgeConfig()
+	p.str("hubHost", true, &cfg.HubHost)
+	p.integer("hubPort", &cfg.HubPort)
+	p.str("edgeId", true, &cfg.EdgeID)
+	p.str("secret", true, &cfg.Secret)
+	p.ints("listenPorts", &cfg.ListenPorts)
+	p.str("listenHost", false, &cfg.ListenHost)
+	p.seconds("stunIntervalSecs", &cfg.StunInterval)
+	p.str("stunServer", false, &cfg.StunServer)
+	p.str("hubCertSha256", false, &cfg.HubCertSHA256)
+	p.str("hubCa", false, &cfg.HubCAPEM)
+	p.str("hubServerName", false, &cfg.HubServerName)
+	p.integer("tunnelConnections", &cfg.Connections)
 	if err := p.done(); err != nil {
 		return nil, err
 	}
-	if err := s.edge.start(cfg); err != nil {
+	if err := checkConfig("startEdge", cfg.Validate()); err != nil {
 		return nil, err
 	}
-	return startedResult{Started: true}, nil
-}
-
-// stunInterval converts stunIntervalSecs; 0 disables STUN (a negative
-// interval for the engine).
-func stunInterval(secs int) time.Duration {
-	if secs == 0 {
-		return -1
+	if err := s.edge.start(cfg); err != nil {
+		return nil, checkConfig("startEdge", err)
 	}
-	return time.Duration(secs) * time.Second
+	return startedResult{Started: true}, nil
 }
 
 // stopEdge stops the edge; it succeeds when none runs.

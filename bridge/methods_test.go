@@ -125,21 +125,28 @@ func TestInvalidParams(t *testing.T) {
 		{"startEdge", with(valid, "secret", nil), "startEdge: secret is required"},
 		{"startEdge", with(valid, "secret", true), "startEdge: secret must be a string"},
 		{"startEdge", with(valid, "listenPorts", nil), "startEdge: listenPorts is required"},
-		{"startEdge", with(valid, "listenPorts", []any{80.5}), "startEdge: listenPorts must be an array of integers 1-65535"},
-		{"startEdge", with(valid, "listenPorts", []any{0}), "startEdge: listenPorts must be an array of integers 1-65535"},
-		{"startEdge", with(valid, "listenPorts", []any{65536}), "startEdge: listenPorts must be an array of integers 1-65535"},
-		{"startEdge", with(valid, "listenPorts", []any{"80"}), "startEdge: listenPorts must be an array of integers 1-65535"},
-		{"startEdge", with(valid, "listenPorts", 80), "startEdge: listenPorts must be an array of integers 1-65535"},
+		{"startEdge", with(valid, "listenPorts", []any{80.5}), "startEdge: listenPorts[0] must be an integer"},
+		{"startEdge", with(valid, "listenPorts", []any{0}), "startEdge: listenPorts[0] must be an integer 1-65535"},
+		{"startEdge", with(valid, "listenPorts", []any{80, 443, 65536}), "startEdge: listenPorts[2] must be an integer 1-65535"},
+		{"startEdge", with(valid, "listenPorts", []any{80, 1e100}), "startEdge: listenPorts[1] must be an integer 1-65535"},
+		{"startEdge", with(valid, "listenPorts", []any{80, "443"}), "startEdge: listenPorts[1] must be an integer"},
+		{"startEdge", with(valid, "listenPorts", 80), "startEdge: listenPorts must be an array of integers"},
 		{"startEdge", with(valid, "listenPorts", []any{}), "startEdge: listenPorts must not be empty"},
 		{"startEdge", with(valid, "listenPorts", []any{80, 80}), "startEdge: listenPorts lists port 80 twice"},
 		{"startEdge", with(valid, "hubPort", 0), "startEdge: hubPort must be an integer 1-65535"},
-		{"startEdge", with(valid, "hubPort", 8443.5), "startEdge: hubPort must be an integer 1-65535"},
-		{"startEdge", with(valid, "hubPort", "8443"), "startEdge: hubPort must be an integer 1-65535"},
+		{"startEdge", with(valid, "hubPort", 65536), "startEdge: hubPort must be an integer 1-65535"},
+		{"startEdge", with(valid, "hubPort", 8443.5), "startEdge: hubPort must be an integer"},
+		{"startEdge", with(valid, "hubPort", "8443"), "startEdge: hubPort must be an integer"},
+		{"startEdge", with(valid, "edgeId", ""), "startEdge: edgeId must not be empty"},
+		{"startEdge", with(valid, "edgeId", strings.Repeat("e", 256)), "startEdge: edgeId must be at most 255 bytes"},
+		{"startEdge", with(valid, "secret", ""), "startEdge: secret must not be empty"},
+		{"startEdge", with(valid, "hubCertSha256", "abc"), "startEdge: hubCertSha256 must be 64 hex digits (a SHA-256)"},
+		{"startEdge", with(valid, "hubCa", "not PEM"), "startEdge: hubCa holds no PEM certificate"},
 		{"startEdge", with(valid, "stunIntervalSecs", -1), "startEdge: stunIntervalSecs must be an integer 0-2147483647"},
 		{"startEdge", with(valid, "stunIntervalSecs", 1.5), "startEdge: stunIntervalSecs must be an integer 0-2147483647"},
 		{"startEdge", with(valid, "tunnelConnections", 0), "startEdge: tunnelConnections must be an integer 1-16"},
 		{"startEdge", with(valid, "tunnelConnections", 17), "startEdge: tunnelConnections must be an integer 1-16"},
-		{"startEdge", with(valid, "tunnelConnections", "2"), "startEdge: tunnelConnections must be an integer 1-16"},
+		{"startEdge", with(valid, "tunnelConnections", "2"), "startEdge: tunnelConnections must be an integer"},
 		{"startEdge", with(valid, "stunServer", 1), "startEdge: stunServer must be a string"},
 		{"startEdge", with(valid, "listenHost", []any{}), "startEdge: listenHost must be a string"},
 		{"startEdge", []any{1, 2}, "startEdge: params must be a JSON object"},
@@ -148,14 +155,16 @@ func TestInvalidParams(t *testing.T) {
 		{"startHub", map[string]any{"tunnelPort": 65536}, "startHub: tunnelPort must be an integer 0-65535"},
 		{"startHub", map[string]any{"tunnelPort": 1e100}, "startHub: tunnelPort must be an integer 0-65535"},
 		{"startHub", map[string]any{"targetHost": false}, "startHub: targetHost must be a string"},
-		{"startHub", map[string]any{"tlsCertPem": "-----BEGIN CERTIFICATE-----"}, "startHub: tlsCertPem and tlsKeyPem must be given together"},
-		{"startHub", map[string]any{"tlsKeyPem": "-----BEGIN PRIVATE KEY-----"}, "startHub: tlsCertPem and tlsKeyPem must be given together"},
+		{"startHub", map[string]any{"tunnelPort": 8443.5}, "startHub: tunnelPort must be an integer"},
+		{"startHub", map[string]any{"tlsCertPem": "-----BEGIN CERTIFICATE-----"}, "startHub: tlsKeyPem must be given together with tlsCertPem"},
+		{"startHub", map[string]any{"tlsKeyPem": "-----BEGIN PRIVATE KEY-----"}, "startHub: tlsCertPem must be given together with tlsKeyPem"},
 		{"updateAllowedEdges", nil, "updateAllowedEdges: edges is required"},
 		{"updateAllowedEdges", map[string]any{"edges": "x"}, "updateAllowedEdges: edges must be an array of {id, secret} objects"},
 		{"updateAllowedEdges", map[string]any{"edges": []any{"x"}}, "updateAllowedEdges: edges[0] must be an object {id, secret}"},
 		{"updateAllowedEdges", map[string]any{"edges": []any{map[string]any{"id": 1, "secret": "s"}}}, "updateAllowedEdges: edges[0].id must be a string"},
 		{"updateAllowedEdges", map[string]any{"edges": []any{map[string]any{"id": "a"}}}, `updateAllowedEdges: edges[0].secret is required (edge "a")`},
 		{"updateAllowedEdges", map[string]any{"edges": []any{map[string]any{"id": "a", "secret": 7}}}, `updateAllowedEdges: edges[0].secret must be a string (edge "a")`},
+		{"updateAllowedEdges", edgesParam("a", "1", strings.Repeat("i", 256), "2"), "updateAllowedEdges: edges[1].id must be at most 255 bytes"},
 	}
 	dialects(t, func(t *testing.T, d Dialect) {
 		eng := &fakeEngine{}
@@ -204,9 +213,12 @@ func TestStartHubParams(t *testing.T) {
 		"tlsCertPem": "CERT", "tlsKeyPem": "KEY",
 	})
 	calls := eng.hubStartCalls()
-	want := []tunnel.HubConfig{
-		{TunnelPort: 8443, TargetHost: "127.0.0.1"},
-		{TunnelPort: 0, TargetHost: "127.0.0.2", ListenHost: "127.0.0.1", TLSCertPEM: "CERT", TLSKeyPEM: "KEY"},
+	// Absent params take the engine's defaults.
+	custom := tunnel.DefaultHubConfig()
+	custom.TunnelPort, custom.TargetHost, custom.ListenHost, custom.TLSCertPEM, custom.TLSKeyPEM = 0, "127.0.0.2", "127.0.0.1", "CERT", "KEY"
+	want := []tunnel.HubConfig{tunnel.DefaultHubConfig(), custom}
+	if d := want[0]; d.TunnelPort != 8443 || d.TargetHost != "127.0.0.1" {
+		t.Fatalf("the engine's hub defaults are not the documented ones: %+v", d)
 	}
 	var got []tunnel.HubConfig
 	for _, c := range calls {
@@ -244,13 +256,23 @@ func TestStartEdgeParams(t *testing.T) {
 		"listenPorts": []any{8080.0}, "listenHost": "127.0.0.1", "stunIntervalSecs": 5, "stunServer": "127.0.0.1:3478",
 		"tunnelConnections": 3,
 	})
+	// Absent params take the engine's defaults, which are the documented ones.
+	edge := func(f func(c *tunnel.EdgeConfig)) tunnel.EdgeConfig {
+		c := tunnel.DefaultEdgeConfig()
+		if c.HubPort != 8443 || c.StunServer != "stun.cloudflare.com:3478" || c.StunInterval != 300*time.Second || c.Connections != 1 {
+			t.Fatalf("the engine's edge defaults are not the documented ones: %+v", c)
+		}
+		c.HubHost, c.EdgeID, c.Secret = "127.0.0.1", "edge-1", "s3cr3t-edge"
+		f(&c)
+		return c
+	}
 	want := []tunnel.EdgeConfig{
-		{HubHost: "127.0.0.1", HubPort: 8443, EdgeID: "edge-1", Secret: "s3cr3t-edge", ListenPorts: []int{80, 443},
-			StunServer: "stun.cloudflare.com:3478", StunInterval: 300 * time.Second},
-		{HubHost: "127.0.0.1", HubPort: 8443, EdgeID: "edge-1", Secret: "s3cr3t-edge", ListenPorts: []int{80},
-			StunServer: "stun.cloudflare.com:3478", StunInterval: -1},
-		{HubHost: "hub.example", HubPort: 9000, EdgeID: "e2", Secret: "x", ListenPorts: []int{8080}, ListenHost: "127.0.0.1",
-			StunServer: "127.0.0.1:3478", StunInterval: 5 * time.Second, Connections: 3},
+		edge(func(c *tunnel.EdgeConfig) { c.ListenPorts = []int{80, 443} }),
+		edge(func(c *tunnel.EdgeConfig) { c.ListenPorts, c.StunInterval = []int{80}, -1 }),
+		edge(func(c *tunnel.EdgeConfig) {
+			c.HubHost, c.HubPort, c.EdgeID, c.Secret, c.ListenPorts, c.ListenHost = "hub.example", 9000, "e2", "x", []int{8080}, "127.0.0.1"
+			c.StunServer, c.StunInterval, c.Connections = "127.0.0.1:3478", 5*time.Second, 3
+		}),
 	}
 	if diff := cmp.Diff(want, eng.edgeStartCalls(), ignoreFuncs...); diff != "" {
 		t.Errorf("edge configs (-want +got):\n%s", diff)
@@ -356,16 +378,6 @@ func TestUpdateAllowedEdges(t *testing.T) {
 				t.Errorf("%v: code %d", b.params, r.code)
 			}
 		}
-		// The engine's own validation is applied too, and also keeps the old list.
-		eng.mu.Lock()
-		eng.validateErr = errors.New("edge id too long")
-		eng.mu.Unlock()
-		if r := s.call("updateAllowedEdges", edgesParam("zzz", "s")); r.ok || r.message != "updateAllowedEdges: edge id too long" {
-			t.Errorf("engine validation: %+v", r)
-		}
-		eng.mu.Lock()
-		eng.validateErr = nil
-		eng.mu.Unlock()
 
 		s.mustCall("startHub", nil)
 		if diff := cmp.Diff(creds("edge-a", "sa", "edge-b", "sb"), eng.hubStartCalls()[0].allowed); diff != "" {

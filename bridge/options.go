@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/serve-zone/remoteingress/internal/ratelog"
 )
 
 // Dialect selects the wire format spoken on the input and output streams.
@@ -104,7 +106,7 @@ func (o Options) withDefaults() (Options, error) {
 		o.maxLineBytes = MaxLineBytes
 	}
 	if o.logBurst <= 0 {
-		o.logBurst = logBurst
+		o.logBurst = ratelog.DefaultBurst
 	}
 	return o, nil
 }

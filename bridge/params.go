@@ -2,15 +2,21 @@ package bridge
 
 import (
 	"encoding/json"
+	"errors"
 	"math"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/serve-zone/remoteingress/tunnel"
 )
 
-// paramReader decodes a method's params strictly: each accessor checks one
-// field, and the first problem is kept as a -32602 error naming the field.
-// Unknown fields are ignored; absent and null fields take their default.
+// paramReader decodes a method's params: each accessor checks the JSON type
+// of one field and stores it in the engine's config, and the first problem
+// is kept as a -32602 error naming the field. What a value may be (ports
+// 1-65535, non-empty ids, unique edges...) is the engine's to say: see
+// checkConfig. Unknown fields are ignored; absent and null fields leave the
+// engine's default in place.
 type paramReader struct {
 	method string
 	fields map[string]json.RawMessage
@@ -53,94 +59,97 @@ func (p *paramReader) required(name string) {
 	p.fail("%s is required", name)
 }
 
-// str reads a string field; an absent or empty optional field gives def.
-func (p *paramReader) str(name string, required bool, def string) string {
-	s, problem := stringField(p.fields, name, required, def)
-	if problem != "" {
+// str reads a string field into dst. An empty optional string leaves dst
+// alone, like an absent one; an empty required string is stored, for the
+// engine to refuse.
+func (p *paramReader) str(name string, required bool, dst *string) {
+	s, problem := stringField(p.fields, name, required)
+	switch {
+	case problem != "":
 		p.fail("%s", problem)
+	case s != "" || required:
+		*dst = s
 	}
-	return s
 }
 
 // stringField reads a string member of fields, returning what is wrong with
-// it (naming the field) or "".
-func stringField(fields map[string]json.RawMessage, name string, required bool, def string) (string, string) {
+// its type or presence (naming the field) or "".
+func stringField(fields map[string]json.RawMessage, name string, required bool) (string, string) {
 	raw, ok := fields[name]
 	if !ok || isNull(raw) {
 		if required {
-			return def, name + " is required"
+			return "", name + " is required"
 		}
-		return def, ""
+		return "", ""
 	}
 	var s string
 	if err := json.Unmarshal(raw, &s); err != nil {
-		return def, name + " must be a string"
-	}
-	if s == "" {
-		if required {
-			return def, name + " must not be empty"
-		}
-		return def, ""
+		return "", name + " must be a string"
 	}
 	return s, ""
 }
 
-// integer reads an integer field in [lo, hi].
-func (p *paramReader) integer(name string, lo, hi int, required bool, def int) int {
+// integer reads an optional integer field into dst.
+func (p *paramReader) integer(name string, dst *int) {
 	raw, ok := p.value(name)
 	if !ok {
-		if required {
-			p.required(name)
-		}
-		return def
+		return
 	}
 	n, ok := intValue(raw)
-	if !ok || n < int64(lo) || n > int64(hi) {
-		p.fail("%s must be an integer %d-%d", name, lo, hi)
-		return def
+	if !ok {
+		p.fail("%s must be an integer", name)
+		return
 	}
-	return int(n)
+	*dst = n
 }
 
-// ports reads a required, non-empty array of distinct ports 1-65535.
-func (p *paramReader) ports(name string) []int {
+// seconds reads an optional whole number of seconds, 0 to maxSeconds, into
+// dst; 0 is stored as off (a negative duration).
+func (p *paramReader) seconds(name string, dst *time.Duration) {
+	raw, ok := p.value(name)
+	if !ok {
+		return
+	}
+	n, ok := intValue(raw)
+	if !ok || n < 0 || n > maxSeconds {
+		p.fail("%s must be an integer 0-%d", name, maxSeconds)
+		return
+	}
+	*dst = time.Duration(n) * time.Second
+	if n == 0 {
+		*dst = -1
+	}
+}
+
+// maxSeconds is the largest whole number of seconds a param may give.
+const maxSeconds = math.MaxInt32
+
+// ints reads a required array of integers into dst.
+func (p *paramReader) ints(name string, dst *[]int) {
 	raw, ok := p.value(name)
 	if !ok {
 		p.required(name)
-		return nil
-	}
-	bad := func() []int {
-		p.fail("%s must be an array of integers 1-65535", name)
-		return nil
+		return
 	}
 	var items []json.RawMessage
 	if err := json.Unmarshal(raw, &items); err != nil {
-		return bad()
+		p.fail("%s must be an array of integers", name)
+		return
 	}
-	if len(items) == 0 {
-		p.fail("%s must not be empty", name)
-		return nil
-	}
-	ports := make([]int, 0, len(items))
-	seen := make(map[int]bool, len(items))
-	for _, item := range items {
+	out := make([]int, 0, len(items))
+	for i, item := range items {
 		n, ok := intValue(item)
-		if !ok || n < 1 || n > 65535 {
-			return bad()
+		if !ok {
+			p.fail("%s[%d] must be an integer", name, i)
+			return
 		}
-		if seen[int(n)] {
-			p.fail("%s lists port %d twice", name, n)
-			return nil
-		}
-		seen[int(n)] = true
-		ports = append(ports, int(n))
+		out = append(out, n)
 	}
-	return ports
+	*dst = out
 }
 
-// edges reads a required array of {id, secret} objects, each with a
-// non-empty id and secret, ids unique. Messages name edges by index and id,
-// never by secret.
+// edges reads a required array of {id, secret} objects with string ids and
+// secrets. Messages name edges by index and id, never by secret.
 func (p *paramReader) edges(name string) []tunnel.EdgeCredential {
 	raw, ok := p.value(name)
 	if !ok {
@@ -153,28 +162,22 @@ func (p *paramReader) edges(name string) []tunnel.EdgeCredential {
 		return nil
 	}
 	edges := make([]tunnel.EdgeCredential, 0, len(items))
-	seen := make(map[string]int, len(items))
 	for i, item := range items {
 		var fields map[string]json.RawMessage
 		if err := json.Unmarshal(item, &fields); err != nil || fields == nil {
 			p.fail("%s[%d] must be an object {id, secret}", name, i)
 			return nil
 		}
-		id, problem := stringField(fields, "id", true, "")
+		id, problem := stringField(fields, "id", true)
 		if problem != "" {
 			p.fail("%s[%d].%s", name, i, problem)
 			return nil
 		}
-		secret, problem := stringField(fields, "secret", true, "")
+		secret, problem := stringField(fields, "secret", true)
 		if problem != "" {
 			p.fail("%s[%d].%s (edge %q)", name, i, problem, id)
 			return nil
 		}
-		if first, dup := seen[id]; dup {
-			p.fail("%s[%d].id %q duplicates %s[%d].id", name, i, id, name, first)
-			return nil
-		}
-		seen[id] = i
 		edges = append(edges, tunnel.EdgeCredential{ID: id, Secret: secret})
 	}
 	return edges
@@ -183,15 +186,74 @@ func (p *paramReader) edges(name string) []tunnel.EdgeCredential {
 // done returns the first problem, if any.
 func (p *paramReader) done() error { return p.err }
 
+// checkConfig turns the engine's verdict on a config into the method's
+// answer: a *tunnel.ConfigError becomes a -32602 error naming the param;
+// other errors pass through.
+func checkConfig(method string, err error) error {
+	var ce *tunnel.ConfigError
+	if err == nil || !errors.As(err, &ce) {
+		return err
+	}
+	msg := paramPath(ce.Field) + " " + ce.Msg
+	if ce.Ref != "" {
+		msg += " " + paramPath(ce.Ref)
+	}
+	return invalidParams("%s: %s", method, msg)
+}
+
+// paramNames maps the engine's config field names to the params they come from.
+var paramNames = map[string]string{
+	// startHub
+	"TunnelPort": "tunnelPort",
+	"TargetHost": "targetHost",
+	"ListenHost": "listenHost",
+	"TLSCertPEM": "tlsCertPem",
+	"TLSKeyPEM":  "tlsKeyPem",
+	// updateAllowedEdges
+	"Edges":  "edges",
+	"ID":     "id",
+	"Secret": "secret",
+	// startEdge (and ListenHost, Secret)
+	"HubHost":       "hubHost",
+	"HubPort":       "hubPort",
+	"EdgeID":        "edgeId",
+	"ListenPorts":   "listenPorts",
+	"StunServer":    "stunServer",
+	"StunInterval":  "stunIntervalSecs",
+	"HubCertSHA256": "hubCertSha256",
+	"HubCAPEM":      "hubCa",
+	"HubServerName": "hubServerName",
+	"Connections":   "tunnelConnections",
+}
+
+// paramPath renders an engine field path ("Edges[1].Secret") with param
+// names ("edges[1].secret"); names without a param are kept.
+func paramPath(field string) string {
+	parts := strings.Split(field, ".")
+	for i, part := range parts {
+		name, index, _ := strings.Cut(part, "[")
+		if param, ok := paramNames[name]; ok {
+			name = param
+		}
+		if index != "" {
+			name += "[" + index
+		}
+		parts[i] = name
+	}
+	return strings.Join(parts, ".")
+}
+
 // intValue parses a JSON number that is an integer (80 and 80.0, not 80.5).
-func intValue(raw json.RawMessage) (int64, bool) {
+// Integers beyond ±2^53 are clamped there: out of every range the engine
+// accepts, and exact in a float64.
+func intValue(raw json.RawMessage) (int, bool) {
 	s := string(raw)
 	if s == "" || (s[0] != '-' && (s[0] < '0' || s[0] > '9')) {
 		return 0, false // not a JSON number
 	}
 	f, err := strconv.ParseFloat(s, 64)
-	if err != nil || f != math.Trunc(f) || math.Abs(f) > 1<<53 {
+	if err != nil && !errors.Is(err, strconv.ErrRange) || math.IsNaN(f) || f != math.Trunc(f) {
 		return 0, false
 	}
-	return int64(f), true
+	return int(max(min(f, 1<<53), -(1 << 53))), true
 }

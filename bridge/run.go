@@ -61,7 +61,7 @@ func run(ctx context.Context, in io.Reader, out io.Writer, opts Options, eng eng
 
 	events := newEventQueue(opts.EventQueueSize, log)
 	srv := newServer(eng, events, params, log)
-	st.rejectLog.burst, srv.failLog.burst = opts.logBurst, opts.logBurst
+	st.rejectLog.Burst, srv.failLog.Burst = opts.logBurst, opts.logBurst
 
 	// The Conn outlives ctx until the shutdown is done, so that events of the
 	// shutdown still reach the parent when it is listening.
@@ -71,8 +71,8 @@ func run(ctx context.Context, in io.Reader, out io.Writer, opts Options, eng eng
 	conn := jsonrpc2.NewConn(connCtx, st, boundedHandler{srv: srv, adm: adm}, jsonrpc2.SetLogger(connLogger{log}))
 	defer conn.Close()
 	defer adm.close() // before conn.Close: a read waiting for admission ends
-	defer srv.failLog.flush()
-	defer st.rejectLog.flush()
+	defer srv.failLog.Flush()
+	defer st.rejectLog.Flush()
 	go events.run(func(ev tunnel.Event) error { return conn.Notify(connCtx, ev.Name, ev.Data) })
 
 	var readErr error

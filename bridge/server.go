@@ -9,6 +9,8 @@ import (
 
 	"github.com/hashicorp/go-multierror"
 	"github.com/sourcegraph/jsonrpc2"
+
+	"github.com/serve-zone/remoteingress/internal/ratelog"
 )
 
 // method handles one request's params and returns its result.
@@ -18,7 +20,7 @@ type method func(params *json.RawMessage) (any, error)
 // boundedHandler, which runs each request on its own goroutine.
 type server struct {
 	log     *slog.Logger
-	failLog *logLimiter // the "request failed" warnings
+	failLog *ratelog.Limiter // the "request failed" warnings
 	events  *eventQueue
 	params  *paramStore
 	hub     *hubRole
@@ -30,7 +32,7 @@ type server struct {
 func newServer(eng engine, events *eventQueue, params *paramStore, log *slog.Logger) *server {
 	s := &server{
 		log:     log,
-		failLog: newLogLimiter(log, "%d more requests failed"),
+		failLog: ratelog.New(log, slog.LevelWarn, "%d more requests failed"),
 		events:  events,
 		params:  params,
 		hub:     &hubRole{eng: eng, log: log.With("role", "hub"), sink: events.sink},
@@ -83,7 +85,7 @@ func (s *server) call(req *jsonrpc2.Request, params *json.RawMessage) (result an
 	m, ok := s.methods[req.Method]
 	if !ok {
 		err = unknownMethod(req.Method)
-		s.failLog.warn("request failed", "method", truncate(req.Method, 64), "id", truncate(req.ID.String(), 64), "error", err)
+		s.failLog.Log("request failed", "method", truncate(req.Method, 64), "id", truncate(req.ID.String(), 64), "error", err)
 		return nil, err
 	}
 	defer func() {
@@ -94,7 +96,7 @@ func (s *server) call(req *jsonrpc2.Request, params *json.RawMessage) (result an
 	}()
 	result, err = m(params)
 	if err != nil {
-		s.failLog.warn("request failed", "method", req.Method, "id", truncate(req.ID.String(), 64), "error", err)
+		s.failLog.Log("request failed", "method", req.Method, "id", truncate(req.ID.String(), 64), "error", err)
 	}
 	return result, err
 }

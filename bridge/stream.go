@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 
 	"github.com/sourcegraph/jsonrpc2"
+
+	"github.com/serve-zone/remoteingress/internal/ratelog"
 )
 
 // stream is the jsonrpc2.ObjectStream of both dialects: it reads request
@@ -20,7 +22,7 @@ type stream struct {
 	lines     *lineReader
 	codec     codec
 	log       *slog.Logger
-	rejectLog *logLimiter // the "rejected input line" warnings
+	rejectLog *ratelog.Limiter // the "rejected input line" warnings
 	max       int
 
 	params  *paramStore // params of the requests read
@@ -38,7 +40,7 @@ var _ jsonrpc2.ObjectStream = (*stream)(nil)
 // newStream returns a stream reading lines of at most max bytes from in and writing to out.
 func newStream(in io.Reader, out io.Writer, c codec, max int, params *paramStore, log *slog.Logger) *stream {
 	return &stream{
-		lines: newLineReader(in, max), codec: c, log: log, rejectLog: newLogLimiter(log, "%d more lines rejected"),
+		lines: newLineReader(in, max), codec: c, log: log, rejectLog: ratelog.New(log, slog.LevelWarn, "%d more lines rejected"),
 		max: max, params: params, out: out,
 	}
 }
@@ -51,7 +53,7 @@ func (s *stream) ReadObject(v any) error {
 	for {
 		l, err := s.lines.next()
 		if err != nil {
-			s.rejectLog.flush()
+			s.rejectLog.Flush()
 			s.pending.wait(answerGrace)
 			return err
 		}
@@ -95,7 +97,7 @@ func (s *stream) rejected(r *rejection, size int64) {
 	if r.method != "" {
 		attrs = append(attrs, "method", truncate(r.method, 64))
 	}
-	s.rejectLog.warn("rejected input line", attrs...)
+	s.rejectLog.Log("rejected input line", attrs...)
 	if answer := s.codec.reject(r); answer != nil {
 		_ = s.writeLine(answer)
 	}

@@ -4,7 +4,7 @@
 #
 #   nginx, haproxy  real PROXY-protocol consumers behind the hub
 #   wrk             HTTP load through the tunnel
-#   coturn          a real STUN server (turnserver), also for tunnel's TestSTUNCoturn
+#   coturn          a real STUN server (turnserver), also for tunnel/stun's TestCoturn
 #   iproute2        ip (network namespaces, veth, TUN) and tc (netem)
 #   iptables        cutting a link without a clean close
 #

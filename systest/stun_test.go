@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/serve-zone/remoteingress/internal/testutil"
-	"github.com/serve-zone/remoteingress/tunnel"
+	"github.com/serve-zone/remoteingress/tunnel/stun"
 )
 
 // startCoturn runs coturn's turnserver in STUN-only mode on 127.0.0.1:port
@@ -36,7 +36,7 @@ func startCoturn(t testing.TB, port int) *daemon {
 		default:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-		_, err := tunnel.DiscoverPublicIP(ctx, addr)
+		_, err := stun.Discover(ctx, addr)
 		cancel()
 		if err == nil {
 			return d

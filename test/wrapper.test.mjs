@@ -165,8 +165,15 @@ test('hub: full lifecycle against the stand-in engine', async (t) => {
 
   await hub.updateAllowedEdges([{ id: 'edge-b', secret: 'sb' }, { id: 'edge-c', secret: 'sc' }]);
   assert.deepEqual(fake.requests().at(-1).params.edges.map((e) => e.id), ['edge-b', 'edge-c']);
-  await assert.rejects(hub.updateAllowedEdges([{ id: 'x', secret: '' }]), /empty or missing secret/);
-  await assert.rejects(hub.updateAllowedEdges([{ id: 'x', secret: 'a' }, { id: 'x', secret: 'b' }]), /duplicate/);
+  // The quick local check says what the binary would say.
+  await assert.rejects(hub.updateAllowedEdges([{ id: 'x', secret: '' }]), {
+    name: 'TypeError',
+    message: 'updateAllowedEdges: edges[0].secret must not be empty (edge "x")',
+  });
+  await assert.rejects(hub.updateAllowedEdges([{ id: 'x', secret: 'a' }, { id: 'x', secret: 'b' }]), {
+    message: 'updateAllowedEdges: edges[1].id "x" duplicates edges[0].id',
+  });
+  await assert.rejects(hub.updateAllowedEdges([{ id: '', secret: 'a' }]), { message: 'updateAllowedEdges: edges[0].id must not be empty' });
 
   await assert.rejects(hub.start({ binaryPath: FAKE }), /already running/);
   assert.equal(hub.running, true, 'a rejected second start leaves the first running');

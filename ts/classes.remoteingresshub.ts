@@ -11,25 +11,39 @@ import type {
 
 const HUB_EVENTS = ['edgeConnected', 'edgeDisconnected', 'streamOpened', 'streamClosed'] as const;
 
+function fail(msg: string): never {
+  throw new TypeError(`updateAllowedEdges: ${msg}`);
+}
+
+/** The engine's limit on an edge id, in UTF-8 bytes. */
+const MAX_EDGE_ID_BYTES = 255;
+
+/**
+ * A quick local check of an allow-list, so that a list given before start()
+ * fails at once. The binary checks every list again; the messages are the
+ * binary's own.
+ */
 function validateEdges(edges: IAllowedEdge[]): IAllowedEdge[] {
   if (!Array.isArray(edges)) {
-    throw new TypeError('updateAllowedEdges expects an array of { id, secret }');
+    fail('edges must be an array of {id, secret} objects');
   }
-  const seen = new Set<string>();
+  const seen = new Map<string, number>();
   return edges.map((edge, i) => {
-    if (!edge || typeof edge !== 'object') {
-      throw new TypeError(`updateAllowedEdges: entry ${i} is not an object { id, secret }`);
+    if (!edge || typeof edge !== 'object' || Array.isArray(edge)) {
+      fail(`edges[${i}] must be an object {id, secret}`);
     }
-    if (typeof edge.id !== 'string' || edge.id === '') {
-      throw new TypeError(`updateAllowedEdges: entry ${i} has an empty or missing id`);
+    if (edge.id === undefined || edge.id === null) fail(`edges[${i}].id is required`);
+    if (typeof edge.id !== 'string') fail(`edges[${i}].id must be a string`);
+    if (edge.secret === undefined || edge.secret === null) fail(`edges[${i}].secret is required (edge ${JSON.stringify(edge.id)})`);
+    if (typeof edge.secret !== 'string') fail(`edges[${i}].secret must be a string (edge ${JSON.stringify(edge.id)})`);
+    if (edge.id === '') fail(`edges[${i}].id must not be empty`);
+    if (Buffer.byteLength(edge.id, 'utf8') > MAX_EDGE_ID_BYTES) {
+      fail(`edges[${i}].id must be at most ${MAX_EDGE_ID_BYTES} bytes`);
     }
-    if (typeof edge.secret !== 'string' || edge.secret === '') {
-      throw new TypeError(`updateAllowedEdges: edge "${edge.id}" has an empty or missing secret`);
-    }
-    if (seen.has(edge.id)) {
-      throw new TypeError(`updateAllowedEdges: duplicate edge id "${edge.id}"`);
-    }
-    seen.add(edge.id);
+    if (edge.secret === '') fail(`edges[${i}].secret must not be empty (edge ${JSON.stringify(edge.id)})`);
+    const first = seen.get(edge.id);
+    if (first !== undefined) fail(`edges[${i}].id ${JSON.stringify(edge.id)} duplicates edges[${first}].id`);
+    seen.set(edge.id, i);
     return { ...edge };
   });
 }

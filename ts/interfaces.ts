@@ -69,6 +69,8 @@ export interface IHubStatus {
   pendingHandshakes?: number;
   /** Connections refused before or during authentication. */
   rejectedHandshakes?: number;
+  /** Edge proofs checked and found wrong (or for an unknown edge id). */
+  authFailures?: number;
   /** Events the binary could not deliver because this process did not read them. */
   eventsDropped?: number;
   [extra: string]: unknown;

@@ -1,5 +1,5 @@
 /**
- * Where the remoteingress-bin engine is looked for (contract section 6):
+ * Where the remoteingress-bin engine is looked for (README, "Using it from TypeScript"):
  *
  *  1. an explicit `binaryPath` option (config of start(), else the constructor option);
  *  2. the REMOTEINGRESS_BINARY environment variable;

@@ -9,6 +9,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 )
 
 // ProtocolVersion is the version the handshake announces.
@@ -177,7 +178,17 @@ func proof(secret, tag string, exporter []byte, h *Hello, c *Challenge) []byte {
 	return m.Sum(nil)
 }
 
-func tlsExporter(conn *tls.Conn) ([]byte, error) {
+// handshakeConn is what the handshake needs of a transport before any
+// stream exists: a byte stream for its frames, and the TLS state its proofs
+// are bound to. A *tls.Conn is one; a QUIC connection's first stream with
+// the connection's TLS state is another.
+type handshakeConn interface {
+	io.Reader
+	io.Writer
+	ConnectionState() tls.ConnectionState
+}
+
+func tlsExporter(conn handshakeConn) ([]byte, error) {
 	cs := conn.ConnectionState()
 	return cs.ExportKeyingMaterial(exporterLabel, nil, 32)
 }
@@ -189,7 +200,7 @@ type handshakeIO struct {
 	fw *FrameWriter
 }
 
-func newHandshakeIO(conn *tls.Conn) *handshakeIO {
+func newHandshakeIO(conn handshakeConn) *handshakeIO {
 	bw := bufio.NewWriterSize(conn, 1024)
 	fr := NewFrameReader(conn)
 	fr.Limit = preAuthLimit
@@ -245,7 +256,7 @@ func sanitizeReason(p []byte) string {
 
 // edgeHandshake runs the edge's side after the TLS handshake. It returns the
 // hub's window and capabilities once the hub has proven it knows the secret.
-func edgeHandshake(conn *tls.Conn, edgeID, secret string, window uint32, set TunnelSet) (peer peerParams, err error) {
+func edgeHandshake(conn handshakeConn, edgeID, secret string, window uint32, set TunnelSet) (peer peerParams, err error) {
 	hio := newHandshakeIO(conn)
 	hello := Hello{Version: ProtocolVersion, Caps: ourCaps, Window: window, EdgeID: edgeID, Set: set}
 	if _, err := rand.Read(hello.Nonce[:]); err != nil {
@@ -286,6 +297,11 @@ func edgeHandshake(conn *tls.Conn, edgeID, secret string, window uint32, set Tun
 	return peerParams{window: ch.Window, caps: ch.Caps}, nil
 }
 
+// proofGate throttles the checking of proofs: it is called with the edge id
+// of a proof before the proof is checked, may wait, and returns the function
+// to call with the outcome.
+type proofGate func(edgeID string, known bool) (settle func(ok bool), err error)
+
 // hubAuthResult is what the hub learns from a successful handshake.
 type hubAuthResult struct {
 	edgeID string
@@ -297,7 +313,11 @@ type hubAuthResult struct {
 // edge. A failure returns an error whose text is safe to log and which tells
 // the operator why (unknown id vs. wrong proof); the edge is only told
 // "authentication failed".
-func hubHandshake(conn *tls.Conn, window uint32, lookup func(id string) (string, bool)) (hubAuthResult, error) {
+//
+// gate, when not nil, is asked before the proof is checked (it may wait, or
+// fail when it cannot let the proof be checked in time) and returns what to
+// call with the outcome (which may hold the answer back); see throttle.go.
+func hubHandshake(conn handshakeConn, window uint32, lookup func(id string) (string, bool), gate proofGate) (hubAuthResult, error) {
 	hio := newHandshakeIO(conn)
 	p, err := hio.expect(FrameHello)
 	if err != nil {
@@ -331,8 +351,17 @@ func hubHandshake(conn *tls.Conn, window uint32, lookup func(id string) (string,
 		// Compute a proof anyway so an unknown id costs the same time.
 		secret = "\x00unknown"
 	}
-	want := proof(secret, edgeProofTag, exp, &hello, &ch)
-	if !hmac.Equal(p, want) || !known {
+	var settle func(ok bool)
+	if gate != nil {
+		if settle, err = gate(hello.EdgeID, known); err != nil {
+			return hubAuthResult{edgeID: hello.EdgeID}, fmt.Errorf("proof for edge %q not checked: %w", hello.EdgeID, err)
+		}
+	}
+	ok := hmac.Equal(p, proof(secret, edgeProofTag, exp, &hello, &ch)) && known
+	if settle != nil {
+		settle(ok)
+	}
+	if !ok {
 		_ = hio.send(FrameGoAway, []byte(ErrAuthFailed.Error()))
 		why := "wrong secret"
 		if !known {

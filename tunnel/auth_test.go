@@ -162,7 +162,7 @@ func authFullHandshake(t *testing.T, hubC, edgeC *tls.Conn, edgeID, edgeSecret s
 	t.Helper()
 	var o authOutcome
 	o.hubErr, o.edgeErr = authRun(hubC, edgeC,
-		func(c *tls.Conn) (err error) { o.hub, err = hubHandshake(c, authHubWindow, lookup); return err },
+		func(c *tls.Conn) (err error) { o.hub, err = hubHandshake(c, authHubWindow, lookup, nil); return err },
 		func(c *tls.Conn) (err error) {
 			o.edgePeer, err = edgeHandshake(c, edgeID, edgeSecret, authEdgeWindow, TunnelSet{Size: 1})
 			return err
@@ -496,7 +496,7 @@ func TestHandshakeHubRejectsBadFirstFrames(t *testing.T) {
 			hubC, edgeC := authTLSPair(t, nil, nil)
 			var res hubAuthResult
 			hubErr, _ := authRun(hubC, edgeC, func(c *tls.Conn) (err error) {
-				res, err = hubHandshake(c, authHubWindow, authLookup(map[string]string{authEdgeID: authSecret}))
+				res, err = hubHandshake(c, authHubWindow, authLookup(map[string]string{authEdgeID: authSecret}), nil)
 				return err
 			}, authRawPeer(tc.wire))
 			if !errors.Is(hubErr, tc.want) {

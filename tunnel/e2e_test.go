@@ -509,7 +509,7 @@ func TestKeepaliveDetectsDeadHub(t *testing.T) {
 				return
 			}
 			tc := tls.Server(c, hubTLSConfig(cert))
-			if _, err := hubHandshake(tc, DefaultWindow, func(string) (string, bool) { return "k", true }); err != nil {
+			if _, err := hubHandshake(tc, DefaultWindow, func(string) (string, bool) { return "k", true }, nil); err != nil {
 				c.Close()
 				continue
 			}

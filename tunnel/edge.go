@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -14,16 +13,14 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-multierror"
+
+	"github.com/serve-zone/remoteingress/internal/backoff"
+	"github.com/serve-zone/remoteingress/tunnel/proxyproto"
+	"github.com/serve-zone/remoteingress/tunnel/stun"
 )
 
-// Edge defaults.
-const (
-	DefaultStunServer   = "stun.cloudflare.com:3478"
-	DefaultStunInterval = 300 * time.Second
-	DefaultReconnectMin = time.Second
-	DefaultReconnectMax = 30 * time.Second
-	stunRetryMin        = 5 * time.Second
-)
+// stunRetryMin is the first delay before STUN is asked again after a failure.
+const stunRetryMin = 5 * time.Second
 
 // Edge listens on public ports and carries each connection over the tunnel.
 type Edge struct {
@@ -32,7 +29,7 @@ type Edge struct {
 	log       *slog.Logger
 	listeners []net.Listener
 	ports     []int
-	backoff   Backoff
+	backoff   backoff.Exponential
 	ctx       context.Context
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -48,19 +45,16 @@ type Edge struct {
 // StartEdge validates cfg, binds every listen port (or none) and starts the
 // tunnel and STUN loops in the background. An unreachable hub is not an error.
 func StartEdge(cfg EdgeConfig) (*Edge, error) {
-	if err := cfg.normalize(); err != nil {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	serverName := cfg.HubServerName
-	if serverName == "" {
-		serverName = cfg.HubHost
-	}
-	tlsConf, err := edgeTLSConfigFor(serverName, cfg.HubCertSHA256, cfg.HubCAPEM)
+	tlsConf, err := edgeTLSConfigFor(cfg.serverName(), cfg.HubCertSHA256, cfg.HubCAPEM)
 	if err != nil {
 		return nil, err
 	}
 	e := &Edge{cfg: cfg, tlsConf: tlsConf, log: cfg.Logger.With("side", "edge", "edgeId", cfg.EdgeID),
-		backoff: Backoff{Min: cfg.ReconnectMin, Max: cfg.ReconnectMax}}
+		backoff: backoff.Exponential{Min: cfg.ReconnectMin, Max: cfg.ReconnectMax}}
 	for _, p := range cfg.ListenPorts {
 		ln, err := net.Listen("tcp", net.JoinHostPort(cfg.ListenHost, strconv.Itoa(p)))
 		if err != nil {
@@ -85,61 +79,6 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 	}
 	e.log.Info("edge started", "listenPorts", e.ports, "hub", net.JoinHostPort(cfg.HubHost, strconv.Itoa(cfg.HubPort)))
 	return e, nil
-}
-
-func (c *EdgeConfig) normalize() error {
-	if c.HubHost == "" {
-		return errors.New("hubHost must not be empty")
-	}
-	if c.HubPort == 0 {
-		c.HubPort = DefaultTunnelPort
-	}
-	if c.HubPort < 1 || c.HubPort > 65535 {
-		return fmt.Errorf("hubPort %d is not a port (1-65535)", c.HubPort)
-	}
-	if c.EdgeID == "" || len(c.EdgeID) > maxEdgeIDLen {
-		return fmt.Errorf("edgeId must be 1-%d bytes", maxEdgeIDLen)
-	}
-	if c.Secret == "" {
-		return errors.New("secret must not be empty")
-	}
-	if len(c.ListenPorts) == 0 {
-		return errors.New("listenPorts must name at least one port")
-	}
-	seen := map[int]bool{}
-	for _, p := range c.ListenPorts {
-		if p < 1 || p > 65535 {
-			return fmt.Errorf("listen port %d is not a port (1-65535)", p)
-		}
-		if seen[p] {
-			return fmt.Errorf("listen port %d is given twice", p)
-		}
-		seen[p] = true
-	}
-	if c.StunServer == "" {
-		c.StunServer = DefaultStunServer
-	}
-	if c.StunInterval == 0 {
-		c.StunInterval = DefaultStunInterval
-	}
-	if c.ReconnectMin <= 0 {
-		c.ReconnectMin = DefaultReconnectMin
-	}
-	if c.ReconnectMax <= 0 {
-		c.ReconnectMax = DefaultReconnectMax
-	}
-	c.ReconnectMax = max(c.ReconnectMax, c.ReconnectMin)
-	if c.Connections == 0 {
-		c.Connections = 1 // the contract's one TLS connection per edge
-	}
-	if c.Connections < 1 || c.Connections > MaxTunnelConnections {
-		return fmt.Errorf("connections must be 1-%d", MaxTunnelConnections)
-	}
-	c.Tuning = c.Tuning.withDefaults()
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	return nil
 }
 
 // Status reports the edge's state.
@@ -225,13 +164,13 @@ func (e *Edge) handleClient(conn net.Conn) {
 		_ = conn.Close()
 		return
 	}
-	hdr, err := ProxyHeaderFor(conn.RemoteAddr(), conn.LocalAddr())
+	hdr, err := proxyproto.HeaderFor(conn.RemoteAddr(), conn.LocalAddr())
 	if err != nil {
 		e.log.Warn("cannot describe client connection", "err", err)
 		_ = conn.Close()
 		return
 	}
-	if err := tunnel.pick().startStream(conn, hdr.AppendTo(make([]byte, 0, MaxProxyHeaderLen))); err != nil {
+	if err := tunnel.pick().startStream(conn, hdr.AppendV1(make([]byte, 0, proxyproto.MaxV1Len))); err != nil {
 		if errors.Is(err, errTooManyStreams) {
 			e.log.Warn("refusing client: stream limit reached", "limit", e.cfg.MaxStreams)
 		}
@@ -389,11 +328,11 @@ func (e *Edge) connect(hubAddr string, set TunnelSet) (sess *session, err error)
 // interval; failures are logged and retried sooner, never fatal.
 func (e *Edge) stunLoop() {
 	defer e.wg.Done()
-	retry := Backoff{Min: stunRetryMin, Max: e.cfg.StunInterval}
+	retry := backoff.Exponential{Min: stunRetryMin, Max: e.cfg.StunInterval}
 	failures := 0
 	for {
 		ctx, cancel := context.WithTimeout(e.ctx, 5*time.Second)
-		ap, err := DiscoverPublicIP(ctx, e.cfg.StunServer)
+		ap, err := stun.Discover(ctx, e.cfg.StunServer)
 		cancel()
 		if e.ctx.Err() != nil {
 			return

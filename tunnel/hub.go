@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"slices"
@@ -16,16 +15,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-multierror"
-)
 
-// Hub defaults.
-const (
-	DefaultTunnelPort           = 8443
-	DefaultMaxPendingHandshakes = 256
-	// An address may fail authentication failureBurst times in a row, then
-	// once per 1/failureRate seconds.
-	failureBurst = 10
-	failureRate  = 0.2
+	"github.com/serve-zone/remoteingress/internal/ratelog"
+	"github.com/serve-zone/remoteingress/tunnel/proxyproto"
 )
 
 // Hub accepts edge tunnels and forwards their streams to the target host.
@@ -39,8 +31,10 @@ type Hub struct {
 	ctx         context.Context
 	cancel      context.CancelFunc
 
-	limiter  *failureLimiter
+	throttle *proofThrottle
 	rejected atomic.Uint64
+	junkLog  *ratelog.Limiter // connections refused before authentication
+	authLog  *ratelog.Limiter // edges refused at authentication
 
 	mu          sync.Mutex
 	allowed     map[string]string
@@ -92,21 +86,14 @@ type hubConn struct {
 // StartHub validates cfg, loads or generates the TLS certificate, binds the
 // tunnel port and starts accepting edges allowed by the given list.
 func StartHub(cfg HubConfig, allowed []EdgeCredential) (*Hub, error) {
-	if cfg.TunnelPort < 0 || cfg.TunnelPort > 65535 {
-		return nil, fmt.Errorf("tunnelPort %d is not a port (0-65535)", cfg.TunnelPort)
-	}
-	if cfg.TargetHost == "" {
-		cfg.TargetHost = "127.0.0.1"
-	}
-	if cfg.DialTimeout <= 0 {
-		cfg.DialTimeout = 10 * time.Second
-	}
-	if cfg.MaxPendingHandshakes <= 0 {
-		cfg.MaxPendingHandshakes = DefaultMaxPendingHandshakes
-	}
-	cfg.Tuning = cfg.Tuning.withDefaults()
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	return startHub(cfg, allowed, defaultProofLimits)
+}
+
+// startHub is StartHub with the limits of the proof throttle.
+func startHub(cfg HubConfig, allowed []EdgeCredential, limits proofLimits) (*Hub, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	allow, err := allowMap(allowed)
 	if err != nil {
@@ -122,12 +109,15 @@ func StartHub(cfg HubConfig, allowed []EdgeCredential) (*Hub, error) {
 		return nil, fmt.Errorf("cannot listen on tunnel port %d: %v", cfg.TunnelPort, unwrapOpError(err))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	log := cfg.Logger.With("side", "hub")
 	h := &Hub{
-		cfg: cfg, log: cfg.Logger.With("side", "hub"), ln: ln, tlsConf: hubTLSConfig(cert),
+		cfg: cfg, log: log, ln: ln, tlsConf: hubTLSConfig(cert),
 		fingerprint: certFingerprint(cert), port: ln.Addr().(*net.TCPAddr).Port,
 		ctx: ctx, cancel: cancel,
 		allowed: allow, edges: make(map[string]*hubEdge), handshaking: make(map[net.Conn]*pendingConn),
-		limiter: newFailureLimiter(failureBurst, failureRate),
+		throttle: newProofThrottle(limits),
+		junkLog:  ratelog.New(log, slog.LevelInfo, "%d more connections rejected before authentication"),
+		authLog:  ratelog.New(log, slog.LevelWarn, "%d more edges rejected at authentication"),
 	}
 	h.log.Info("hub listening", "tunnelPort", h.port, "targetHost", cfg.TargetHost, "certSha256", h.fingerprint)
 	h.wg.Add(1)
@@ -150,26 +140,13 @@ func (h *Hub) Port() int { return h.port }
 // CertFingerprint is the SHA-256 of the hub's certificate, hex encoded.
 func (h *Hub) CertFingerprint() string { return h.fingerprint }
 
-// ValidateEdgeList checks an allow list: ids and secrets non-empty, ids unique.
-func ValidateEdgeList(edges []EdgeCredential) error {
-	_, err := allowMap(edges)
-	return err
-}
-
+// allowMap validates an allow list (ValidateEdgeList) and maps ids to secrets.
 func allowMap(edges []EdgeCredential) (map[string]string, error) {
+	if err := ValidateEdgeList(edges); err != nil {
+		return nil, err
+	}
 	m := make(map[string]string, len(edges))
-	for i, e := range edges {
-		switch {
-		case e.ID == "":
-			return nil, fmt.Errorf("edges[%d]: id must not be empty", i)
-		case len(e.ID) > maxEdgeIDLen:
-			return nil, fmt.Errorf("edges[%d]: id is longer than %d bytes", i, maxEdgeIDLen)
-		case e.Secret == "":
-			return nil, fmt.Errorf("edges[%d] (%q): secret must not be empty", i, e.ID)
-		}
-		if _, dup := m[e.ID]; dup {
-			return nil, fmt.Errorf("edges[%d]: duplicate id %q", i, e.ID)
-		}
+	for _, e := range edges {
 		m[e.ID] = e.Secret
 	}
 	return m, nil
@@ -220,7 +197,7 @@ func (h *Hub) lookupSecret(id string) (string, bool) {
 func (h *Hub) Status() HubStatus {
 	h.mu.Lock()
 	st := HubStatus{Running: !h.closed, TunnelPort: h.port, ConnectedEdges: []ConnectedEdge{}, CertSha256: h.fingerprint,
-		PendingHandshakes: len(h.handshaking), RejectedHandshakes: h.rejected.Load()}
+		PendingHandshakes: len(h.handshaking), RejectedHandshakes: h.rejected.Load(), AuthFailures: h.throttle.failed()}
 	for _, e := range h.edges {
 		conns := e.sessionsLocked()
 		active := 0
@@ -268,6 +245,8 @@ func (h *Hub) Close() error {
 	}
 	h.mu.Unlock()
 	h.wg.Wait()
+	h.junkLog.Flush()
+	h.authLog.Flush()
 	h.log.Info("hub stopped")
 	return errs
 }
@@ -283,15 +262,10 @@ func (h *Hub) acceptLoop() {
 	acceptConns(h.ctx, h.ln, h.log, h.admit)
 }
 
-// admit starts the handshake of a new connection, unless its address is
-// throttled; beyond the cap of unauthenticated connections the oldest goes.
+// admit starts the handshake of every new connection, whatever its address
+// did before (see throttle.go); beyond the cap of unauthenticated
+// connections the oldest goes.
 func (h *Hub) admit(conn net.Conn) {
-	if !h.limiter.allow(remoteIP(conn)) {
-		h.rejected.Add(1)
-		h.log.Debug("refusing connection: too many failed handshakes", "remote", conn.RemoteAddr().String())
-		_ = conn.Close()
-		return
-	}
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
@@ -349,17 +323,13 @@ func (h *Hub) serveConn(conn net.Conn) {
 		var ne net.Error
 		switch {
 		case evicted:
-			h.log.Debug("unauthenticated connection dropped to make room", "remote", remote)
-		case errors.As(err, &ne) && ne.Timeout():
-			h.log.Info("edge handshake timed out", "remote", remote, "after", h.cfg.HandshakeTimeout.String())
-		default:
-			h.limiter.fail(remoteIP(conn))
-			var te *tlsHandshakeError
-			if errors.As(err, &te) { // scanners and probes: not worth a warning each
-				h.log.Info("connection rejected", "remote", remote, "reason", err.Error())
-			} else {
-				h.log.Warn("edge rejected", "remote", remote, "reason", err.Error())
-			}
+			h.junkLog.Log("connection rejected", "remote", remote, "reason", "dropped unauthenticated to make room for newer connections")
+		case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, context.DeadlineExceeded):
+			h.junkLog.Log("connection rejected", "remote", remote, "reason", "no authentication within "+h.cfg.HandshakeTimeout.String())
+		case errors.Is(err, ErrAuthFailed):
+			h.authLog.Log("edge rejected", "remote", remote, "reason", err.Error())
+		default: // scanners, probes, broken clients
+			h.junkLog.Log("connection rejected", "remote", remote, "reason", err.Error())
 		}
 		return
 	}
@@ -391,16 +361,30 @@ func (h *Hub) serveConn(conn net.Conn) {
 
 // authenticate runs TLS and the handshake under one deadline.
 func (h *Hub) authenticate(conn net.Conn) (*hubConn, error) {
-	_ = conn.SetDeadline(time.Now().Add(h.cfg.HandshakeTimeout))
+	deadline := time.Now().Add(h.cfg.HandshakeTimeout)
+	_ = conn.SetDeadline(deadline)
+	ctx, cancel := context.WithDeadline(h.ctx, deadline)
+	defer cancel()
 	tc := tls.Server(conn, h.tlsConf)
-	if err := tc.HandshakeContext(h.ctx); err != nil {
+	if err := tc.HandshakeContext(ctx); err != nil {
 		return nil, &tlsHandshakeError{err}
 	}
 	var usedSecret string
+	addr := remoteIP(conn)
 	res, err := hubHandshake(tc, h.cfg.Window, func(id string) (string, bool) {
 		s, ok := h.lookupSecret(id)
 		usedSecret = s
 		return s, ok
+	}, func(id string, known bool) (func(bool), error) {
+		charge, err := h.throttle.enter(ctx, addr, id, known)
+		if err != nil {
+			return nil, err
+		}
+		return func(ok bool) {
+			if hold := charge.settle(ok); hold > 0 {
+				_ = sleepCtx(ctx, hold)
+			}
+		}, nil
 	})
 	if err != nil {
 		return nil, err
@@ -412,7 +396,7 @@ func (h *Hub) authenticate(conn net.Conn) (*hubConn, error) {
 	c := &hubConn{edgeID: res.edgeID, secret: usedSecret, set: res.set, remote: conn.RemoteAddr().String()}
 	id := c.edgeID
 	c.sess = newSession(tc, true, h.cfg.Tuning, res.peer, h.log.With("edgeId", id), sessionHooks{
-		open:   func(st *stream, hdr ProxyHeader) { h.openStream(id, st, hdr) },
+		open:   func(st *stream, hdr proxyproto.Header) { h.openStream(id, st, hdr) },
 		closed: func(st *stream) { h.emit(EventStreamClosed, StreamEvent{EdgeID: id, StreamID: st.id}) },
 	})
 	return c, nil
@@ -478,14 +462,14 @@ func (h *Hub) register(c *hubConn) (*hubEdge, bool) {
 }
 
 // openStream is called by the session reader for each OPEN.
-func (h *Hub) openStream(edgeID string, st *stream, hdr ProxyHeader) {
+func (h *Hub) openStream(edgeID string, st *stream, hdr proxyproto.Header) {
 	h.emit(EventStreamOpened, StreamEvent{EdgeID: edgeID, StreamID: st.id})
 	st.sess.goSafe(func() { h.dialTarget(st, hdr) })
 }
 
 // dialTarget connects the stream to targetHost:<edge port>, writes the PROXY
 // header in one write before any client byte, then relays.
-func (h *Hub) dialTarget(st *stream, hdr ProxyHeader) {
+func (h *Hub) dialTarget(st *stream, hdr proxyproto.Header) {
 	addr := net.JoinHostPort(h.cfg.TargetHost, strconv.Itoa(int(hdr.Destination.Port())))
 	d := net.Dialer{Timeout: h.cfg.DialTimeout}
 	conn, err := d.DialContext(st.sess.ctx, "tcp", addr)
@@ -494,8 +478,8 @@ func (h *Hub) dialTarget(st *stream, hdr ProxyHeader) {
 		st.abort("target unreachable: "+unwrapOpError(err).Error(), true)
 		return
 	}
-	var buf [MaxProxyHeaderLen]byte
-	if _, err := conn.Write(hdr.AppendTo(buf[:0])); err != nil {
+	var buf [proxyproto.MaxV1Len]byte
+	if _, err := conn.Write(hdr.AppendV1(buf[:0])); err != nil {
 		_ = conn.Close()
 		st.abort("target closed before the PROXY header: "+unwrapOpError(err).Error(), true)
 		return

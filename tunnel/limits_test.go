@@ -2,11 +2,9 @@ package tunnel
 
 import (
 	"bufio"
-	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -46,69 +44,6 @@ func TestIdleFloodDoesNotLockOutEdge(t *testing.T) {
 	events.wait(t, 0, 10*time.Second, named(EventEdgeConnected))
 	if p := hub.Status().PendingHandshakes; p > DefaultMaxPendingHandshakes {
 		t.Fatalf("%d pending handshakes, cap %d", p, DefaultMaxPendingHandshakes)
-	}
-}
-
-func TestFailureLimiter(t *testing.T) {
-	now := time.Unix(1000, 0)
-	l := newFailureLimiter(3, 0.5)
-	l.now = func() time.Time { return now }
-	a := netip.MustParseAddr("192.0.2.1")
-	b := netip.MustParseAddr("192.0.2.2")
-	for i := 0; i < 3; i++ {
-		if !l.allow(a) {
-			t.Fatalf("refused after %d failures, burst 3", i)
-		}
-		l.fail(a)
-	}
-	if l.allow(a) {
-		t.Fatal("allowed after the burst was used up")
-	}
-	if !l.allow(b) {
-		t.Fatal("another address was refused")
-	}
-	now = now.Add(2 * time.Second) // one token back at 0.5/s
-	if !l.allow(a) {
-		t.Fatal("not allowed again after the refill time")
-	}
-	l.fail(a)
-	if l.allow(a) {
-		t.Fatal("a failure after the refill did not take the token")
-	}
-	now = now.Add(time.Minute)
-	if !l.allow(a) || len(l.buckets) != 0 {
-		t.Fatalf("a full bucket is not forgotten: %d buckets", len(l.buckets))
-	}
-}
-
-// Repeated wrong secrets from one address get it refused before TLS.
-func TestFailedHandshakesAreThrottled(t *testing.T) {
-	hub, err := StartHub(HubConfig{ListenHost: "127.0.0.1", Logger: testLogger(t)},
-		[]EdgeCredential{{ID: "edge-1", Secret: "s3cret"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hub.Close()
-	attempt := func() error {
-		c, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", hub.Port()), edgeTLSConfig("127.0.0.1"))
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		_, err = edgeHandshake(c, "edge-1", "guess", DefaultWindow, TunnelSet{Size: 1})
-		return err
-	}
-	for i := 0; i < failureBurst; i++ {
-		if err := attempt(); err == nil || !strings.Contains(err.Error(), "authentication failed") {
-			t.Fatalf("attempt %d: %v", i, err)
-		}
-	}
-	err = attempt()
-	if err == nil || strings.Contains(err.Error(), "authentication failed") {
-		t.Fatalf("attempt beyond the burst got as far as authentication: %v", err)
-	}
-	if r := hub.Status().RejectedHandshakes; r != failureBurst+1 {
-		t.Fatalf("rejectedHandshakes = %d, want %d", r, failureBurst+1)
 	}
 }
 

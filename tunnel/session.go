@@ -12,18 +12,12 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/serve-zone/remoteingress/tunnel/proxyproto"
 )
 
-// Defaults of Tuning.
+// Protocol limits (the defaults of Tuning are in config.go).
 const (
-	DefaultWindow            = 256 << 10
-	DefaultMaxWindow         = 4 << 20
-	DefaultWindowBudget      = 32 << 20
-	DefaultKeepaliveInterval = 10 * time.Second
-	DefaultKeepaliveTimeout  = 30 * time.Second
-	DefaultHandshakeTimeout  = 10 * time.Second
-	DefaultMaxStreams        = 1 << 16
-
 	minWindow      = 64 << 10
 	maxWindow      = 16 << 20
 	maxDataFrame   = hugeBuf - HeaderLen  // largest DATA payload we send: frame and header fill one pooled buffer
@@ -32,33 +26,6 @@ const (
 	maxResetReason = 256
 	maxGoAway      = 1024
 )
-
-func (t Tuning) withDefaults() Tuning {
-	if t.Window == 0 {
-		t.Window = DefaultWindow
-	}
-	t.Window = min(max(t.Window, minWindow), maxWindow)
-	if t.MaxWindow == 0 {
-		t.MaxWindow = DefaultMaxWindow
-	}
-	t.MaxWindow = min(max(t.MaxWindow, t.Window), maxWindow)
-	if t.WindowBudget == 0 {
-		t.WindowBudget = DefaultWindowBudget
-	}
-	if t.KeepaliveInterval <= 0 {
-		t.KeepaliveInterval = DefaultKeepaliveInterval
-	}
-	if t.KeepaliveTimeout <= 0 {
-		t.KeepaliveTimeout = DefaultKeepaliveTimeout
-	}
-	if t.HandshakeTimeout <= 0 {
-		t.HandshakeTimeout = DefaultHandshakeTimeout
-	}
-	if t.MaxStreams <= 0 {
-		t.MaxStreams = DefaultMaxStreams
-	}
-	return t
-}
 
 // ProtocolError is a violation of the wire protocol by the peer; it closes
 // the tunnel it happened on and nothing else.
@@ -81,7 +48,7 @@ func (e *LocalCloseError) Error() string { return e.Reason }
 // sessionHooks lets the hub and the edge react to stream life.
 type sessionHooks struct {
 	// open is called by the hub's reader for each valid OPEN; it must not block.
-	open func(st *stream, hdr ProxyHeader)
+	open func(st *stream, hdr proxyproto.Header)
 	// closed is called once per stream when it is gone.
 	closed func(st *stream)
 }
@@ -387,14 +354,14 @@ func (s *session) lookup(h FrameHeader) (*stream, error) {
 }
 
 func (s *session) handleOpen(h FrameHeader) error {
-	if h.Length > MaxProxyHeaderLen {
+	if h.Length > proxyproto.MaxV1Len {
 		return protoErr("OPEN payload of %d bytes", h.Length)
 	}
 	p, err := s.fr.ReadPayload(h)
 	if err != nil {
 		return s.readError(err)
 	}
-	hdr, err := ParseProxyHeader(p)
+	hdr, err := proxyproto.ParseV1(p)
 	if err != nil {
 		return protoErr("OPEN for stream %d: %v", h.StreamID, err)
 	}

@@ -36,8 +36,8 @@ func hubCertificate(certPEM, keyPEM string) (tls.Certificate, error) {
 	if certPEM == "" && keyPEM == "" {
 		return selfSignedCertificate()
 	}
-	if certPEM == "" || keyPEM == "" {
-		return tls.Certificate{}, errors.New("tlsCertPem and tlsKeyPem must be given together")
+	if err := certPairError(certPEM, keyPEM); err != nil {
+		return tls.Certificate{}, err
 	}
 	cert, err := tls.X509KeyPair([]byte(certPEM), []byte(keyPEM))
 	if err != nil {
@@ -118,7 +118,7 @@ func edgeTLSConfigFor(serverName, pinSHA256, caPEM string) (*tls.Config, error) 
 	if caPEM != "" {
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM([]byte(caPEM)) {
-			return nil, errors.New("hubCa holds no PEM certificate")
+			return nil, configErr("HubCAPEM", "holds no PEM certificate")
 		}
 		c.RootCAs, c.InsecureSkipVerify = pool, false
 	}
@@ -146,7 +146,7 @@ func parseFingerprint(s string) ([]byte, error) {
 	clean := strings.NewReplacer(":", "", " ", "").Replace(strings.ToLower(strings.TrimSpace(s)))
 	b, err := hex.DecodeString(clean)
 	if err != nil || len(b) != sha256.Size {
-		return nil, errors.New("hubCertSha256 must be 64 hex digits (a SHA-256)")
+		return nil, configErr("HubCertSHA256", "must be 64 hex digits (a SHA-256)")
 	}
 	return b, nil
 }

@@ -1,4 +1,4 @@
-package tunnel
+package backoff
 
 import (
 	"fmt"
@@ -7,35 +7,35 @@ import (
 	"time"
 )
 
-// backoffCeil is the exponential value of attempt: min(Min*2^attempt, Max),
+// ceil is the exponential value of attempt: min(Min*2^attempt, Max),
 // computed without overflow.
-func backoffCeil(b Backoff, attempt int) time.Duration {
+func ceil(b Exponential, attempt int) time.Duration {
 	if float64(b.Min)*math.Pow(2, float64(attempt)) >= float64(b.Max) {
 		return b.Max
 	}
 	return b.Min << attempt
 }
 
-func backoffConst(v float64) func() float64 { return func() float64 { return v } }
+func constRand(v float64) func() float64 { return func() float64 { return v } }
 
-// backoffCheck asserts that delay is within [d/2, d] for the attempt.
-func backoffCheck(t *testing.T, b Backoff, attempt int, got time.Duration) {
+// checkDelay asserts that delay is within [d/2, d] for the attempt.
+func checkDelay(t *testing.T, b Exponential, attempt int, got time.Duration) {
 	t.Helper()
-	d := backoffCeil(b, attempt)
+	d := ceil(b, attempt)
 	if got < d/2 || got > d {
-		t.Errorf("Backoff{%v,%v}.Delay(%d) = %v, want within [%v, %v]", b.Min, b.Max, attempt, got, d/2, d)
+		t.Errorf("Exponential{%v,%v}.Delay(%d) = %v, want within [%v, %v]", b.Min, b.Max, attempt, got, d/2, d)
 	}
 	if got > b.Max {
-		t.Errorf("Backoff{%v,%v}.Delay(%d) = %v exceeds Max", b.Min, b.Max, attempt, got)
+		t.Errorf("Exponential{%v,%v}.Delay(%d) = %v exceeds Max", b.Min, b.Max, attempt, got)
 	}
 }
 
-func TestBackoffBounds(t *testing.T) {
-	configs := []Backoff{
-		{Min: DefaultReconnectMin, Max: DefaultReconnectMax},
+func TestExponentialBounds(t *testing.T) {
+	configs := []Exponential{
+		{Min: time.Second, Max: 30 * time.Second}, // the edge's reconnect defaults
 		{Min: 50 * time.Millisecond, Max: 200 * time.Millisecond},
 		{Min: 100 * time.Millisecond, Max: 10 * time.Second},
-		{Min: stunRetryMin, Max: DefaultStunInterval},
+		{Min: 5 * time.Second, Max: 300 * time.Second}, // the edge's STUN retries
 		{Min: time.Millisecond, Max: time.Hour},
 		{Min: 3 * time.Nanosecond, Max: 1000 * time.Nanosecond}, // odd values: d/2 rounds down
 		{Min: time.Second, Max: time.Second},
@@ -45,23 +45,23 @@ func TestBackoffBounds(t *testing.T) {
 		t.Run(fmt.Sprintf("%v-%v", b.Min, b.Max), func(t *testing.T) {
 			var prevLo, prevHi time.Duration
 			for attempt := 0; attempt <= 20; attempt++ {
-				d := backoffCeil(b, attempt)
+				d := ceil(b, attempt)
 
-				lo := Backoff{Min: b.Min, Max: b.Max, Rand: backoffConst(0)}.Delay(attempt)
+				lo := Exponential{Min: b.Min, Max: b.Max, Rand: constRand(0)}.Delay(attempt)
 				if lo != d/2 {
 					t.Errorf("attempt %d, Rand 0: %v, want exactly d/2 = %v", attempt, lo, d/2)
 				}
-				backoffCheck(t, b, attempt, lo)
+				checkDelay(t, b, attempt, lo)
 
-				hi := Backoff{Min: b.Min, Max: b.Max, Rand: backoffConst(0.999999)}.Delay(attempt)
-				backoffCheck(t, b, attempt, hi)
+				hi := Exponential{Min: b.Min, Max: b.Max, Rand: constRand(0.999999)}.Delay(attempt)
+				checkDelay(t, b, attempt, hi)
 				// 0.999999 of the jitter range: within a millionth of d (plus rounding).
 				if slack := d/1_000_000 + 1; hi < d-slack {
 					t.Errorf("attempt %d, Rand 0.999999: %v, want about %v", attempt, hi, d)
 				}
 
-				mid := Backoff{Min: b.Min, Max: b.Max, Rand: backoffConst(0.5)}.Delay(attempt)
-				backoffCheck(t, b, attempt, mid)
+				mid := Exponential{Min: b.Min, Max: b.Max, Rand: constRand(0.5)}.Delay(attempt)
+				checkDelay(t, b, attempt, mid)
 				if mid < lo || mid > hi {
 					t.Errorf("attempt %d: Rand 0.5 gives %v, outside [%v, %v]", attempt, mid, lo, hi)
 				}
@@ -72,15 +72,15 @@ func TestBackoffBounds(t *testing.T) {
 				prevLo, prevHi = lo, hi
 			}
 			// The cap is reached and held.
-			if got := (Backoff{Min: b.Min, Max: b.Max, Rand: backoffConst(0)}).Delay(20); got != min(b.Min<<20, b.Max)/2 {
+			if got := (Exponential{Min: b.Min, Max: b.Max, Rand: constRand(0)}).Delay(20); got != min(b.Min<<20, b.Max)/2 {
 				t.Errorf("Delay(20) = %v, want %v", got, min(b.Min<<20, b.Max)/2)
 			}
 		})
 	}
 }
 
-func TestBackoffExactValues(t *testing.T) {
-	b := Backoff{Min: time.Second, Max: 30 * time.Second, Rand: backoffConst(0)}
+func TestExponentialExactValues(t *testing.T) {
+	b := Exponential{Min: time.Second, Max: 30 * time.Second, Rand: constRand(0)}
 	var got []time.Duration
 	for attempt := 0; attempt < 8; attempt++ {
 		got = append(got, b.Delay(attempt))
@@ -92,29 +92,29 @@ func TestBackoffExactValues(t *testing.T) {
 	}
 }
 
-func TestBackoffDefaultRand(t *testing.T) {
-	b := Backoff{Min: 10 * time.Millisecond, Max: 5 * time.Second}
+func TestExponentialDefaultRand(t *testing.T) {
+	b := Exponential{Min: 10 * time.Millisecond, Max: 5 * time.Second}
 	for attempt := 0; attempt <= 20; attempt++ {
 		for i := 0; i < 50; i++ {
-			backoffCheck(t, b, attempt, b.Delay(attempt))
+			checkDelay(t, b, attempt, b.Delay(attempt))
 		}
 	}
 }
 
-// TestBackoffHugeAttempts: the attempt counter of a long outage keeps
+// TestExponentialHugeAttempts: the attempt counter of a long outage keeps
 // growing; the delay must stay at the cap.
-func TestBackoffHugeAttempts(t *testing.T) {
-	for _, b := range []Backoff{
-		{Min: DefaultReconnectMin, Max: DefaultReconnectMax},
+func TestExponentialHugeAttempts(t *testing.T) {
+	for _, b := range []Exponential{
+		{Min: time.Second, Max: 30 * time.Second},
 		{Min: time.Nanosecond, Max: time.Hour},
-		{Min: stunRetryMin, Max: DefaultStunInterval},
+		{Min: 5 * time.Second, Max: 300 * time.Second},
 	} {
 		for _, attempt := range []int{21, 31, 32, 33, 62, 63, 64, 65, 100, 1000, 1 << 20, math.MaxInt32, math.MaxInt} {
 			for _, r := range []float64{0, 0.5, 0.999999} {
-				got := Backoff{Min: b.Min, Max: b.Max, Rand: backoffConst(r)}.Delay(attempt)
-				backoffCheck(t, b, attempt, got)
+				got := Exponential{Min: b.Min, Max: b.Max, Rand: constRand(r)}.Delay(attempt)
+				checkDelay(t, b, attempt, got)
 				if attempt >= 63 && (got < b.Max/2 || got > b.Max) {
-					t.Errorf("Backoff{%v,%v}.Delay(%d) with Rand %v = %v, want within [%v, %v]",
+					t.Errorf("Exponential{%v,%v}.Delay(%d) with Rand %v = %v, want within [%v, %v]",
 						b.Min, b.Max, attempt, r, got, b.Max/2, b.Max)
 				}
 			}
@@ -122,20 +122,20 @@ func TestBackoffHugeAttempts(t *testing.T) {
 	}
 }
 
-// TestBackoffLargeMaxDoesNotOverflow: with a cap near the largest Duration
+// TestExponentialLargeMaxDoesNotOverflow: with a cap near the largest Duration
 // (a caller's way of saying "no cap"), doubling Min must not wrap around to
 // negative or zero delays.
-func TestBackoffLargeMaxDoesNotOverflow(t *testing.T) {
-	for _, b := range []Backoff{
+func TestExponentialLargeMaxDoesNotOverflow(t *testing.T) {
+	for _, b := range []Exponential{
 		{Min: time.Second, Max: math.MaxInt64},
 		{Min: time.Nanosecond, Max: math.MaxInt64},
-		{Min: stunRetryMin, Max: math.MaxInt64 / 2},
+		{Min: 5 * time.Second, Max: math.MaxInt64 / 2},
 	} {
 		for attempt := 0; attempt <= 100; attempt++ {
-			got := Backoff{Min: b.Min, Max: b.Max, Rand: backoffConst(0)}.Delay(attempt)
-			d := backoffCeil(b, attempt)
+			got := Exponential{Min: b.Min, Max: b.Max, Rand: constRand(0)}.Delay(attempt)
+			d := ceil(b, attempt)
 			if got < d/2 || got > d {
-				t.Errorf("Backoff{Min: %v, Max: %v}.Delay(%d) = %v, want within [%v, %v] (first failing attempt)",
+				t.Errorf("Exponential{Min: %v, Max: %v}.Delay(%d) = %v, want within [%v, %v] (first failing attempt)",
 					b.Min, b.Max, attempt, got, d/2, d)
 				break
 			}

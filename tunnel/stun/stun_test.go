@@ -1,4 +1,4 @@
-package tunnel
+package stun
 
 import (
 	"context"
@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/stun/v3"
+	pion "github.com/pion/stun/v3"
 
 	"github.com/serve-zone/remoteingress/internal/stuntest"
 	"github.com/serve-zone/remoteingress/internal/testutil"
@@ -59,10 +59,10 @@ func assertSTUNMapped(t *testing.T, got netip.AddrPort, srv *stuntest.Server) {
 	}
 }
 
-func TestSTUNDiscover(t *testing.T) {
+func TestDiscover(t *testing.T) {
 	t.Parallel()
 	srv := newSTUNTestServer(t, stuntest.Behavior{})
-	got, err := DiscoverPublicIP(stunCtx(t, 3*time.Second), srv.Addr())
+	got, err := Discover(stunCtx(t, 3*time.Second), srv.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,32 +73,32 @@ func TestSTUNDiscover(t *testing.T) {
 	}
 }
 
-func TestSTUNDiscoverWithoutDeadline(t *testing.T) {
+func TestDiscoverWithoutDeadline(t *testing.T) {
 	t.Parallel()
 	srv := newSTUNTestServer(t, stuntest.Behavior{})
-	got, err := DiscoverPublicIP(context.Background(), srv.Addr())
+	got, err := Discover(context.Background(), srv.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
 	assertSTUNMapped(t, got, srv)
 }
 
-func TestSTUNMappedAddressFallback(t *testing.T) {
+func TestMappedAddressFallback(t *testing.T) {
 	t.Parallel()
 	srv := newSTUNTestServer(t, stuntest.Behavior{MappedOnly: true})
-	got, err := DiscoverPublicIP(stunCtx(t, 3*time.Second), srv.Addr())
+	got, err := Discover(stunCtx(t, 3*time.Second), srv.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
 	assertSTUNMapped(t, got, srv)
 }
 
-func TestSTUNSilentServerTimesOut(t *testing.T) {
+func TestSilentServerTimesOut(t *testing.T) {
 	t.Parallel()
 	srv := newSTUNTestServer(t, stuntest.Behavior{Silent: true})
 	const budget = time.Second
 	start := time.Now()
-	_, err := DiscoverPublicIP(stunCtx(t, budget), srv.Addr())
+	_, err := Discover(stunCtx(t, budget), srv.Addr())
 	elapsed := time.Since(start)
 	if err == nil {
 		t.Fatal("discovery against a silent server succeeded")
@@ -119,21 +119,21 @@ func TestSTUNSilentServerTimesOut(t *testing.T) {
 	}
 }
 
-func TestSTUNSilentServerDefaultTimeout(t *testing.T) {
+func TestSilentServerDefaultTimeout(t *testing.T) {
 	if testing.Short() {
 		t.Skip("takes 5 s")
 	}
 	t.Parallel()
 	srv := newSTUNTestServer(t, stuntest.Behavior{Silent: true})
 	start := time.Now()
-	_, err := DiscoverPublicIP(context.Background(), srv.Addr())
+	_, err := Discover(context.Background(), srv.Addr())
 	elapsed := time.Since(start)
 	want := "stun: no response from " + srv.Addr() + " within 5s"
 	if err == nil || err.Error() != want {
 		t.Fatalf("error = %v, want %q", err, want)
 	}
-	if elapsed < stunDefaultTimeout-50*time.Millisecond || elapsed > stunDefaultTimeout+time.Second {
-		t.Fatalf("gave up after %v, want about %v", elapsed, stunDefaultTimeout)
+	if elapsed < defaultTimeout-50*time.Millisecond || elapsed > defaultTimeout+time.Second {
+		t.Fatalf("gave up after %v, want about %v", elapsed, defaultTimeout)
 	}
 	// 0, .25, .75, 1.75, 3.75 s: five sends with doubling intervals.
 	if n := srv.Requests(); n != 5 {
@@ -141,13 +141,13 @@ func TestSTUNSilentServerDefaultTimeout(t *testing.T) {
 	}
 }
 
-func TestSTUNCancel(t *testing.T) {
+func TestCancel(t *testing.T) {
 	t.Parallel()
 	srv := newSTUNTestServer(t, stuntest.Behavior{Silent: true})
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(100*time.Millisecond, cancel)
 	start := time.Now()
-	_, err := DiscoverPublicIP(ctx, srv.Addr())
+	_, err := Discover(ctx, srv.Addr())
 	elapsed := time.Since(start)
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("error = %v, want one wrapping context.Canceled", err)
@@ -161,11 +161,11 @@ func TestSTUNCancel(t *testing.T) {
 	}
 }
 
-func TestSTUNErrorResponse(t *testing.T) {
+func TestErrorResponse(t *testing.T) {
 	t.Parallel()
 	srv := newSTUNTestServer(t, stuntest.Behavior{ErrorCode: 403, ErrorReason: "Forbidden"})
 	start := time.Now()
-	_, err := DiscoverPublicIP(stunCtx(t, 3*time.Second), srv.Addr())
+	_, err := Discover(stunCtx(t, 3*time.Second), srv.Addr())
 	if err == nil {
 		t.Fatal("discovery succeeded against a server answering with an error")
 	}
@@ -178,10 +178,10 @@ func TestSTUNErrorResponse(t *testing.T) {
 	}
 }
 
-func TestSTUNIgnoresStrayDatagrams(t *testing.T) {
+func TestIgnoresStrayDatagrams(t *testing.T) {
 	t.Parallel()
 	srv := newSTUNTestServer(t, stuntest.Behavior{Before: stuntest.Decoys})
-	got, err := DiscoverPublicIP(stunCtx(t, 3*time.Second), srv.Addr())
+	got, err := Discover(stunCtx(t, 3*time.Second), srv.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +196,7 @@ func TestSTUNIgnoresStrayDatagrams(t *testing.T) {
 
 // A correct-looking answer from another address than the server's must be
 // ignored.
-func TestSTUNIgnoresAnswersFromOtherSources(t *testing.T) {
+func TestIgnoresAnswersFromOtherSources(t *testing.T) {
 	t.Parallel()
 	other, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -204,7 +204,7 @@ func TestSTUNIgnoresAnswersFromOtherSources(t *testing.T) {
 	}
 	defer other.Close()
 	srv := newSTUNTestServer(t, stuntest.Behavior{
-		Before: func(req *stun.Message, from netip.AddrPort) [][]byte {
+		Before: func(req *pion.Message, from netip.AddrPort) [][]byte {
 			forged, err := stuntest.Response(req.TransactionID, stuntest.DecoyAddr, stuntest.Behavior{})
 			if err == nil {
 				_, _ = other.WriteToUDPAddrPort(forged, from)
@@ -213,7 +213,7 @@ func TestSTUNIgnoresAnswersFromOtherSources(t *testing.T) {
 			return nil
 		},
 	})
-	got, err := DiscoverPublicIP(stunCtx(t, 3*time.Second), srv.Addr())
+	got, err := Discover(stunCtx(t, 3*time.Second), srv.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,18 +221,18 @@ func TestSTUNIgnoresAnswersFromOtherSources(t *testing.T) {
 }
 
 // Every decoy is rejected by the parser on its own, and the real answer is
-// accepted, so TestSTUNIgnoresStrayDatagrams cannot pass by luck of ordering.
-func TestSTUNParseResponseRejectsDecoys(t *testing.T) {
+// accepted, so TestIgnoresStrayDatagrams cannot pass by luck of ordering.
+func TestParseResponseRejectsDecoys(t *testing.T) {
 	t.Parallel()
-	req, err := stun.Build(stun.TransactionID, stun.BindingRequest, stun.Fingerprint)
+	req, err := pion.Build(pion.TransactionID, pion.BindingRequest, pion.Fingerprint)
 	if err != nil {
 		t.Fatal(err)
 	}
 	client := netip.MustParseAddrPort("127.0.0.1:40000")
-	res := new(stun.Message)
+	res := new(pion.Message)
 	for i, d := range stuntest.Decoys(req, client) {
 		pkt := append([]byte(nil), d...)
-		if addr, done, err := stunParseResponse(pkt, res, req.TransactionID, "srv"); done {
+		if addr, done, err := parseResponse(pkt, res, req.TransactionID, "srv"); done {
 			t.Errorf("decoy %d (% x...) was taken as the answer: %v, %v", i, pkt[:min(len(pkt), 8)], addr, err)
 		}
 	}
@@ -240,19 +240,19 @@ func TestSTUNParseResponseRejectsDecoys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr, done, err := stunParseResponse(good, res, req.TransactionID, "srv")
+	addr, done, err := parseResponse(good, res, req.TransactionID, "srv")
 	if !done || err != nil || addr != client {
 		t.Fatalf("real answer: addr %v done %v err %v, want %v", addr, done, err, client)
 	}
 	// A success response without any mapped address is final and an error.
-	bare, _ := stun.Build(stun.NewTransactionIDSetter(req.TransactionID), stun.BindingSuccess)
-	if _, done, err := stunParseResponse(bare.Raw, res, req.TransactionID, "srv"); !done || err == nil ||
+	bare, _ := pion.Build(pion.NewTransactionIDSetter(req.TransactionID), pion.BindingSuccess)
+	if _, done, err := parseResponse(bare.Raw, res, req.TransactionID, "srv"); !done || err == nil ||
 		!strings.Contains(err.Error(), "without a mapped address") {
 		t.Fatalf("bare success: done %v err %v", done, err)
 	}
 }
 
-func TestSTUNBadAddress(t *testing.T) {
+func TestBadAddress(t *testing.T) {
 	t.Parallel()
 	for _, addr := range []string{
 		"",
@@ -265,19 +265,19 @@ func TestSTUNBadAddress(t *testing.T) {
 		"[::1",
 		"[127.0.0.1]:3478:1",
 	} {
-		_, err := DiscoverPublicIP(stunCtx(t, time.Second), addr)
+		_, err := Discover(stunCtx(t, time.Second), addr)
 		if err == nil || !strings.HasPrefix(err.Error(), "stun: bad server address") {
-			t.Errorf("DiscoverPublicIP(%q) error = %v, want a bad server address error", addr, err)
+			t.Errorf("Discover(%q) error = %v, want a bad server address error", addr, err)
 		}
 	}
 	// Syntactically fine but unresolvable (RFC 6761 .invalid never resolves).
-	_, err := DiscoverPublicIP(stunCtx(t, 3*time.Second), "stun.invalid:3478")
+	_, err := Discover(stunCtx(t, 3*time.Second), "stun.invalid:3478")
 	if err == nil || !strings.Contains(err.Error(), "stun.invalid:3478") {
 		t.Fatalf("unresolvable host: error = %v, want one naming the server", err)
 	}
 }
 
-func TestSTUNRetransmission(t *testing.T) {
+func TestRetransmission(t *testing.T) {
 	t.Parallel()
 	for drop, minElapsed := range map[int]time.Duration{
 		1: 250 * time.Millisecond,  // answered at the 2nd send, 250 ms
@@ -288,7 +288,7 @@ func TestSTUNRetransmission(t *testing.T) {
 			t.Parallel()
 			srv := newSTUNTestServer(t, stuntest.Behavior{DropFirst: drop})
 			start := time.Now()
-			got, err := DiscoverPublicIP(stunCtx(t, 4*time.Second), srv.Addr())
+			got, err := Discover(stunCtx(t, 4*time.Second), srv.Addr())
 			elapsed := time.Since(start)
 			if err != nil {
 				t.Fatal(err)
@@ -305,20 +305,20 @@ func TestSTUNRetransmission(t *testing.T) {
 }
 
 // Not parallel: counts goroutines.
-func TestSTUNNoGoroutineLeft(t *testing.T) {
+func TestNoGoroutineLeft(t *testing.T) {
 	srv := newSTUNTestServer(t, stuntest.Behavior{})
 	silent := newSTUNTestServer(t, stuntest.Behavior{Silent: true})
 	before := runtime.NumGoroutine()
 	for range 5 {
-		if _, err := DiscoverPublicIP(stunCtx(t, time.Second), srv.Addr()); err != nil {
+		if _, err := Discover(stunCtx(t, time.Second), srv.Addr()); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := DiscoverPublicIP(stunCtx(t, 50*time.Millisecond), silent.Addr()); err == nil {
+		if _, err := Discover(stunCtx(t, 50*time.Millisecond), silent.Addr()); err == nil {
 			t.Fatal("silent server answered")
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		time.AfterFunc(20*time.Millisecond, cancel)
-		if _, err := DiscoverPublicIP(ctx, silent.Addr()); !errors.Is(err, context.Canceled) {
+		if _, err := Discover(ctx, silent.Addr()); !errors.Is(err, context.Canceled) {
 			t.Fatalf("cancel: %v", err)
 		}
 	}
@@ -332,9 +332,9 @@ func TestSTUNNoGoroutineLeft(t *testing.T) {
 	}
 }
 
-// TestSTUNCoturn runs the discovery against Debian's coturn (the turnserver
+// TestCoturn runs the discovery against Debian's coturn (the turnserver
 // binary of the "coturn" package) on loopback.
-func TestSTUNCoturn(t *testing.T) {
+func TestCoturn(t *testing.T) {
 	t.Parallel()
 	bin, err := exec.LookPath("turnserver")
 	if err != nil {
@@ -352,7 +352,7 @@ func TestSTUNCoturn(t *testing.T) {
 			t.Logf("attempt %d: %v", attempt, err)
 			continue
 		}
-		got, err := DiscoverPublicIP(stunCtx(t, 3*time.Second), addr)
+		got, err := Discover(stunCtx(t, 3*time.Second), addr)
 		if err != nil {
 			t.Fatalf("discovery through coturn at %s: %v", addr, err)
 		}
@@ -369,7 +369,7 @@ func TestSTUNCoturn(t *testing.T) {
 // and reaped on test cleanup.
 func startSTUNCoturn(t *testing.T, bin string) (string, error) {
 	t.Helper()
-	port, err := stunFreeUDPPort()
+	port, err := freeUDPPort()
 	if err != nil {
 		return "", err
 	}
@@ -415,7 +415,7 @@ func startSTUNCoturn(t *testing.T, bin string) (string, error) {
 		default:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-		_, err := DiscoverPublicIP(ctx, addr)
+		_, err := Discover(ctx, addr)
 		cancel()
 		if err == nil {
 			return addr, nil
@@ -425,7 +425,7 @@ func startSTUNCoturn(t *testing.T, bin string) (string, error) {
 	return "", fmt.Errorf("turnserver did not answer on %s within 15s; output:\n%s", addr, out)
 }
 
-func stunFreeUDPPort() (int, error) {
+func freeUDPPort() (int, error) {
 	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		return 0, err

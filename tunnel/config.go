@@ -1,0 +1,413 @@
+package tunnel
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"time"
+)
+
+// Configuration of hubs and edges: every default, the config types, and the
+// checks StartHub and StartEdge apply, in the style of yamux's
+// DefaultConfig/VerifyConfig.
+//
+// A zero field takes its default: StartHub and StartEdge fill zero fields
+// (withDefaults) and then Validate. Validate itself checks a config as it
+// stands, so a caller that starts from DefaultHubConfig or DefaultEdgeConfig
+// and sets what it was given learns about an explicit zero (a hub port of 0)
+// instead of having it silently replaced by the default.
+//
+// Internal protocol limits that no caller configures (minWindow, maxWindow,
+// maxDataFrame, writeBufSize, maxEdgeIDLen...) stay beside the code that uses
+// them.
+
+// Defaults of HubConfig.
+const (
+	// DefaultTunnelPort is the hub's tunnel port, and the hub port an edge dials.
+	DefaultTunnelPort = 8443
+	// DefaultTargetHost is where the hub forwards streams.
+	DefaultTargetHost = "127.0.0.1"
+	// DefaultDialTimeout bounds the hub's dial to the target.
+	DefaultDialTimeout = 10 * time.Second
+	// DefaultMaxPendingHandshakes caps the connections that have not authenticated yet.
+	DefaultMaxPendingHandshakes = 256
+)
+
+// Defaults of EdgeConfig.
+const (
+	DefaultStunServer   = "stun.cloudflare.com:3478"
+	DefaultStunInterval = 300 * time.Second
+	DefaultReconnectMin = time.Second
+	DefaultReconnectMax = 30 * time.Second
+	// DefaultConnections is the number of TLS connections of one tunnel.
+	DefaultConnections = 1
+)
+
+// Defaults of Tuning.
+const (
+	DefaultWindow            = 256 << 10
+	DefaultMaxWindow         = 4 << 20
+	DefaultWindowBudget      = 32 << 20
+	DefaultKeepaliveInterval = 10 * time.Second
+	DefaultKeepaliveTimeout  = 30 * time.Second
+	DefaultHandshakeTimeout  = 10 * time.Second
+	DefaultMaxStreams        = 1 << 16
+)
+
+// ConfigError is a configuration value the engine refuses. Field names it the
+// way Go code does (HubHost, ListenPorts[2], Edges[1].Secret); a caller with
+// names of its own for these values (the bridge's JSON params) renders Field
+// and Ref in its vocabulary, in the order Error uses.
+type ConfigError struct {
+	// Field is the value that is wrong.
+	Field string
+	// Msg says what is wrong; it follows the field's name ("must not be empty").
+	Msg string
+	// Ref is another field Msg refers to, named after it, or "":
+	// {Field: "Edges[1].ID", Msg: `"a" duplicates`, Ref: "Edges[0].ID"}.
+	Ref string
+}
+
+// Error implements error: "Field Msg" or "Field Msg Ref".
+func (e *ConfigError) Error() string {
+	if e.Ref == "" {
+		return e.Field + " " + e.Msg
+	}
+	return e.Field + " " + e.Msg + " " + e.Ref
+}
+
+func configErr(field, format string, args ...any) *ConfigError {
+	return &ConfigError{Field: field, Msg: fmt.Sprintf(format, args...)}
+}
+
+// checkPort checks that p is a port in [lo, 65535].
+func checkPort(field string, p, lo int) error {
+	if p < lo || p > 65535 {
+		return configErr(field, "must be an integer %d-65535", lo)
+	}
+	return nil
+}
+
+// indexed names element i of the list field.
+func indexed(field string, i int) string { return field + "[" + strconv.Itoa(i) + "]" }
+
+// Tuning holds the knobs shared by hub and edge. Zero values take defaults;
+// out-of-range windows are clamped to what the protocol allows.
+type Tuning struct {
+	// Window is the receive window a stream starts with, in bytes
+	// (default 256 KiB): what a stream whose reader stops can hold here.
+	Window uint32
+	// MaxWindow is what a stream's receive window may grow to while its
+	// reader keeps up with the sender (default 4 MiB; at least Window).
+	MaxWindow uint32
+	// WindowBudget caps the growth beyond Window of all the streams of one
+	// tunnel together (default 32 MiB), so that what one tunnel can make
+	// this side hold is at most streams × Window + WindowBudget.
+	WindowBudget uint32
+	// KeepaliveInterval is how often a PING is sent (default 10 s).
+	KeepaliveInterval time.Duration
+	// KeepaliveTimeout closes a tunnel from which nothing arrived for this long (default 30 s).
+	KeepaliveTimeout time.Duration
+	// HandshakeTimeout bounds TLS plus authentication (default 10 s).
+	HandshakeTimeout time.Duration
+	// MaxStreams caps the concurrent streams of one tunnel (default 65536).
+	// The edge refuses clients beyond it; an edge that opens more is in
+	// violation of the protocol.
+	MaxStreams int
+}
+
+// DefaultTuning returns a Tuning with every field at its default.
+func DefaultTuning() Tuning { return Tuning{}.withDefaults() }
+
+// withDefaults fills zero fields and clamps the windows.
+func (t Tuning) withDefaults() Tuning {
+	if t.Window == 0 {
+		t.Window = DefaultWindow
+	}
+	t.Window = min(max(t.Window, minWindow), maxWindow)
+	if t.MaxWindow == 0 {
+		t.MaxWindow = DefaultMaxWindow
+	}
+	t.MaxWindow = min(max(t.MaxWindow, t.Window), maxWindow)
+	if t.WindowBudget == 0 {
+		t.WindowBudget = DefaultWindowBudget
+	}
+	if t.KeepaliveInterval <= 0 {
+		t.KeepaliveInterval = DefaultKeepaliveInterval
+	}
+	if t.KeepaliveTimeout <= 0 {
+		t.KeepaliveTimeout = DefaultKeepaliveTimeout
+	}
+	if t.HandshakeTimeout <= 0 {
+		t.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if t.MaxStreams <= 0 {
+		t.MaxStreams = DefaultMaxStreams
+	}
+	return t
+}
+
+// Validate checks t as it stands (zero fields are errors here).
+func (t Tuning) Validate() error {
+	switch {
+	case t.Window < minWindow || t.Window > maxWindow:
+		return configErr("Window", "must be %d-%d bytes", minWindow, maxWindow)
+	case t.MaxWindow < t.Window || t.MaxWindow > maxWindow:
+		return configErr("MaxWindow", "must be Window-%d bytes", maxWindow)
+	case t.WindowBudget == 0:
+		return configErr("WindowBudget", "must be positive")
+	case t.KeepaliveInterval <= 0:
+		return configErr("KeepaliveInterval", "must be positive")
+	case t.KeepaliveTimeout <= 0:
+		return configErr("KeepaliveTimeout", "must be positive")
+	case t.HandshakeTimeout <= 0:
+		return configErr("HandshakeTimeout", "must be positive")
+	case t.MaxStreams <= 0:
+		return configErr("MaxStreams", "must be positive")
+	}
+	return nil
+}
+
+// discardLogger is the logger of a config without one.
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// HubConfig configures a Hub.
+type HubConfig struct {
+	// ListenHost is the address the tunnel port binds to (default: all interfaces).
+	ListenHost string
+	// TunnelPort is the TCP port edges connect to; 0 picks a free port
+	// (DefaultHubConfig sets DefaultTunnelPort).
+	TunnelPort int
+	// TargetHost is where streams are forwarded, on the edge's listen port (default 127.0.0.1).
+	TargetHost string
+	// TLSCertPEM and TLSKeyPEM are an optional certificate; empty generates a self-signed ECDSA P-256 one.
+	TLSCertPEM, TLSKeyPEM string
+	// DialTimeout bounds the dial to the target (default 10 s).
+	DialTimeout time.Duration
+	// MaxPendingHandshakes caps connections that have not authenticated yet
+	// (default 256); beyond it the oldest is dropped to make room.
+	MaxPendingHandshakes int
+	Tuning
+	Logger *slog.Logger
+	Events EventSink
+}
+
+// DefaultHubConfig returns a HubConfig with every default set, TunnelPort
+// included; it has no logger or event sink.
+func DefaultHubConfig() HubConfig {
+	c := HubConfig{TunnelPort: DefaultTunnelPort}.withDefaults()
+	c.Logger = nil
+	return c
+}
+
+// withDefaults fills the zero fields but TunnelPort (where 0 picks a free port).
+func (c HubConfig) withDefaults() HubConfig {
+	if c.TargetHost == "" {
+		c.TargetHost = DefaultTargetHost
+	}
+	if c.DialTimeout <= 0 {
+		c.DialTimeout = DefaultDialTimeout
+	}
+	if c.MaxPendingHandshakes <= 0 {
+		c.MaxPendingHandshakes = DefaultMaxPendingHandshakes
+	}
+	c.Tuning = c.Tuning.withDefaults()
+	if c.Logger == nil {
+		c.Logger = discardLogger()
+	}
+	return c
+}
+
+// Validate checks c as it stands; the error is a *ConfigError. It does not
+// parse the certificate (StartHub does, and says when it is invalid).
+func (c HubConfig) Validate() error {
+	if err := checkPort("TunnelPort", c.TunnelPort, 0); err != nil {
+		return err
+	}
+	if c.TargetHost == "" {
+		return configErr("TargetHost", "must not be empty")
+	}
+	if err := certPairError(c.TLSCertPEM, c.TLSKeyPEM); err != nil {
+		return err
+	}
+	if c.DialTimeout <= 0 {
+		return configErr("DialTimeout", "must be positive")
+	}
+	if c.MaxPendingHandshakes <= 0 {
+		return configErr("MaxPendingHandshakes", "must be positive")
+	}
+	return c.Tuning.Validate()
+}
+
+// certPairError says which of a certificate and its key is missing.
+func certPairError(certPEM, keyPEM string) error {
+	switch {
+	case certPEM != "" && keyPEM == "":
+		return &ConfigError{Field: "TLSKeyPEM", Msg: "must be given together with", Ref: "TLSCertPEM"}
+	case certPEM == "" && keyPEM != "":
+		return &ConfigError{Field: "TLSCertPEM", Msg: "must be given together with", Ref: "TLSKeyPEM"}
+	}
+	return nil
+}
+
+// EdgeCredential is one entry of the hub's allow list.
+type EdgeCredential struct {
+	ID     string `json:"id"`
+	Secret string `json:"secret"`
+}
+
+// String never shows the secret.
+func (c EdgeCredential) String() string { return "EdgeCredential{" + c.ID + "}" }
+
+// ValidateEdgeList checks an allow list: ids 1-255 bytes and unique, secrets
+// non-empty. The error is a *ConfigError on Edges[i].ID or Edges[i].Secret;
+// it names an edge by index and id, never by secret.
+func ValidateEdgeList(edges []EdgeCredential) error {
+	seen := make(map[string]int, len(edges))
+	for i, e := range edges {
+		field := indexed("Edges", i)
+		switch {
+		case e.ID == "":
+			return configErr(field+".ID", "must not be empty")
+		case len(e.ID) > maxEdgeIDLen:
+			return configErr(field+".ID", "must be at most %d bytes", maxEdgeIDLen)
+		case e.Secret == "":
+			return configErr(field+".Secret", "must not be empty (edge %q)", e.ID)
+		}
+		if first, dup := seen[e.ID]; dup {
+			return &ConfigError{Field: field + ".ID", Msg: fmt.Sprintf("%q duplicates", e.ID), Ref: indexed("Edges", first) + ".ID"}
+		}
+		seen[e.ID] = i
+	}
+	return nil
+}
+
+// EdgeConfig configures an Edge.
+type EdgeConfig struct {
+	HubHost string
+	// HubPort is the hub's tunnel port (default DefaultTunnelPort).
+	HubPort int
+	EdgeID  string
+	Secret  string
+	// ListenPorts are the public ports; ListenHost the address they bind to (default all interfaces).
+	ListenPorts []int
+	ListenHost  string
+	// StunServer is host:port of a STUN server (default stun.cloudflare.com:3478);
+	// StunInterval how often to ask it (default 300 s; negative turns STUN off).
+	StunServer   string
+	StunInterval time.Duration
+	// HubCertSHA256 pins the hub's certificate: the hex SHA-256 of its DER
+	// encoding (colons and case ignored), as shown in the hub's certSha256.
+	HubCertSHA256 string
+	// HubCAPEM, when set, verifies the hub's certificate chain against these
+	// CA certificates and HubServerName (default HubHost), like any TLS client.
+	HubCAPEM      string
+	HubServerName string
+	// ReconnectMin and ReconnectMax bound the reconnect backoff (defaults 1 s and 30 s).
+	ReconnectMin, ReconnectMax time.Duration
+	// Connections is how many TLS connections the tunnel spreads its streams
+	// over (default 1, 1..MaxTunnelConnections). More than one lets
+	// encryption and decryption of many streams run on that many cores on
+	// both sides; one stream always uses one connection.
+	Connections int
+	Tuning
+	Logger *slog.Logger
+	Events EventSink
+}
+
+// String never shows the secret.
+func (c EdgeConfig) String() string {
+	return "EdgeConfig{edgeId=" + c.EdgeID + " hub=" + c.HubHost + "}"
+}
+
+// DefaultEdgeConfig returns an EdgeConfig with every default set; the hub,
+// the identity and the listen ports are left for the caller.
+func DefaultEdgeConfig() EdgeConfig {
+	c := EdgeConfig{}.withDefaults()
+	c.Logger = nil
+	return c
+}
+
+// withDefaults fills the zero fields.
+func (c EdgeConfig) withDefaults() EdgeConfig {
+	if c.HubPort == 0 {
+		c.HubPort = DefaultTunnelPort
+	}
+	if c.StunServer == "" {
+		c.StunServer = DefaultStunServer
+	}
+	if c.StunInterval == 0 {
+		c.StunInterval = DefaultStunInterval
+	}
+	if c.ReconnectMin <= 0 {
+		c.ReconnectMin = DefaultReconnectMin
+	}
+	if c.ReconnectMax <= 0 {
+		c.ReconnectMax = DefaultReconnectMax
+	}
+	c.ReconnectMax = max(c.ReconnectMax, c.ReconnectMin)
+	if c.Connections == 0 {
+		c.Connections = DefaultConnections
+	}
+	c.Tuning = c.Tuning.withDefaults()
+	if c.Logger == nil {
+		c.Logger = discardLogger()
+	}
+	return c
+}
+
+// Validate checks c as it stands, the hub verification options included;
+// the error is a *ConfigError.
+func (c EdgeConfig) Validate() error {
+	if c.HubHost == "" {
+		return configErr("HubHost", "must not be empty")
+	}
+	if err := checkPort("HubPort", c.HubPort, 1); err != nil {
+		return err
+	}
+	switch {
+	case c.EdgeID == "":
+		return configErr("EdgeID", "must not be empty")
+	case len(c.EdgeID) > maxEdgeIDLen:
+		return configErr("EdgeID", "must be at most %d bytes", maxEdgeIDLen)
+	case c.Secret == "":
+		return configErr("Secret", "must not be empty")
+	case len(c.ListenPorts) == 0:
+		return configErr("ListenPorts", "must not be empty")
+	}
+	seen := make(map[int]bool, len(c.ListenPorts))
+	for i, p := range c.ListenPorts {
+		if err := checkPort(indexed("ListenPorts", i), p, 1); err != nil {
+			return err
+		}
+		if seen[p] {
+			return configErr("ListenPorts", "lists port %d twice", p)
+		}
+		seen[p] = true
+	}
+	if c.StunInterval > 0 && c.StunServer == "" {
+		return configErr("StunServer", "must not be empty")
+	}
+	if c.ReconnectMin <= 0 {
+		return configErr("ReconnectMin", "must be positive")
+	}
+	if c.ReconnectMax < c.ReconnectMin {
+		return &ConfigError{Field: "ReconnectMax", Msg: "must be at least", Ref: "ReconnectMin"}
+	}
+	if c.Connections < 1 || c.Connections > MaxTunnelConnections {
+		return configErr("Connections", "must be an integer 1-%d", MaxTunnelConnections)
+	}
+	if _, err := edgeTLSConfigFor(c.serverName(), c.HubCertSHA256, c.HubCAPEM); err != nil {
+		return err
+	}
+	return c.Tuning.Validate()
+}
+
+// serverName is the name the hub's certificate is verified against.
+func (c EdgeConfig) serverName() string {
+	if c.HubServerName != "" {
+		return c.HubServerName
+	}
+	return c.HubHost
+}
