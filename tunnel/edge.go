@@ -159,11 +159,6 @@ func (e *Edge) handleClient(conn net.Conn) {
 		_ = conn.Close()
 		return
 	}
-	if tunnel.activeStreams() >= e.cfg.MaxStreams { // the limit is the edge's, over all its connections
-		e.log.Warn("refusing client: stream limit reached", "limit", e.cfg.MaxStreams)
-		_ = conn.Close()
-		return
-	}
 	hdr, err := proxyproto.HeaderFor(conn.RemoteAddr(), conn.LocalAddr())
 	if err != nil {
 		e.log.Warn("cannot describe client connection", "err", err)
@@ -279,8 +274,10 @@ func (e *Edge) connectSet(hubAddr string) (*tunnelSet, error) {
 	}
 	wg.Wait()
 	t := &tunnelSet{}
+	slots := newStreamSlots(e.cfg.MaxStreams) // the limit is the edge's, over all its connections
 	for _, s := range sessions {
 		if s != nil {
+			s.shareSlots(slots)
 			t.sessions = append(t.sessions, s)
 		}
 	}
@@ -320,7 +317,7 @@ func (e *Edge) connect(hubAddr string, set TunnelSet) (sess *session, err error)
 	}
 	_ = raw.SetDeadline(time.Time{})
 	sess = newSession(tc, false, e.cfg.Tuning, peer, e.log, sessionHooks{})
-	sess.nextID, sess.idStep = uint32(set.Index)+1, uint32(set.Size) // ids unique across the set
+	sess.setIDs(set)
 	return sess, nil
 }
 

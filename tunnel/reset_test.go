@@ -1,7 +1,6 @@
 package tunnel
 
 import (
-	"bufio"
 	"errors"
 	"io"
 	"net"
@@ -36,44 +35,37 @@ func outcome(c net.Conn, r io.Reader) string {
 // reset, never as a clean close that makes a cut-off upload look complete.
 func TestClientResetArrivesAsReset(t *testing.T) {
 	skipUnlessLinux(t)
-	ended := make(chan string, 1)
-	r := startRig(t, rigOptions{tuning: Tuning{Window: 64 << 10}, handler: func(_ string, c net.Conn, br *bufio.Reader) {
+	p := newSessionPair(t, Tuning{Window: 64 << 10})
+	for i := 0; i < 20; i++ {
+		c, tg := p.open(t)
 		go func() { // keep the client's direction full
 			chunk := make([]byte, 64<<10)
 			for {
-				if _, err := c.Write(chunk); err != nil {
+				if _, err := tg.Write(chunk); err != nil {
 					return
 				}
 			}
 		}()
-		ended <- outcome(c, br)
-	}})
-	for i := 0; i < 20; i++ {
-		c := r.dial(t)
+		ended := make(chan string, 1)
+		go func() { ended <- outcome(tg, tg) }()
 		c.Write([]byte("upload that will be cut off"))
-		testutil.Eventually(t, 5*time.Second, "bytes stuck toward the client", func() bool { return hubStreams(r.hub) == 1 })
 		time.Sleep(20 * time.Millisecond) // let the target fill the path to the client
 		c.SetLinger(0)
 		c.Close()
 		if got := <-ended; got != "reset" {
 			t.Fatalf("round %d: the target saw %q, want a reset", i, got)
 		}
-		testutil.Eventually(t, 5*time.Second, "the stream to end", func() bool { return hubStreams(r.hub) == 0 })
+		testutil.Eventually(t, 5*time.Second, "the stream to end", func() bool { h, e := p.streams(); return h == 0 && e == 0 })
 	}
 }
 
 // Likewise the other way: a target reset reaches the client as a reset.
 func TestTargetResetArrivesAsReset(t *testing.T) {
 	skipUnlessLinux(t)
-	reset := make(chan struct{})
-	r := startRig(t, rigOptions{tuning: Tuning{Window: 64 << 10}, handler: func(_ string, c net.Conn, br *bufio.Reader) {
-		<-reset // never read: the client's upload fills the path to us
-		c.(*net.TCPConn).SetLinger(0)
-		c.Close()
-	}})
+	p := newSessionPair(t, Tuning{Window: 64 << 10})
 	for i := 0; i < 20; i++ {
-		c := r.dial(t)
-		go func() {
+		c, tg := p.open(t)
+		go func() { // the target never reads: the upload fills the path to it
 			chunk := make([]byte, 64<<10)
 			for {
 				if _, err := c.Write(chunk); err != nil {
@@ -81,13 +73,13 @@ func TestTargetResetArrivesAsReset(t *testing.T) {
 				}
 			}
 		}()
-		testutil.Eventually(t, 5*time.Second, "the stream to open", func() bool { return hubStreams(r.hub) == 1 })
 		time.Sleep(20 * time.Millisecond)
-		reset <- struct{}{}
+		tg.SetLinger(0)
+		tg.Close()
 		if got := outcome(c, c); got != "reset" {
 			t.Fatalf("round %d: the client saw %q, want a reset", i, got)
 		}
-		testutil.Eventually(t, 5*time.Second, "the stream to end", func() bool { return hubStreams(r.hub) == 0 })
+		testutil.Eventually(t, 5*time.Second, "the stream to end", func() bool { h, e := p.streams(); return h == 0 && e == 0 })
 	}
 }
 
@@ -107,28 +99,29 @@ func skipUnlessLinux(t *testing.T) {
 // half-close operations; the hook widens the window to 100 ms.)
 func TestSimultaneousHalfClosesAreNotResets(t *testing.T) {
 	skipUnlessLinux(t)
-	ended := make(chan string, 1)
-	r := startRig(t, rigOptions{handler: func(_ string, c net.Conn, br *bufio.Reader) {
-		c.Write([]byte("answer"))
-		c.(*net.TCPConn).CloseWrite() // before the upload has ended
-		// No more writes here, so a reset shows as ECONNRESET on this read
-		// (and the TCP state cannot tell: our FIN went first).
-		c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		_, err := io.Copy(io.Discard, br)
-		switch {
-		case err == nil:
-			ended <- "eof"
-		case errors.Is(err, syscall.ECONNRESET):
-			ended <- "reset"
-		default:
-			ended <- err.Error()
-		}
-	}})
+	p := newSessionPair(t, Tuning{})
 	hook := func() { time.Sleep(100 * time.Millisecond) }
 	testHookUpstreamEOF.Store(&hook)
 	defer testHookUpstreamEOF.Store(nil)
 	for i := 0; i < 3; i++ {
-		c := r.dial(t)
+		c, tg := p.open(t)
+		ended := make(chan string, 1)
+		go func() {
+			tg.Write([]byte("answer"))
+			tg.CloseWrite() // before the upload has ended
+			// No more writes here, so a reset shows as ECONNRESET on this
+			// read (and the TCP state cannot tell: our FIN went first).
+			tg.SetReadDeadline(time.Now().Add(10 * time.Second))
+			_, err := io.Copy(io.Discard, tg)
+			switch {
+			case err == nil:
+				ended <- "eof"
+			case errors.Is(err, syscall.ECONNRESET):
+				ended <- "reset"
+			default:
+				ended <- err.Error()
+			}
+		}()
 		c.Write([]byte("upload"))
 		c.CloseWrite()
 		c.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -139,6 +132,7 @@ func TestSimultaneousHalfClosesAreNotResets(t *testing.T) {
 		if o := <-ended; o != "eof" {
 			t.Fatalf("round %d: the target saw %q, want a clean EOF", i, o)
 		}
-		testutil.Eventually(t, 5*time.Second, "the stream to end", func() bool { return hubStreams(r.hub) == 0 })
+		tg.Close()
+		testutil.Eventually(t, 5*time.Second, "the stream to end", func() bool { h, e := p.streams(); return h == 0 && e == 0 })
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,6 +37,7 @@ func protoErr(format string, a ...any) error { return &ProtocolError{Msg: fmt.Sp
 var (
 	errSessionClosed  = errors.New("tunnel closed")
 	errTooManyStreams = errors.New("too many concurrent streams")
+	errIDsExhausted   = &LocalCloseError{Reason: "stream ids exhausted, reconnecting"}
 )
 
 // LocalCloseError is a close we decided on; its reason is sent to the peer.
@@ -51,11 +51,6 @@ type sessionHooks struct {
 	open func(st *stream, hdr proxyproto.Header)
 	// closed is called once per stream when it is gone.
 	closed func(st *stream)
-}
-
-type resetReq struct {
-	id     uint32
-	reason string
 }
 
 // session is one authenticated tunnel: a reader goroutine that dispatches
@@ -80,25 +75,14 @@ type session struct {
 	wlock   sync.Mutex
 	waiting atomic.Int32 // writers waiting for wlock
 	werr    error        // the first write error; guarded by wlock
-	wscratch
-	// Control frames queued by the reader and the timers, guarded by cmu.
-	cmu         sync.Mutex
-	ctrlPending atomic.Bool
-	wake        chan struct{}
-	wuQ         []*stream // streams with a pending window update
-	resets      []resetReq
-	blocked     []uint32 // streams to send BLOCKED for
-	pingPending bool
-	pingData    [8]byte
-	pongPending bool
-	pongData    [8]byte
-	goAway      string
+	batch   controlBatch // guarded by wlock
+	ctrl    controlQueue // control frames queued by the reader and the timers
 
-	mu      sync.Mutex
-	streams map[uint32]*stream
-	lastID  uint32 // hub: highest OPEN seen; edge: highest id allocated
-	nextID  uint32 // edge: the id of the next stream; 0 when ids ran out
-	idStep  uint32 // edge: ids go nextID, nextID+idStep, …, unique across a TunnelSet
+	slots     *streamSlots // the stream limit, checked once when a stream starts
+	mu        sync.Mutex
+	streams   map[uint32]*stream
+	maxOpenID uint32 // the highest stream id opened: in an OPEN received (hub) or sent (edge)
+	ids       idSeq  // edge: the ids of new streams
 
 	recvFrames atomic.Uint64
 	ctx        context.Context
@@ -114,8 +98,9 @@ func newSession(conn net.Conn, isHub bool, tuning Tuning, peer peerParams, log *
 	s := &session{
 		conn: conn, isHub: isHub, log: log, tuning: tuning, peerWindow: peer.window, hooks: hooks,
 		autotune: peer.caps&capWindowAutotune != 0,
-		wake:     make(chan struct{}, 1), streams: make(map[uint32]*stream), nextID: 1, idStep: 1,
-		ctx: ctx, cancel: cancel, writerDone: make(chan struct{}),
+		ctrl:     newControlQueue(), streams: make(map[uint32]*stream), ids: idSeq{next: 1, step: 1},
+		slots: newStreamSlots(tuning.MaxStreams),
+		ctx:   ctx, cancel: cancel, writerDone: make(chan struct{}),
 	}
 	s.fr = NewFrameReader(conn)
 	s.fr.Limit = max(tuning.MaxWindow, maxGoAway) // DATA is checked against its stream's window before it is read
@@ -124,19 +109,13 @@ func newSession(conn net.Conn, isHub bool, tuning Tuning, peer peerParams, log *
 	return s
 }
 
-// dataType and closeType are what this side sends for stream bytes and FIN.
-func (s *session) dataType() FrameType {
-	if s.isHub {
-		return FrameDataBack
+// streamFrames returns the frame types that a hub (hub true) or an edge
+// sends for stream bytes and for its FIN.
+func streamFrames(hub bool) (data, fin FrameType) {
+	if hub {
+		return FrameDataBack, FrameCloseBack
 	}
-	return FrameData
-}
-
-func (s *session) closeType() FrameType {
-	if s.isHub {
-		return FrameCloseBack
-	}
-	return FrameClose
+	return FrameData, FrameClose
 }
 
 // run serves the session until it ends and returns why. Every goroutine it
@@ -164,29 +143,23 @@ func (s *session) close(reason error) {
 		s.closeErr = reason
 		var le *LocalCloseError
 		var pe *ProtocolError
-		s.cmu.Lock()
+		var ie *panicError
 		switch {
 		case errors.As(reason, &le):
-			s.goAway = le.Reason
+			s.ctrl.setGoAway(le.Reason)
 		case errors.As(reason, &pe):
-			s.goAway = pe.Error()
+			s.ctrl.setGoAway(pe.Error())
+		case errors.As(reason, &ie):
+			s.ctrl.setGoAway("internal error")
 		}
-		s.cmu.Unlock()
 		// Bound the final flush: a peer that stopped reading cannot hold us.
 		_ = s.conn.SetWriteDeadline(time.Now().Add(time.Second))
 		s.cancel()
-		s.signal()
+		s.ctrl.signal()
 	})
 }
 
 func (s *session) done() <-chan struct{} { return s.ctx.Done() }
-
-func (s *session) signal() {
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
-}
 
 // goSafe runs fn on a goroutine counted in wg; a panic closes the session
 // instead of the process.
@@ -194,25 +167,23 @@ func (s *session) goSafe(fn func()) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		defer s.recoverPanic()
+		var perr error
+		defer s.closeOnPanic(&perr)
+		defer recoverInto(s.log, "a tunnel stream", &perr)
 		fn()
 	}()
 }
 
-func (s *session) recoverPanic() {
-	if r := recover(); r != nil {
-		s.log.Error("internal error, closing tunnel", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-		s.close(&LocalCloseError{Reason: "internal error"})
+// closeOnPanic, deferred before recoverInto, closes the session when that
+// caught a panic.
+func (s *session) closeOnPanic(perr *error) {
+	if *perr != nil {
+		s.close(*perr)
 	}
 }
 
 func (s *session) safeReadLoop() (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			s.log.Error("internal error in tunnel reader", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-			err = &LocalCloseError{Reason: "internal error"}
-		}
-	}()
+	defer recoverInto(s.log, "the tunnel reader", &err)
 	return s.readLoop()
 }
 
@@ -242,17 +213,17 @@ func (s *session) readError(err error) error {
 	return fmt.Errorf("connection lost: %w", err)
 }
 
+// dispatch handles one frame whose header has been read; it reads (or
+// skips) the payload.
 func (s *session) dispatch(h FrameHeader) error {
-	switch h.Type {
-	case FramePing, FramePong, FrameGoAway:
-		if h.StreamID != 0 {
-			return protoErr("%s on stream %d", h.Type, h.StreamID)
-		}
-	default:
-		if h.StreamID == 0 {
-			return protoErr("%s on stream 0", h.Type)
-		}
+	if h.StreamID == 0 {
+		return s.dispatchControl(h)
 	}
+	return s.dispatchStream(h)
+}
+
+// dispatchControl handles a frame on stream 0: PING, PONG, GOAWAY.
+func (s *session) dispatchControl(h FrameHeader) error {
 	switch h.Type {
 	case FramePing, FramePong:
 		if h.Length != 8 {
@@ -263,12 +234,7 @@ func (s *session) dispatch(h FrameHeader) error {
 			return s.readError(err)
 		}
 		if h.Type == FramePing {
-			s.cmu.Lock()
-			copy(s.pongData[:], p)
-			s.pongPending = true
-			s.cmu.Unlock()
-			s.ctrlPending.Store(true)
-			s.signal()
+			s.ctrl.pongFor(p)
 		}
 		return nil
 	case FrameGoAway:
@@ -280,6 +246,16 @@ func (s *session) dispatch(h FrameHeader) error {
 			return s.readError(err)
 		}
 		return &RemoteCloseError{Reason: sanitizeReason(p)}
+	}
+	return protoErr("%s on stream 0", h.Type)
+}
+
+// dispatchStream handles a frame on a stream: the frames of both sides,
+// then those that only the peer's role sends.
+func (s *session) dispatchStream(h FrameHeader) error {
+	switch h.Type {
+	case FramePing, FramePong, FrameGoAway:
+		return protoErr("%s on stream %d", h.Type, h.StreamID)
 	case FrameWindowUpdate:
 		if h.Length != 4 {
 			return protoErr("WINDOW_UPDATE with %d bytes", h.Length)
@@ -319,22 +295,14 @@ func (s *session) dispatch(h FrameHeader) error {
 		st.abort("reset by peer: "+sanitizeReason(p), false)
 		return nil
 	}
-	if s.isHub {
-		switch h.Type {
-		case FrameOpen:
-			return s.handleOpen(h)
-		case FrameData:
-			return s.handleData(h)
-		case FrameClose:
-			return s.handleClose(h)
-		}
-	} else {
-		switch h.Type {
-		case FrameDataBack:
-			return s.handleData(h)
-		case FrameCloseBack:
-			return s.handleClose(h)
-		}
+	data, fin := streamFrames(!s.isHub) // what the peer sends
+	switch {
+	case s.isHub && h.Type == FrameOpen:
+		return s.handleOpen(h)
+	case h.Type == data:
+		return s.handleData(h)
+	case h.Type == fin:
+		return s.handleClose(h)
 	}
 	return protoErr("unexpected %s frame", h.Type)
 }
@@ -345,7 +313,7 @@ func (s *session) dispatch(h FrameHeader) error {
 func (s *session) lookup(h FrameHeader) (*stream, error) {
 	s.mu.Lock()
 	st := s.streams[h.StreamID]
-	last := s.lastID
+	last := s.maxOpenID
 	s.mu.Unlock()
 	if st == nil && h.StreamID > last {
 		return nil, protoErr("%s for stream %d, which was never opened", h.Type, h.StreamID)
@@ -366,15 +334,15 @@ func (s *session) handleOpen(h FrameHeader) error {
 		return protoErr("OPEN for stream %d: %v", h.StreamID, err)
 	}
 	s.mu.Lock()
-	if h.StreamID <= s.lastID {
+	if h.StreamID <= s.maxOpenID {
 		s.mu.Unlock()
-		return protoErr("OPEN for stream %d, not above the last opened %d", h.StreamID, s.lastID)
+		return protoErr("OPEN for stream %d, not above the last opened %d", h.StreamID, s.maxOpenID)
 	}
-	if len(s.streams) >= s.tuning.MaxStreams {
+	if !s.slots.take() {
 		s.mu.Unlock()
 		return protoErr("OPEN beyond the limit of %d concurrent streams", s.tuning.MaxStreams)
 	}
-	s.lastID = h.StreamID
+	s.maxOpenID = h.StreamID
 	st := newStream(s, h.StreamID, nil)
 	s.streams[h.StreamID] = st
 	s.mu.Unlock()
@@ -467,12 +435,7 @@ func (s *session) keepalive(done chan struct{}) {
 			}
 			lastPing = now
 			seq++
-			s.cmu.Lock()
-			binary.BigEndian.PutUint64(s.pingData[:], seq)
-			s.pingPending = true
-			s.cmu.Unlock()
-			s.ctrlPending.Store(true)
-			s.signal()
+			s.ctrl.pingNow(seq)
 		}
 	}
 }
@@ -488,7 +451,7 @@ func (s *session) startStream(conn net.Conn, header []byte) error {
 		return errSessionClosed
 	default:
 	}
-	if len(s.streams) >= s.tuning.MaxStreams {
+	if !s.slots.take() {
 		return errTooManyStreams
 	}
 	st := newStream(s, 0, conn)
@@ -502,3 +465,70 @@ func (s *session) startStream(conn net.Conn, header []byte) error {
 	})
 	return nil
 }
+
+// allocID registers st under the next stream id of this edge session. The
+// caller holds the write lock, so OPENs go out in id order. It fails when
+// the session is closing (checked under mu: abortAll, which runs after the
+// close, must find every registered stream) and when the ids have run out.
+func (s *session) allocID(st *stream) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ctx.Err() != nil {
+		return errSessionClosed
+	}
+	id, ok := s.ids.take()
+	if !ok {
+		return errIDsExhausted
+	}
+	st.id = id
+	s.maxOpenID = id
+	s.streams[id] = st
+	return nil
+}
+
+// setIDs makes this edge session connection set.Index of set: its stream
+// ids are set.Index+1, +set.Size, +2·set.Size, …, unique across the set.
+func (s *session) setIDs(set TunnelSet) {
+	s.ids = idSeq{next: uint32(set.Index) + 1, step: uint32(set.Size)}
+}
+
+// shareSlots makes this session count its streams in slots, shared by the
+// connections of an edge's set: the edge's limit is over all of them.
+func (s *session) shareSlots(slots *streamSlots) { s.slots = slots }
+
+// idSeq hands out the stream ids next, next+step, next+2·step, … until they
+// would wrap around.
+type idSeq struct{ next, step uint32 }
+
+func (q *idSeq) take() (uint32, bool) {
+	id := q.next
+	if id == 0 {
+		return 0, false // ran out
+	}
+	q.next += q.step
+	if q.next <= id {
+		q.next = 0 // wrapped: this was the last id
+	}
+	return id, true
+}
+
+// streamSlots counts live streams against the limit of concurrent streams.
+// A stream takes a slot when it starts (hub: at its OPEN; edge: before its
+// OPEN is sent) and gives it back when it finishes.
+type streamSlots struct {
+	max int64
+	n   atomic.Int64
+}
+
+func newStreamSlots(max int) *streamSlots { return &streamSlots{max: int64(max)} }
+
+// take takes a slot; false when all are in use.
+func (l *streamSlots) take() bool {
+	if l.n.Add(1) > l.max {
+		l.n.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (l *streamSlots) release() { l.n.Add(-1) }

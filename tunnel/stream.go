@@ -28,24 +28,54 @@ type stream struct {
 	rd   *connReader
 	wr   *connWriter
 
-	wuPending uint32 // credit not yet sent; guarded by sess.cmu
+	wuPending uint32 // credit not yet sent; guarded by sess.ctrl.mu
 
 	mu          sync.Mutex
+	state       streamState
 	credit      int64         // bytes we may still send
 	creditCh    chan struct{} // signalled when credit grows
-	blockedSent bool          // BLOCKED sent since credit last arrived
 	recvWindow  uint32        // our receive window; grows up to tuning.MaxWindow
 	recvQ       []chunk       // peer bytes not yet written to conn
 	recvUnacked uint32        // received and not yet credited back
 	consumed    uint32        // written to conn, not yet credited back
-	ready       bool          // conn is attached (hub: dialled and header written)
-	writing     bool          // someone (reader or drain goroutine) writes to conn
-	remoteFin   bool
-	wrClosed    bool // CloseWrite done on conn
-	localFin    bool // our FIN is sent
-	aborted     bool
-	finished    bool
-	doneCh      chan struct{}
+	doneCh      chan struct{} // closed when the stream has finished
+}
+
+// streamState is the state of a stream, guarded by stream.mu: one bit per
+// fact. The two directions close independently (our FIN, the peer's FIN
+// and the CloseWrite that follows it), so a stream can be half-closed from
+// both sides at once, which is no reset; it has ended normally when both
+// directions are closed, or at once when aborted. Every bit but writing and
+// blockedSent is set once and never cleared.
+type streamState uint8
+
+const (
+	stReady       streamState = 1 << iota // conn is attached (hub: dialled and header written)
+	stWriting                             // someone (the reader or the drain goroutine) writes to conn
+	stBlockedSent                         // BLOCKED sent since credit last arrived
+	stRemoteFin                           // the peer's FIN arrived
+	stWrClosed                            // CloseWrite done on conn, after the peer's FIN and the bytes before it
+	stLocalFin                            // our FIN is sent
+	stAborted                             // ended at once: conn reset, queued bytes dropped
+	stFinished                            // gone: doneCh closed, removed from the session
+)
+
+// has reports whether every bit of f is set.
+func (s streamState) has(f streamState) bool { return s&f == f }
+
+func (s *streamState) set(f streamState)   { *s |= f }
+func (s *streamState) clear(f streamState) { *s &^= f }
+
+// ended: aborted or finished, nothing more happens.
+func (s streamState) ended() bool { return s&(stAborted|stFinished) != 0 }
+
+// finPending: the peer's FIN waits to become our CloseWrite.
+func (s streamState) finPending() bool { return s&(stRemoteFin|stWrClosed) == stRemoteFin }
+
+// closedBothWays: our FIN is sent and the peer's went through CloseWrite,
+// and the stream has not ended otherwise.
+func (s streamState) closedBothWays() bool {
+	return s&(stLocalFin|stWrClosed|stAborted|stFinished) == stLocalFin|stWrClosed
 }
 
 // chunk is a queued payload: (*bp)[off:] is still to be written.
@@ -61,7 +91,7 @@ func newStream(s *session, id uint32, conn net.Conn) *stream {
 		recvWindow: s.tuning.Window,
 	}
 	if conn != nil {
-		st.conn, st.rd, st.wr, st.ready = conn, newConnReader(conn), newConnWriter(conn), true
+		st.setConnLocked(conn)
 	}
 	return st
 }
@@ -70,21 +100,32 @@ func newStream(s *session, id uint32, conn net.Conn) *stream {
 // conn, when the stream was aborted meanwhile.
 func (st *stream) attach(conn net.Conn) bool {
 	st.mu.Lock()
-	if st.aborted {
+	if st.state.has(stAborted) {
 		st.mu.Unlock()
 		_ = conn.Close()
 		return false
 	}
-	st.conn, st.rd, st.wr, st.ready = conn, newConnReader(conn), newConnWriter(conn), true
+	st.setConnLocked(conn)
 	st.kickLocked()
 	st.mu.Unlock()
 	return true
 }
 
+func (st *stream) setConnLocked(conn net.Conn) {
+	st.conn, st.rd, st.wr = conn, newConnReader(conn), newConnWriter(conn)
+	st.state.set(stReady)
+}
+
+// backloggedLocked reports whether peer bytes cannot go to conn at once:
+// conn is not attached yet, someone writes to it, or bytes wait in recvQ.
+func (st *stream) backloggedLocked() bool {
+	return !st.state.has(stReady) || st.state.has(stWriting) || len(st.recvQ) > 0
+}
+
 // kickLocked starts a drain goroutine when there is something to drain.
 func (st *stream) kickLocked() {
-	if st.ready && !st.writing && !st.aborted && (len(st.recvQ) > 0 || (st.remoteFin && !st.wrClosed)) {
-		st.writing = true
+	if st.state&(stReady|stWriting|stAborted) == stReady && (len(st.recvQ) > 0 || st.state.finPending()) {
+		st.state.set(stWriting)
 		st.sess.goSafe(st.drain)
 	}
 }
@@ -94,37 +135,37 @@ func (st *stream) kickLocked() {
 // the session reader only, and never blocks.
 func (st *stream) pushData(bp *[]byte) error {
 	st.mu.Lock()
-	if st.aborted {
+	if st.state.has(stAborted) {
 		st.mu.Unlock()
 		putBuf(bp)
 		return nil
 	}
-	if st.remoteFin {
+	if st.state.has(stRemoteFin) {
 		st.mu.Unlock()
 		putBuf(bp)
 		return protoErr("data for stream %d after its close", st.id)
 	}
-	if !st.ready || st.writing || len(st.recvQ) > 0 {
+	if st.backloggedLocked() {
 		st.queueLocked(bp)
 		st.kickLocked()
 		st.mu.Unlock()
 		return nil
 	}
 	// Fast path: nobody is writing to conn; try it now, without waiting.
-	st.writing = true
+	st.state.set(stWriting)
 	st.mu.Unlock()
 	w, err := st.wr.tryWrite(*bp)
 	if err != nil {
 		putBuf(bp)
 		st.mu.Lock()
-		st.writing = false
+		st.state.clear(stWriting)
 		st.mu.Unlock()
 		st.abort(fmt.Sprintf("write failed: %v", err), true)
 		return nil
 	}
 	st.mu.Lock()
-	st.writing = false
-	if st.aborted {
+	st.state.clear(stWriting)
+	if st.state.has(stAborted) {
 		st.mu.Unlock()
 		putBuf(bp)
 		return nil
@@ -138,7 +179,7 @@ func (st *stream) pushData(bp *[]byte) error {
 	}
 	st.mu.Unlock()
 	if credit > 0 {
-		st.sess.queueWindowUpdate(st, credit)
+		st.sess.ctrl.windowUpdate(st, credit)
 	}
 	return nil
 }
@@ -166,7 +207,7 @@ func (st *stream) queueLocked(bp *[]byte) {
 func (st *stream) reserve(n uint32) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if st.aborted || st.remoteFin {
+	if st.state&(stAborted|stRemoteFin) != 0 {
 		return nil
 	}
 	if uint64(st.recvUnacked)+uint64(n) > uint64(st.recvWindow) {
@@ -185,7 +226,7 @@ func (st *stream) reserve(n uint32) error {
 func (st *stream) peerBlocked() {
 	st.mu.Lock()
 	maxW := st.sess.tuning.MaxWindow
-	if st.aborted || st.remoteFin || !st.ready || st.writing || len(st.recvQ) > 0 || st.recvWindow >= maxW {
+	if st.state&(stAborted|stRemoteFin) != 0 || st.backloggedLocked() || st.recvWindow >= maxW {
 		st.mu.Unlock()
 		return
 	}
@@ -201,7 +242,7 @@ func (st *stream) peerBlocked() {
 	st.recvUnacked -= st.consumed
 	st.consumed = 0
 	st.mu.Unlock()
-	s.queueWindowUpdate(st, credit)
+	s.ctrl.windowUpdate(st, credit)
 }
 
 // consumedLocked records n bytes written to conn and returns the credit to
@@ -221,21 +262,21 @@ func (st *stream) consumedLocked(n int) uint32 {
 // down conn's write side at once.
 func (st *stream) remoteFinish() error {
 	st.mu.Lock()
-	if st.aborted {
+	if st.state.has(stAborted) {
 		st.mu.Unlock()
 		return nil
 	}
-	if st.remoteFin {
+	if st.state.has(stRemoteFin) {
 		st.mu.Unlock()
 		return protoErr("second close for stream %d", st.id)
 	}
-	st.remoteFin = true
-	if !st.ready || st.writing || len(st.recvQ) > 0 {
+	st.state.set(stRemoteFin)
+	if st.backloggedLocked() {
 		st.kickLocked()
 		st.mu.Unlock()
 		return nil
 	}
-	st.wrClosed = true
+	st.state.set(stWrClosed)
 	st.mu.Unlock()
 	st.shutdownWrite()
 	return nil
@@ -257,7 +298,7 @@ func (st *stream) addCredit(inc uint32) error {
 	}
 	st.mu.Lock()
 	st.credit += int64(inc)
-	st.blockedSent = false
+	st.state.clear(stBlockedSent)
 	over := st.credit > int64(maxWindow)*2
 	st.mu.Unlock()
 	if over {
@@ -285,16 +326,16 @@ func (st *stream) buffered() int {
 func (st *stream) drain() {
 	for {
 		st.mu.Lock()
-		if st.aborted {
-			st.writing = false
+		if st.state.has(stAborted) {
+			st.state.clear(stWriting)
 			st.mu.Unlock()
 			return
 		}
 		if len(st.recvQ) == 0 {
-			st.writing = false
-			fin := st.remoteFin && !st.wrClosed
+			st.state.clear(stWriting)
+			fin := st.state.finPending()
 			if fin {
-				st.wrClosed = true
+				st.state.set(stWrClosed)
 			}
 			st.mu.Unlock()
 			if fin {
@@ -314,7 +355,7 @@ func (st *stream) drain() {
 		putBuf(c.bp)
 		if err != nil {
 			st.mu.Lock()
-			st.writing = false
+			st.state.clear(stWriting)
 			st.mu.Unlock()
 			st.abort(fmt.Sprintf("write failed: %v", err), true)
 			return
@@ -323,7 +364,7 @@ func (st *stream) drain() {
 		credit := st.consumedLocked(n)
 		st.mu.Unlock()
 		if credit > 0 {
-			st.sess.queueWindowUpdate(st, credit)
+			st.sess.ctrl.windowUpdate(st, credit)
 		}
 	}
 }
@@ -339,7 +380,7 @@ var testHookUpstreamEOF atomic.Pointer[func()]
 // 64 KiB frames), while a stream of small messages holds a 16 KiB buffer
 // per read, not a 256 KiB one.
 func (st *stream) upstream() {
-	dataType, closeType := st.sess.dataType(), st.sess.closeType()
+	dataType, closeType := streamFrames(st.sess.isHub)
 	chunk := minReadChunk
 	for {
 		credit, ok := st.waitCredit()
@@ -373,7 +414,7 @@ func (st *stream) upstream() {
 			if hook := testHookUpstreamEOF.Load(); hook != nil {
 				(*hook)()
 			}
-			reset := !st.wrClosed && wasReset(st.conn)
+			reset := !st.state.has(stWrClosed) && wasReset(st.conn)
 			st.mu.Unlock()
 			if reset {
 				st.abort("connection reset", true)
@@ -384,7 +425,7 @@ func (st *stream) upstream() {
 				return
 			}
 			st.mu.Lock()
-			st.localFin = true
+			st.state.set(stLocalFin)
 			st.mu.Unlock()
 			st.finishIfDone()
 			return
@@ -414,10 +455,10 @@ func nextReadChunk(chunk, limit, n int) int {
 func (st *stream) waitCredit() (int, bool) {
 	for {
 		st.mu.Lock()
-		c, aborted := st.credit, st.aborted
-		tell := c <= 0 && !aborted && !st.blockedSent && st.sess.autotune
+		c, aborted := st.credit, st.state.has(stAborted)
+		tell := c <= 0 && !aborted && !st.state.has(stBlockedSent) && st.sess.autotune
 		if tell {
-			st.blockedSent = true
+			st.state.set(stBlockedSent)
 		}
 		st.mu.Unlock()
 		if aborted {
@@ -427,7 +468,7 @@ func (st *stream) waitCredit() (int, bool) {
 			return int(c), true
 		}
 		if tell {
-			st.sess.queueBlocked(st.id)
+			st.sess.ctrl.blocked(st.id)
 		}
 		select {
 		case <-st.creditCh:
@@ -441,11 +482,11 @@ func (st *stream) waitCredit() (int, bool) {
 // dropped and, when sendReset, the peer is told with a RESET frame.
 func (st *stream) abort(reason string, sendReset bool) {
 	st.mu.Lock()
-	if st.aborted || st.finished {
+	if st.state.ended() {
 		st.mu.Unlock()
 		return
 	}
-	st.aborted = true
+	st.state.set(stAborted)
 	// Queued chunks belong to the queue; a writer in progress holds only the
 	// one it took out and returns it itself.
 	for _, c := range st.recvQ {
@@ -455,7 +496,7 @@ func (st *stream) abort(reason string, sendReset bool) {
 	conn := st.conn
 	st.mu.Unlock()
 	if sendReset && st.id != 0 {
-		st.sess.queueReset(st.id, reason)
+		st.sess.ctrl.reset(st.id, reason)
 	}
 	st.sess.log.Debug("stream aborted", "stream", st.id, "reason", reason)
 	if conn != nil {
@@ -470,7 +511,7 @@ func (st *stream) abort(reason string, sendReset bool) {
 // finishIfDone ends the stream normally once both directions are closed.
 func (st *stream) finishIfDone() {
 	st.mu.Lock()
-	done := st.localFin && st.wrClosed && !st.aborted && !st.finished
+	done := st.state.closedBothWays()
 	st.mu.Unlock()
 	if done {
 		_ = st.conn.Close()
@@ -480,16 +521,17 @@ func (st *stream) finishIfDone() {
 
 func (st *stream) finish() {
 	st.mu.Lock()
-	if st.finished {
+	if st.state.has(stFinished) {
 		st.mu.Unlock()
 		return
 	}
-	st.finished = true
+	st.state.set(stFinished)
 	close(st.doneCh)
 	grown := st.recvWindow - st.sess.tuning.Window
 	st.mu.Unlock()
 	st.sess.grown.Add(-int64(grown))
 	st.sess.removeStream(st)
+	st.sess.slots.release()
 	if st.sess.hooks.closed != nil {
 		st.sess.hooks.closed(st)
 	}

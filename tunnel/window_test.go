@@ -1,7 +1,6 @@
 package tunnel
 
 import (
-	"bufio"
 	"bytes"
 	"io"
 	"net"
@@ -11,50 +10,10 @@ import (
 	"github.com/serve-zone/remoteingress/internal/testutil"
 )
 
-// onlyStream returns the single stream of sess.
-func onlyStream(t *testing.T, sess *session) *stream {
-	t.Helper()
-	sess.mu.Lock()
-	defer sess.mu.Unlock()
-	if len(sess.streams) != 1 {
-		t.Fatalf("%d streams, want 1", len(sess.streams))
-	}
-	for _, st := range sess.streams {
-		return st
-	}
-	return nil
-}
-
 func (st *stream) window() uint32 {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	return st.recvWindow
-}
-
-func hubSession(t *testing.T, r *rig) *session {
-	t.Helper()
-	r.hub.mu.Lock()
-	defer r.hub.mu.Unlock()
-	for _, e := range r.hub.edges {
-		conns := e.sessionsLocked()
-		if len(conns) != 1 {
-			t.Fatalf("edge has %d connections, want 1", len(conns))
-		}
-		return conns[0]
-	}
-	t.Fatal("no edge on the hub")
-	return nil
-}
-
-// edgeSession returns the edge's only tunnel connection.
-func edgeSession(t *testing.T, r *rig) *session {
-	t.Helper()
-	r.edge.mu.Lock()
-	defer r.edge.mu.Unlock()
-	if r.edge.tunnel == nil || len(r.edge.tunnel.sessions) != 1 {
-		t.Fatal("the edge has no tunnel of one connection")
-	}
-	return r.edge.tunnel.sessions[0]
 }
 
 // A stream whose reader keeps up grows its receive window to MaxWindow, in
@@ -63,55 +22,44 @@ func edgeSession(t *testing.T, r *rig) *session {
 func TestWindowGrowsWhileTheReaderKeepsUp(t *testing.T) {
 	const n = 16 << 20
 	tuning := Tuning{Window: 64 << 10, MaxWindow: 1 << 20}
-	r := startRig(t, rigOptions{tuning: tuning, connections: 1, handler: func(_ string, c net.Conn, br *bufio.Reader) {
-		// Take n bytes, send n bytes, then hold the stream open until
-		// the client closes it.
-		if _, err := io.CopyN(io.Discard, br, n); err != nil {
-			return
-		}
-		if _, err := c.Write(make([]byte, n)); err != nil {
-			return
-		}
-		_, _ = io.Copy(io.Discard, br)
-	}})
-	c := r.dial(t)
+	p := newSessionPair(t, tuning)
+	c, tg := p.open(t)
 	go c.Write(make([]byte, n))
+	_ = tg.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.CopyN(io.Discard, tg, n); err != nil {
+		t.Fatal(err)
+	}
+	go tg.Write(make([]byte, n))
 	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
 	if _, err := io.CopyN(io.Discard, c, n); err != nil {
 		t.Fatal(err)
 	}
-	hs, es := hubSession(t, r), edgeSession(t, r)
-	if w := onlyStream(t, hs).window(); w != tuning.MaxWindow {
+	if w := onlyStream(t, p.hub).window(); w != tuning.MaxWindow {
 		t.Errorf("hub's receive window after %d bytes client→target: %d, want %d", n, w, tuning.MaxWindow)
 	}
-	if w := onlyStream(t, es).window(); w != tuning.MaxWindow {
+	if w := onlyStream(t, p.edge).window(); w != tuning.MaxWindow {
 		t.Errorf("edge's receive window after %d bytes target→client: %d, want %d", n, w, tuning.MaxWindow)
 	}
 	grown := int64(tuning.MaxWindow - tuning.Window)
-	if g := hs.grown.Load(); g != grown {
+	if g := p.hub.grown.Load(); g != grown {
 		t.Errorf("hub session growth %d, want %d", g, grown)
 	}
 	c.Close()
-	testutil.Eventually(t, 5*time.Second, "the stream to end", func() bool { return r.edge.Status().ActiveStreams == 0 })
-	testutil.Eventually(t, 5*time.Second, "the growth to be returned", func() bool { return hs.grown.Load() == 0 && es.grown.Load() == 0 })
+	tg.Close()
+	testutil.Eventually(t, 5*time.Second, "the stream to end", func() bool { h, e := p.streams(); return h == 0 && e == 0 })
+	testutil.Eventually(t, 5*time.Second, "the growth to be returned", func() bool { return p.hub.grown.Load() == 0 && p.edge.grown.Load() == 0 })
 }
 
 // The windows of one tunnel grow by at most WindowBudget together.
 func TestWindowGrowthWithinTheTunnelBudget(t *testing.T) {
 	const n = 8 << 20
 	tuning := Tuning{Window: 64 << 10, MaxWindow: 1 << 20, WindowBudget: 1 << 20}
-	done := make(chan struct{})
-	r := startRig(t, rigOptions{tuning: tuning, connections: 1, handler: func(_ string, c net.Conn, br *bufio.Reader) {
-		if _, err := c.Write(make([]byte, n)); err != nil {
-			return
-		}
-		<-done
-	}})
-	defer close(done)
+	p := newSessionPair(t, tuning)
 	const streams = 4
 	errs := make(chan error, streams)
 	for i := 0; i < streams; i++ {
-		c := r.dial(t)
+		c, tg := p.open(t)
+		go tg.Write(make([]byte, n))
 		go func() {
 			_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
 			_, err := io.CopyN(io.Discard, c, n)
@@ -123,7 +71,7 @@ func TestWindowGrowthWithinTheTunnelBudget(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	es := edgeSession(t, r)
+	es := p.edge
 	var sum int64
 	es.mu.Lock()
 	for _, st := range es.streams {
@@ -139,6 +87,58 @@ func TestWindowGrowthWithinTheTunnelBudget(t *testing.T) {
 	}
 	if sum == 0 {
 		t.Fatal("no window grew at all")
+	}
+}
+
+// A client that never reads must not hold up another stream, and what is
+// buffered for it stays within the window on the edge.
+func TestStalledStreamDoesNotBlockOthers(t *testing.T) {
+	const bulk = 32 << 20
+	tuning := Tuning{Window: 256 << 10, MaxWindow: 1 << 20}
+	p := newSessionPair(t, tuning)
+	chunk := make([]byte, 64<<10)
+	stalled, stalledTarget := p.open(t)
+	stalled.SetReadBuffer(4096)
+	stalledSent := make(chan struct{})
+	go func() { // write until the tunnel pushes back, forever
+		for i := 0; ; i++ {
+			if i == 64 {
+				close(stalledSent)
+			}
+			if _, err := stalledTarget.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+	select {
+	case <-stalledSent: // 4 MiB left the target: the stalled path is full
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stalled stream never filled")
+	}
+	b, bulkTarget := p.open(t)
+	go func() {
+		for sent := 0; sent < bulk; sent += len(chunk) {
+			if _, err := bulkTarget.Write(chunk); err != nil {
+				return
+			}
+		}
+		bulkTarget.CloseWrite()
+	}()
+	b.SetReadDeadline(time.Now().Add(60 * time.Second))
+	n, err := io.Copy(io.Discard, b)
+	if err != nil || n != bulk {
+		t.Fatalf("bulk stream got %d of %d bytes: %v", n, bulk, err)
+	}
+	b.Close()
+	bulkTarget.Close()
+	testutil.Eventually(t, 5*time.Second, "the bulk stream to end", func() bool { _, e := p.streams(); return e == 1 })
+	// The edge holds at most one window for the stalled stream. Its window
+	// may have grown while the kernel still took the bytes, never beyond
+	// MaxWindow, and it holds no more than that window.
+	st := onlyStream(t, p.edge)
+	window := st.window()
+	if buf := st.buffered(); buf > int(window) || window > tuning.MaxWindow {
+		t.Fatalf("edge buffers %d bytes for the stalled stream, window %d, max %d", buf, window, tuning.MaxWindow)
 	}
 }
 

@@ -1,10 +1,8 @@
 package tunnel
 
 import (
-	"encoding/binary"
 	"fmt"
 	"runtime"
-	"runtime/debug"
 )
 
 // The write side of a session.
@@ -23,16 +21,6 @@ import (
 // one TLS record's worth, which gains nothing from coalescing.
 const directWriteMin = 16 << 10
 
-// wscratch is the control goroutine's and lock holders' scratch space,
-// guarded by wlock.
-type wscratch struct {
-	resetsW  []resetReq
-	blockedW []uint32
-	wusW     []*stream
-	wuVals   []uint32
-	u32      [4]byte
-}
-
 // lockWriter takes the write lock; it fails once the tunnel cannot be written.
 func (s *session) lockWriter() error {
 	s.waiting.Add(1)
@@ -45,10 +33,15 @@ func (s *session) lockWriter() error {
 	return nil
 }
 
-// unlockWriter writes the control frames queued meanwhile, flushes when no
-// other writer waits, and releases the lock.
-func (s *session) unlockWriter() error {
-	err := s.writeControlLocked()
+// unlockWriter ends a turn at the write lock. err is what the writes under
+// the lock returned. Unless they failed, it writes the control frames queued
+// meanwhile and flushes when no other writer waits. A failure is kept as the
+// tunnel's write error, which fails every later turn, and closes the
+// tunnel. It releases the lock and returns the failure.
+func (s *session) unlockWriter(err error) error {
+	if err == nil {
+		err = s.writeControlLocked()
+	}
 	if err == nil && s.waiting.Load() == 0 && s.bw.Buffered() > 0 {
 		// Let goroutines that are runnable now (other streams whose sockets
 		// just became readable) reach the lock: they then flush for us, and
@@ -75,7 +68,7 @@ func (s *session) writeData(id uint32, t FrameType, frame []byte) error {
 		return errSessionClosed
 	}
 	if s.ctx.Err() != nil {
-		_ = s.unlockWriter()
+		_ = s.unlockWriter(nil)
 		return errSessionClosed
 	}
 	err := s.writeControlLocked()
@@ -93,168 +86,59 @@ func (s *session) writeData(id uint32, t FrameType, frame []byte) error {
 			}
 		}
 	}
-	if err != nil && s.werr == nil {
-		s.werr = err
-	}
-	if uerr := s.unlockWriter(); err == nil {
-		err = uerr
-	}
-	if err != nil {
+	if s.unlockWriter(err) != nil {
 		return errSessionClosed
 	}
 	return nil
 }
 
-// writeOpen allocates the next stream id for st, registers it and writes its
-// OPEN, all under the write lock, so OPENs go out in id order.
+// writeOpen registers st under the next stream id and writes its OPEN,
+// both under the write lock, so OPENs go out in id order.
 func (s *session) writeOpen(st *stream, header []byte) error {
 	if err := s.lockWriter(); err != nil {
 		return errSessionClosed
 	}
 	// Every way out goes through unlockWriter: a writer before us may have
 	// left its frames unflushed because we were waiting.
-	s.mu.Lock()
-	var refuse error
-	switch {
-	case s.ctx.Err() != nil:
-		refuse = errSessionClosed
-	case s.nextID == 0:
-		refuse = errSessionClosed
-		defer s.close(&LocalCloseError{Reason: "stream ids exhausted, reconnecting"})
-	case len(s.streams) >= s.tuning.MaxStreams:
-		refuse = errTooManyStreams
+	if err := s.allocID(st); err != nil {
+		_ = s.unlockWriter(nil)
+		if err == errIDsExhausted {
+			s.close(err)
+		}
+		return err
 	}
-	if refuse != nil {
-		s.mu.Unlock()
-		_ = s.unlockWriter()
-		return refuse
-	}
-	st.id = s.nextID
-	s.lastID = st.id
-	s.nextID += s.idStep
-	if s.nextID <= st.id {
-		s.nextID = 0 // wrapped: this was the last id
-	}
-	s.streams[st.id] = st
-	s.mu.Unlock()
 	err := s.writeControlLocked()
 	if err == nil {
 		err = s.fw.WriteFrame(st.id, FrameOpen, header)
 	}
-	if err != nil && s.werr == nil {
-		s.werr = err
-	}
-	if uerr := s.unlockWriter(); err == nil {
-		err = uerr
-	}
-	return err
-}
-
-// queueWindowUpdate schedules a credit for st (coalesced per stream).
-func (s *session) queueWindowUpdate(st *stream, n uint32) {
-	s.cmu.Lock()
-	if st.wuPending == 0 {
-		s.wuQ = append(s.wuQ, st)
-	}
-	st.wuPending += n
-	s.cmu.Unlock()
-	s.ctrlPending.Store(true)
-	s.signal()
-}
-
-// queueBlocked schedules a BLOCKED for stream id.
-func (s *session) queueBlocked(id uint32) {
-	s.cmu.Lock()
-	s.blocked = append(s.blocked, id)
-	s.cmu.Unlock()
-	s.ctrlPending.Store(true)
-	s.signal()
-}
-
-// queueReset schedules a RESET for stream id.
-func (s *session) queueReset(id uint32, reason string) {
-	if len(reason) > maxResetReason {
-		reason = reason[:maxResetReason]
-	}
-	s.cmu.Lock()
-	s.resets = append(s.resets, resetReq{id: id, reason: reason})
-	s.cmu.Unlock()
-	s.ctrlPending.Store(true)
-	s.signal()
+	return s.unlockWriter(err)
 }
 
 // writeControlLocked writes the queued control frames; the caller holds wlock.
 func (s *session) writeControlLocked() error {
-	if !s.ctrlPending.Load() {
+	if !s.ctrl.take(&s.batch) {
 		return nil
 	}
-	w := &s.wscratch
-	s.cmu.Lock()
-	s.ctrlPending.Store(false)
-	w.resetsW = append(w.resetsW[:0], s.resets...)
-	s.resets = s.resets[:0]
-	w.blockedW = append(w.blockedW[:0], s.blocked...)
-	s.blocked = s.blocked[:0]
-	w.wusW, w.wuVals = w.wusW[:0], w.wuVals[:0]
-	for _, st := range s.wuQ {
-		w.wusW = append(w.wusW, st)
-		w.wuVals = append(w.wuVals, st.wuPending)
-		st.wuPending = 0
-	}
-	clear(s.wuQ)
-	s.wuQ = s.wuQ[:0]
-	ping, pong := s.pingPending, s.pongPending
-	pingData, pongData := s.pingData, s.pongData
-	s.pingPending, s.pongPending = false, false
-	s.cmu.Unlock()
-
-	var err error
-	if pong {
-		err = s.fw.WriteFrame(0, FramePong, pongData[:])
-	}
-	if ping && err == nil {
-		err = s.fw.WriteFrame(0, FramePing, pingData[:])
-	}
-	for _, r := range w.resetsW {
-		if err == nil {
-			err = s.fw.WriteFrame(r.id, FrameReset, []byte(r.reason))
-		}
-	}
-	for _, id := range w.blockedW {
-		if err == nil {
-			err = s.fw.WriteFrame(id, FrameBlocked, nil)
-		}
-	}
-	for i, st := range w.wusW {
-		if err == nil {
-			binary.BigEndian.PutUint32(w.u32[:], w.wuVals[i])
-			err = s.fw.WriteFrame(st.id, FrameWindowUpdate, w.u32[:])
-		}
-	}
-	clear(w.wusW)
-	return err
+	return s.batch.writeTo(s.fw)
 }
 
 // controlWriter writes queued control frames when no stream is writing, and
 // at the end the GOAWAY; then it closes the connection.
 func (s *session) controlWriter() {
 	defer close(s.writerDone)
-	defer func() {
-		if r := recover(); r != nil {
-			s.log.Error("internal error in tunnel writer", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-			s.close(&LocalCloseError{Reason: "internal error"})
-		}
-		_ = s.conn.Close()
-	}()
+	defer func() { _ = s.conn.Close() }()
+	var perr error
+	defer s.closeOnPanic(&perr)
+	defer recoverInto(s.log, "the tunnel writer", &perr)
 	for {
 		select {
-		case <-s.wake:
+		case <-s.ctrl.wake:
 			if s.lockWriter() != nil {
 				<-s.done()
 				s.finalWrite()
 				return
 			}
-			_ = s.unlockWriter()
+			_ = s.unlockWriter(nil)
 		case <-s.done():
 			s.finalWrite()
 			return
@@ -273,9 +157,7 @@ func (s *session) finalWrite() {
 		return
 	}
 	s.werr = errSessionClosed
-	s.cmu.Lock()
-	reason := s.goAway
-	s.cmu.Unlock()
+	reason := s.ctrl.goAwayReason()
 	if reason == "" {
 		return
 	}

@@ -23,14 +23,22 @@ type connReader struct {
 }
 
 func newConnReader(c net.Conn) *connReader {
-	r := &connReader{conn: c}
-	if sc, ok := c.(syscall.Conn); ok {
-		if rc, err := sc.SyscallConn(); err == nil {
-			r.rc = rc
-			r.fn = r.readFD
-		}
+	r := &connReader{conn: c, rc: rawConn(c)}
+	if r.rc != nil {
+		r.fn = r.readFD
 	}
 	return r
+}
+
+// rawConn is c's file descriptor, or nil when it has none: then reads
+// block and tryWrite writes nothing.
+func rawConn(c net.Conn) syscall.RawConn {
+	if sc, ok := c.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			return rc
+		}
+	}
+	return nil
 }
 
 func (r *connReader) readFD(fd uintptr) bool {
@@ -55,13 +63,7 @@ func (r *connReader) readFD(fd uintptr) bool {
 // with putBuf.
 func (r *connReader) read(limit int) (*[]byte, int, error) {
 	if r.rc == nil {
-		bp := getBuf(HeaderLen + limit)
-		n, err := r.conn.Read((*bp)[HeaderLen:])
-		if n == 0 {
-			putBuf(bp)
-			bp = nil
-		}
-		return bp, n, err
+		return readBlocking(r.conn, limit)
 	}
 	r.limit = limit
 	r.bp, r.n, r.err = nil, 0, nil
@@ -92,12 +94,9 @@ type connWriter struct {
 }
 
 func newConnWriter(c net.Conn) *connWriter {
-	w := &connWriter{}
-	if sc, ok := c.(syscall.Conn); ok {
-		if rc, err := sc.SyscallConn(); err == nil {
-			w.rc = rc
-			w.fn = w.writeFD
-		}
+	w := &connWriter{rc: rawConn(c)}
+	if w.rc != nil {
+		w.fn = w.writeFD
 	}
 	return w
 }

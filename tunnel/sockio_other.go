@@ -9,15 +9,7 @@ type connReader struct{ conn net.Conn }
 
 func newConnReader(c net.Conn) *connReader { return &connReader{conn: c} }
 
-func (r *connReader) read(limit int) (*[]byte, int, error) {
-	bp := getBuf(HeaderLen + limit)
-	n, err := r.conn.Read((*bp)[HeaderLen:])
-	if n == 0 {
-		putBuf(bp)
-		bp = nil
-	}
-	return bp, n, err
-}
+func (r *connReader) read(limit int) (*[]byte, int, error) { return readBlocking(r.conn, limit) }
 
 // connWriter would write without waiting; here it always defers to the
 // blocking drain path.

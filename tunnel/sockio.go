@@ -1,0 +1,16 @@
+package tunnel
+
+import "net"
+
+// readBlocking reads up to limit bytes from c into a pooled buffer, after
+// HeaderLen bytes of room for the frame header, the way connReader.read
+// does; it is its path for connections without a file descriptor.
+func readBlocking(c net.Conn, limit int) (*[]byte, int, error) {
+	bp := getBuf(HeaderLen + limit)
+	n, err := c.Read((*bp)[HeaderLen:])
+	if n == 0 {
+		putBuf(bp)
+		bp = nil
+	}
+	return bp, n, err
+}
