@@ -7,10 +7,24 @@ BIN      := remoteingress-bin
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || node -p "require('./package.json').version" 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 FUZZTIME ?= 10s
+GOFMT    := $(shell $(GO) env GOROOT)/bin/gofmt
 
-.PHONY: all build dist ts node_modules test check test-go test-ts test-system fuzz demo bench bench-go vet clean
+# staticcheck for `make lint`, pinned: 0.8.2 is staticcheck 2026.2.2, the
+# first release line built for Go 1.26. It is installed into TOOLS_BIN when
+# that holds no staticcheck of this version.
+STATICCHECK_VERSION := 0.8.2
+TOOLS_BIN   ?= $(firstword $(subst :, ,$(shell $(GO) env GOPATH)))/bin
+STATICCHECK := $(TOOLS_BIN)/staticcheck
 
+.PHONY: all help build dist ts test check test-go test-ts test-system fuzz demo bench bench-go vet fmt-check lint staticcheck clean
+
+## all: build and ts (the default target)
 all: build ts
+
+## help: this list of targets
+help:
+	@awk '/^## [A-Za-z0-9_.-]+:/ { l = substr($$0, 4); i = index(l, ":"); printf "  %-12s %s\n", substr(l, 1, i - 1), substr(l, i + 2); more = 1; next } \
+	     /^## / && more { printf "  %-12s %s\n", "", substr($$0, 4); next } { more = 0 }' $(firstword $(MAKEFILE_LIST))
 
 ## build: the host binary at dist_bin/remoteingress-bin
 build:
@@ -21,6 +35,7 @@ dist:
 	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist_bin/$(BIN)_linux_amd64 ./cmd/$(BIN)
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist_bin/$(BIN)_linux_arm64 ./cmd/$(BIN)
 
+## node_modules: the TypeScript package's dependencies, as package-lock.json pins them
 node_modules: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	@touch node_modules
@@ -29,15 +44,33 @@ node_modules: package.json package-lock.json
 ts: node_modules
 	npm run build
 
+## vet: go vet on every package
 vet:
 	$(GO) vet ./...
+
+## fmt-check: fails, listing them, when Go files are not as gofmt writes them
+fmt-check:
+	@files=$$($(GOFMT) -l $$(find . -name '*.go' -not -path './node_modules/*' -not -path './.git/*')); \
+	if [ -n "$$files" ]; then echo "not gofmt-formatted (gofmt -w them):"; echo "$$files"; exit 1; fi
+
+## lint: staticcheck on every package, as staticcheck.conf says
+lint: staticcheck
+	$(STATICCHECK) ./...
+
+## staticcheck: installs staticcheck STATICCHECK_VERSION into TOOLS_BIN unless it is there
+staticcheck:
+	@if ! $(STATICCHECK) -version 2>/dev/null | grep -qF '($(STATICCHECK_VERSION))'; then \
+		echo "installing staticcheck $(STATICCHECK_VERSION) into $(TOOLS_BIN)"; \
+		GOBIN='$(TOOLS_BIN)' $(GO) install honnef.co/go/tools/cmd/staticcheck@v$(STATICCHECK_VERSION); \
+	fi
 
 ## test: every test: Go unit and integration tests (-race), the TypeScript package, and the system tests
 test: vet test-go test-ts test-system
 
-## check: the quick subset for everyday work (no system tests)
-check: vet test-go test-ts
+## check: the quick subset for everyday work: format, vet, Go and TypeScript tests (no system tests)
+check: fmt-check vet test-go test-ts
 
+## test-go: the Go unit and integration tests (-race), without the system tests
 test-go:
 	$(GO) test -race -count=1 -timeout 15m $$($(GO) list ./... | grep -v /systest)
 
@@ -46,6 +79,7 @@ test-go:
 test-system:
 	$(GO) test -race -count=1 -timeout 20m -v ./systest/ 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
 
+## test-ts: the TypeScript package against the real binary
 test-ts: build ts
 	REMOTEINGRESS_BINARY=$(CURDIR)/dist_bin/$(BIN) npm test
 
@@ -65,5 +99,6 @@ bench: build
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./tunnel/
 
+## clean: removes the built binaries and the TypeScript output
 clean:
 	rm -rf dist_bin dist_ts

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/serve-zone/remoteingress/internal/testutil"
 )
 
 // These tests drive the real engine of package tunnel through the bridge.
@@ -18,19 +20,8 @@ func notImplemented(t *testing.T, r reply) {
 	}
 }
 
-// freePort returns a TCP port that was just free on 127.0.0.1.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // closedPort returns a TCP port on 127.0.0.1 with nothing listening.
-func closedPort(t *testing.T) int { return freePort(t) }
+func closedPort(t *testing.T) int { return testutil.FreePort(t) }
 
 // realEdgeParams are startEdge params for the real engine, all on 127.0.0.1, without STUN.
 func realEdgeParams(hubPort, listenPort int, secret string) map[string]any {
@@ -62,7 +53,7 @@ func TestRealHubAndEdgeThroughTheBridge(t *testing.T) {
 		t.Fatalf("second startHub: %+v", r)
 	}
 
-	listen := freePort(t)
+	listen := testutil.FreePort(t)
 	s.mustCall("startEdge", realEdgeParams(started.TunnelPort, listen, secret))
 	isEvent := func(name string) func(msg) bool { return func(m msg) bool { return m.Event == name } }
 	if m := s.waitFor(isEvent("edgeConnected")); !strings.Contains(string(m.Data), `"edgeId":"edge-1"`) {
@@ -111,7 +102,7 @@ func TestRealEdgeWithUnreachableHub(t *testing.T) {
 	const secret = "unreachable-secret-91bc"
 	s := startSession(t, JSONRPC, tunnelEngine())
 	s.skipReady()
-	listen := freePort(t)
+	listen := testutil.FreePort(t)
 	r := s.call("startEdge", realEdgeParams(closedPort(t), listen, secret))
 	notImplemented(t, r)
 	if !r.ok {
@@ -120,7 +111,7 @@ func TestRealEdgeWithUnreachableHub(t *testing.T) {
 	if diff := diffFields(t, `{"running":true,"connected":false,"listenPorts":[`+strconv.Itoa(listen)+`]}`, s.mustCall("getEdgeStatus", nil)); diff != "" {
 		t.Fatalf("getEdgeStatus (-want +got):\n%s", diff)
 	}
-	if r := s.call("startEdge", realEdgeParams(closedPort(t), freePort(t), secret)); r.ok || r.message != "edge is already running" {
+	if r := s.call("startEdge", realEdgeParams(closedPort(t), testutil.FreePort(t), secret)); r.ok || r.message != "edge is already running" {
 		t.Fatalf("second startEdge: %+v", r)
 	}
 	s.mustCall("stopEdge", nil)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/serve-zone/remoteingress/internal/ratelog"
+	"github.com/serve-zone/remoteingress/internal/testutil"
 )
 
 // floodLine is the i-th line of a flood: a ping, a status request, an
@@ -87,7 +88,7 @@ func TestPipelinedFloodIsAnsweredOnceInBoundedMemory(t *testing.T) {
 		baseGoroutines := runtime.NumGoroutine()
 		inR, inW := io.Pipe()
 		outR, outW := io.Pipe()
-		var logs syncBuffer
+		var logs testutil.SyncBuffer
 		opts := Options{Dialect: d, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
 		done := make(chan error, 1)
 		go func() {

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/serve-zone/remoteingress/internal/testutil"
 )
 
 // countingWriter counts lines written to it.
@@ -64,7 +66,7 @@ func TestMillionGarbageLines(t *testing.T) {
 // each is rejected, answered where the dialect says so and counted in the
 // log, which keeps to its rate.
 func millionGarbageLines(t *testing.T, d Dialect, n int) {
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	out := &countingWriter{}
 	opts := Options{Dialect: d, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
 	start := time.Now()

@@ -2,7 +2,6 @@ package bridge
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,29 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/serve-zone/remoteingress/internal/testutil"
 	"github.com/serve-zone/remoteingress/tunnel"
 )
 
 // waitLimit bounds every wait of a test; reaching it is a failure, not a pass.
 const waitLimit = 20 * time.Second
-
-// syncBuffer is a bytes.Buffer safe for concurrent use (the log sink).
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // fakeHub is a hubEngine recording what the bridge does to it.
 type fakeHub struct {
@@ -241,8 +223,8 @@ type session struct {
 	in      *io.PipeWriter
 	lines   chan string
 	stash   []msg
-	logs    *syncBuffer
-	out     *syncBuffer // every line written, for secret checks
+	logs    *testutil.SyncBuffer
+	out     *testutil.SyncBuffer // every line written, for secret checks
 	done    chan error
 	cancel  context.CancelFunc
 	nextID  int
@@ -263,8 +245,8 @@ func startSession(t testing.TB, dialect Dialect, eng engine, opts ...sessionOpti
 		dialect: dialect,
 		in:      inW,
 		lines:   make(chan string, 1<<14),
-		logs:    &syncBuffer{},
-		out:     &syncBuffer{},
+		logs:    &testutil.SyncBuffer{},
+		out:     &testutil.SyncBuffer{},
 		done:    make(chan error, 1),
 	}
 	o := Options{

@@ -52,10 +52,3 @@ func (p *paramStore) take(req *jsonrpc2.Request) *json.RawMessage {
 	delete(p.m, *meta.ParamsRef)
 	return &raw
 }
-
-// size is the number of params not yet taken.
-func (p *paramStore) size() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.m)
-}

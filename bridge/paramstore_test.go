@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/sourcegraph/jsonrpc2"
+
+	"github.com/serve-zone/remoteingress/internal/testutil"
 )
 
 func TestParamsTravelBesideTheConn(t *testing.T) {
@@ -48,7 +50,7 @@ func TestParamsTravelBesideTheConn(t *testing.T) {
 func TestEveryRequestLeavesTheStoreEmpty(t *testing.T) {
 	store := &paramStore{}
 	srv := newServer((&fakeEngine{}).engine(), newEventQueue(1, discardLogger()), store, discardLogger())
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	in := strings.NewReader(strings.Join([]string{
 		`{"id":"1","method":"ping","params":{}}`,
 		`{"id":"2","method":"nope","params":{"a":1}}`,
@@ -64,4 +66,11 @@ func TestEveryRequestLeavesTheStoreEmpty(t *testing.T) {
 	if store.size() != 0 {
 		t.Fatalf("%d params left in the store", store.size())
 	}
+}
+
+// size is the number of params not yet taken (for tests only).
+func (p *paramStore) size() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.m)
 }

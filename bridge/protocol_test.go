@@ -7,6 +7,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/sourcegraph/jsonrpc2"
+
+	"github.com/serve-zone/remoteingress/internal/testutil"
 )
 
 func TestReadyIsTheFirstLine(t *testing.T) {
@@ -276,7 +278,7 @@ func TestOverlongLine(t *testing.T) {
 
 func TestAnswersAreWrittenBeforeEndOfInputCloses(t *testing.T) {
 	dialects(t, func(t *testing.T, d Dialect) {
-		var out syncBuffer
+		var out testutil.SyncBuffer
 		in := strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}` + "\n" + `{"jsonrpc":"2.0","id":2,"method":"getHubStatus"}`)
 		if err := run(t.Context(), in, &out, Options{Dialect: d}, (&fakeEngine{}).engine()); err != nil {
 			t.Fatal(err)

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/serve-zone/remoteingress/internal/testutil"
 )
 
 // discardLogger drops everything.
@@ -106,7 +108,7 @@ func (w *failingWriter) Write([]byte) (int, error) { w.writes++; return 0, io.Er
 
 func TestBrokenOutputDoesNotStopTheBridge(t *testing.T) {
 	eng := &fakeEngine{}
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	in := strings.NewReader(strings.Repeat(`{"id":"p","method":"ping"}`+"\n", 5) +
 		`{"id":"h","method":"startHub"}` + "\n" + "garbage\n" + `{"id":"e","method":"startEdge","params":{"hubHost":"h","edgeId":"e","secret":"s","listenPorts":[1]}}`)
 	w := &failingWriter{}
@@ -129,7 +131,7 @@ func TestBrokenOutputDoesNotStopTheBridge(t *testing.T) {
 
 func TestReadErrorIsReturned(t *testing.T) {
 	r := io.MultiReader(strings.NewReader(`{"id":"p","method":"ping"}`+"\n"), errReader{})
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	err := run(context.Background(), r, &out, Options{Dialect: Management}, (&fakeEngine{}).engine())
 	if err == nil || !strings.Contains(err.Error(), "reading input: disk on fire") {
 		t.Fatalf("Run: %v", err)

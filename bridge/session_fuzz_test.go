@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/serve-zone/remoteingress/internal/testutil"
 )
 
 // maxSessionFuzzInput bounds the inputs of FuzzBridgeSession: a session costs
@@ -71,7 +73,7 @@ func checkSession(t *testing.T, d Dialect, data []byte) {
 		_, _ = inW.Write(data)
 		inW.Close()
 	}()
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	opts := Options{Dialect: d, Version: "fuzz", EventQueueSize: 16, maxLineBytes: 12 << 10}
 	done := make(chan error, 1)
 	go func() { done <- run(context.Background(), inR, &out, opts, (&fakeEngine{}).engine()) }()

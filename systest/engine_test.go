@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/serve-zone/remoteingress/internal/mgmtclient"
+	"github.com/serve-zone/remoteingress/internal/testutil"
 )
 
 // Engine is one remoteingress-bin --management process, driven like
@@ -462,7 +463,7 @@ func (e *Engine) RSS(t testing.TB) int64 {
 // fails the test with the details otherwise.
 func (e *Engine) WaitIdle(t testing.TB, isHub bool, wantFDs int, timeout time.Duration) (streams, fds int) {
 	t.Helper()
-	ok := eventually(timeout, func() bool {
+	ok := testutil.Poll(timeout, func() bool {
 		if isHub {
 			streams = e.HubStatus(t).ActiveStreams()
 		} else {

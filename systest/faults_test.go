@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/serve-zone/remoteingress/internal/testutil"
 )
 
 // TestKillHubMidTransfer: kill -9 of the hub while a bulk download and an
@@ -21,9 +23,9 @@ import (
 // and reconnects to a new hub process on the same port; new connections flow
 // within a few seconds.
 func TestKillHubMidTransfer(t *testing.T) {
-	port := freePort(t)
+	port := testutil.FreePort(t, loopbacks...)
 	target := newOpTarget(t, mustListen(t, "", hostPort("127.0.0.2", port)))
-	r := newRig(t, "", freePort(t, "::"), "127.0.0.2", "edge-kh")
+	r := newRig(t, "", testutil.FreePort(t, "::"), "127.0.0.2", "edge-kh")
 	edge := r.startEdge(t, "edge", "edge-kh", "", "127.0.0.1", map[string]any{"listenHost": "127.0.0.1", "listenPorts": []int{port}})
 	dial := loopbackDial(hostPort("127.0.0.1", port))
 	mustOp(t, dial, target, opSpec{Kind: opX, Up: 1 << 20, Down: 1 << 20})
@@ -31,7 +33,7 @@ func TestKillHubMidTransfer(t *testing.T) {
 	bulk := make(chan opResult, 1)
 	go func() { bulk <- runOp(dial, target, opSpec{Kind: opX, Up: 0, Down: 8 << 30}, 60*time.Second) }()
 	held, _ := holdConn(t, dial, target)
-	if !eventually(10*time.Second, func() bool {
+	if !testutil.Poll(10*time.Second, func() bool {
 		for _, rec := range target.all() {
 			if rec.Down == 8<<30 {
 				return true
@@ -111,7 +113,7 @@ func TestKillHubMidTransfer(t *testing.T) {
 // edgeDisconnected and closes all 20 target connections; its fds return to
 // what they were before the edge came.
 func TestKillEdge(t *testing.T) {
-	port := freePort(t)
+	port := testutil.FreePort(t, loopbacks...)
 	target := newOpTarget(t, mustListen(t, "", hostPort("127.0.0.2", port)))
 	r := newRig(t, "", 0, "127.0.0.2", "edge-ke")
 	hubBase := r.Hub.settledFDs(t)
@@ -206,7 +208,7 @@ while IFS= read -r line; do printf '%s\n' "$line" >&3; done`
 		}
 	})
 
-	port := freePort(t)
+	port := testutil.FreePort(t, loopbacks...)
 	target := newOpTarget(t, mustListen(t, "", hostPort("127.0.0.2", port)))
 	secret := randomSecret()
 	tport := e.StartHub(t, map[string]any{"tunnelPort": 0, "targetHost": "127.0.0.2"}, [2]string{"edge-pk", secret})
@@ -222,7 +224,7 @@ while IFS= read -r line; do printf '%s\n' "$line" >&3; done`
 		t.Fatal(err)
 	}
 	var ws syscall.WaitStatus
-	exited := eventually(5*time.Second, func() bool {
+	exited := testutil.Poll(5*time.Second, func() bool {
 		pid, err := syscall.Wait4(child, &ws, syscall.WNOHANG, nil)
 		return pid == child && err == nil
 	})
@@ -251,7 +253,7 @@ while IFS= read -r line; do printf '%s\n' "$line" >&3; done`
 // (Without the tunnel, client to target directly, the reader sees the reset
 // every time.)
 func TestResetDuringStalledTransfer(t *testing.T) {
-	port := freePort(t)
+	port := testutil.FreePort(t, loopbacks...)
 	target := newOpTarget(t, mustListen(t, "", hostPort("127.0.0.2", port)))
 	r := newRig(t, "", 0, "127.0.0.2", "edge-rst")
 	edge := r.startEdge(t, "edge", "edge-rst", "", "127.0.0.1", map[string]any{"listenHost": "127.0.0.1", "listenPorts": []int{port}})
@@ -310,7 +312,7 @@ func TestResetDuringStalledTransfer(t *testing.T) {
 				return "", err
 			}
 			var rec *opRecord
-			if !eventually(10*time.Second, func() bool { rec = target.record(id); return rec != nil }) {
+			if !testutil.Poll(10*time.Second, func() bool { rec = target.record(id); return rec != nil }) {
 				return "", fmt.Errorf("the target never saw op %d", id)
 			}
 			select {

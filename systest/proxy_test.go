@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/serve-zone/remoteingress/internal/testutil"
 )
 
 // startNginx runs nginx on 127.0.0.2:port with proxy_protocol, answering
@@ -165,7 +167,7 @@ func proxyConsumerTest(t *testing.T, port int) *rig {
 // TestNginxProxyProtocol: nginx with `listen ... proxy_protocol` behind the
 // hub reports the real client address of IPv4 and IPv6 clients.
 func TestNginxProxyProtocol(t *testing.T) {
-	port := freePort(t)
+	port := testutil.FreePort(t, loopbacks...)
 	startNginx(t, port)
 	proxyConsumerTest(t, port)
 }
@@ -173,11 +175,11 @@ func TestNginxProxyProtocol(t *testing.T) {
 // TestHAProxyProxyProtocol: HAProxy with `accept-proxy` behind the hub
 // answers and logs the real client address of IPv4 and IPv6 clients.
 func TestHAProxyProxyProtocol(t *testing.T) {
-	port := freePort(t)
+	port := testutil.FreePort(t, loopbacks...)
 	h := startHAProxy(t, port)
 	proxyConsumerTest(t, port)
 	// HAProxy's own log names the same clients.
-	if !eventually(5*time.Second, func() bool {
+	if !testutil.Poll(5*time.Second, func() bool {
 		out := h.out.String()
 		return strings.Contains(out, "client=127.0.0.1:") && strings.Contains(out, "client=::1:")
 	}) {
@@ -236,7 +238,7 @@ func runWrk(t *testing.T, url string, conns int, dur time.Duration) wrkResult {
 // processes are back to their idle fd count with no active streams.
 func TestWrkLoadThroughTunnel(t *testing.T) {
 	requireTool(t, "wrk", "wrk")
-	port := freePort(t)
+	port := testutil.FreePort(t, loopbacks...)
 	startNginx(t, port)
 	r := newRig(t, "", 0, "127.0.0.2", "edge-load")
 	edge := r.startEdge(t, "edge", "edge-load", "", "127.0.0.1", map[string]any{"listenHost": "127.0.0.1", "listenPorts": []int{port}})

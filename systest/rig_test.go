@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/serve-zone/remoteingress/internal/testutil"
 )
 
 // rig is a hub process with its allow list; edges are added with startEdge.
@@ -114,14 +116,14 @@ func hostPort(host string, port int) string { return net.JoinHostPort(host, strc
 type daemon struct {
 	name   string
 	cmd    *exec.Cmd
-	out    *syncBuffer
+	out    *testutil.SyncBuffer
 	exited chan struct{}
 	once   sync.Once
 }
 
 func startDaemon(t testing.TB, name string, cmd *exec.Cmd) *daemon {
 	t.Helper()
-	d := &daemon{name: name, cmd: cmd, out: &syncBuffer{}, exited: make(chan struct{})}
+	d := &daemon{name: name, cmd: cmd, out: &testutil.SyncBuffer{}, exited: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = d.out, d.out
 	// Its own process group (stopped as a whole), and killed should the
 	// test process die without its cleanups (a go test timeout).

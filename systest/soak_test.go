@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/serve-zone/remoteingress/internal/testutil"
 )
 
 // soakDuration is SOAK_DURATION, else 3 minutes with CI=true, else 30 s.
@@ -74,9 +76,9 @@ type soakOp struct {
 // goroutines with no active streams, and RSS did not grow beyond a bound.
 func TestSoak(t *testing.T) {
 	dur := soakDuration(t)
-	port := freePort(t)
+	port := testutil.FreePort(t, loopbacks...)
 	target := newOpTarget(t, mustListen(t, "", hostPort("127.0.0.2", port)))
-	r := newRig(t, "", freePort(t, "::"), "127.0.0.2", "edge-soak")
+	r := newRig(t, "", testutil.FreePort(t, "::"), "127.0.0.2", "edge-soak")
 	edge := r.startEdge(t, "edge", "edge-soak", "", "127.0.0.1", map[string]any{"listenHost": "127.0.0.1", "listenPorts": []int{port}})
 	dial := loopbackDial(hostPort("127.0.0.1", port))
 	mustOp(t, dial, target, opSpec{Kind: opX, Up: 1 << 20, Down: 1 << 20})
@@ -163,7 +165,7 @@ func TestSoak(t *testing.T) {
 	t.Logf("traffic stopped after %v", time.Since(start).Round(time.Second))
 
 	// Let every target handler finish, then check both sides.
-	if !eventually(30*time.Second, func() bool { return target.srv.open() == 0 }) {
+	if !testutil.Poll(30*time.Second, func() bool { return target.srv.open() == 0 }) {
 		t.Errorf("%d target connections are still open 30 s after the traffic stopped", target.srv.open())
 	}
 	_, hubFDs := r.Hub.WaitIdle(t, true, hubIdle, 30*time.Second)

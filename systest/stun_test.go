@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/serve-zone/remoteingress/internal/testutil"
 	"github.com/serve-zone/remoteingress/tunnel/stun"
 )
 
@@ -50,11 +51,11 @@ func startCoturn(t testing.TB, port int) *daemon {
 // back on the same port.
 func TestSTUNCoturn(t *testing.T) {
 	requireTool(t, "turnserver", "coturn")
-	stunPort := freeUDPPort(t)
+	stunPort := testutil.FreeUDPPort(t)
 	coturn := startCoturn(t, stunPort)
 	stunAddr := hostPort("127.0.0.1", stunPort)
 
-	port := freePort(t)
+	port := testutil.FreePort(t, loopbacks...)
 	target := newOpTarget(t, mustListen(t, "", hostPort("127.0.0.2", port)))
 	r := newRig(t, "", 0, "127.0.0.2", "edge-stun")
 	edge := r.startEdge(t, "edge", "edge-stun", "", "127.0.0.1", map[string]any{

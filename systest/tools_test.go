@@ -5,15 +5,12 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 )
 
 // inCI reports CI=true: then a missing tool fails its test instead of
@@ -88,51 +85,9 @@ func mustRun(t testing.TB, name string, args ...string) string {
 	return out
 }
 
-// freePort returns a TCP port that is free on every given loopback address
-// (127.0.0.1 for the edge, 127.0.0.2 for the target, ::1 for IPv6 clients).
-func freePort(t testing.TB, hosts ...string) int {
-	t.Helper()
-	if len(hosts) == 0 {
-		hosts = []string{"127.0.0.1", "127.0.0.2", "::1"}
-	}
-	for attempt := 0; attempt < 50; attempt++ {
-		ln, err := net.Listen("tcp", net.JoinHostPort(hosts[0], "0"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		ok := true
-		var held []net.Listener
-		for _, h := range hosts[1:] {
-			l2, err := net.Listen("tcp", net.JoinHostPort(h, strconv.Itoa(port)))
-			if err != nil {
-				ok = false
-				break
-			}
-			held = append(held, l2)
-		}
-		for _, l := range held {
-			l.Close()
-		}
-		ln.Close()
-		if ok {
-			return port
-		}
-	}
-	t.Fatal("no port free on all of", hosts)
-	return 0
-}
-
-// freeUDPPort returns a UDP port free on 127.0.0.1.
-func freeUDPPort(t testing.TB) int {
-	t.Helper()
-	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
-}
+// loopbacks are the addresses a listen port of these tests must be free on:
+// 127.0.0.1 for the edge, 127.0.0.2 for the target, ::1 for IPv6 clients.
+var loopbacks = []string{"127.0.0.1", "127.0.0.2", "::1"}
 
 // procFDs counts the open file descriptors of a process.
 func procFDs(pid int) (int, error) {
@@ -189,38 +144,6 @@ func procState(pid int) string {
 		return ""
 	}
 	return s[i+2 : i+3]
-}
-
-// eventually polls cond every 50 ms until it holds or timeout passes.
-func eventually(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // tail returns the last n lines of s.

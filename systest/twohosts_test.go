@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/serve-zone/remoteingress/internal/testutil"
 )
 
 // Ports inside the test's own namespaces.
@@ -67,7 +69,7 @@ func holdConn(t testing.TB, dial func() (net.Conn, error), target *opTarget) (ne
 	if _, err := fmt.Fprintf(c, "%c %d 0 0 0\n", opW, id); err != nil {
 		t.Fatal(err)
 	}
-	if !eventually(10*time.Second, func() bool { return target.record(id) != nil }) {
+	if !testutil.Poll(10*time.Second, func() bool { return target.record(id) != nil }) {
 		t.Fatalf("the target never saw held connection %d", id)
 	}
 	return c, id

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/serve-zone/remoteingress/internal/testutil"
 )
 
 func TestDefaultConfigsAreValid(t *testing.T) {
@@ -120,7 +122,7 @@ func TestStartRefusesInvalidConfig(t *testing.T) {
 	if _, err := StartHub(HubConfig{ListenHost: "127.0.0.1"}, []EdgeCredential{{"a", ""}}); !errors.As(err, &ce) || ce.Field != "Edges[0].Secret" {
 		t.Errorf("StartHub with an empty secret: %v", err)
 	}
-	port := freePort(t)
+	port := testutil.FreePort(t, "127.0.0.1", "127.0.0.2")
 	_, err := StartEdge(EdgeConfig{HubHost: "127.0.0.1", EdgeID: "e", Secret: "s", ListenHost: "127.0.0.1",
 		ListenPorts: []int{port, 0}, StunInterval: -1})
 	if !errors.As(err, &ce) || ce.Field != "ListenPorts[1]" {

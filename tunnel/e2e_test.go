@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/serve-zone/remoteingress/internal/testutil"
 )
 
 // payload makes n deterministic pseudo-random bytes.
@@ -144,7 +146,7 @@ func TestConcurrentStreams200(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	waitFor(t, 5*time.Second, "all streams closed", func() bool { return r.edge.Status().ActiveStreams == 0 && hubStreams(r.hub) == 0 })
+	testutil.Eventually(t, 5*time.Second, "all streams closed", func() bool { return r.edge.Status().ActiveStreams == 0 && hubStreams(r.hub) == 0 })
 	opened, closed := 0, 0
 	for _, ev := range r.hubEvents.snapshot() {
 		switch ev.Name {
@@ -165,17 +167,6 @@ func hubStreams(h *Hub) int {
 		n += e.ActiveStreams
 	}
 	return n
-}
-
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // The client finishes sending first; the target still answers after EOF.
@@ -249,7 +240,7 @@ func TestRefusedTargetClosesClient(t *testing.T) {
 		c.Write([]byte("anyone there?"))
 		expectClosed(t, c)
 	}
-	waitFor(t, 5*time.Second, "stream gone", func() bool { return r.edge.Status().ActiveStreams == 0 && hubStreams(r.hub) == 0 })
+	testutil.Eventually(t, 5*time.Second, "stream gone", func() bool { return r.edge.Status().ActiveStreams == 0 && hubStreams(r.hub) == 0 })
 	// The tunnel is unaffected.
 	if len(r.hub.Status().ConnectedEdges) != 1 {
 		t.Fatal("tunnel dropped after a refused target")
@@ -265,7 +256,7 @@ func TestTargetResetClosesClient(t *testing.T) {
 	c := r.dial(t)
 	c.Write([]byte("x"))
 	expectClosed(t, c)
-	waitFor(t, 5*time.Second, "stream gone", func() bool { return r.edge.Status().ActiveStreams == 0 && hubStreams(r.hub) == 0 })
+	testutil.Eventually(t, 5*time.Second, "stream gone", func() bool { return r.edge.Status().ActiveStreams == 0 && hubStreams(r.hub) == 0 })
 }
 
 func TestWrongSecretRejected(t *testing.T) {
@@ -295,7 +286,7 @@ func TestRevokedEdgeIsDisconnected(t *testing.T) {
 	r := startRig(t, rigOptions{handler: func(_ string, c net.Conn, br *bufio.Reader) { io.Copy(io.Discard, br) }})
 	c := r.dial(t)
 	c.Write([]byte("x"))
-	waitFor(t, 5*time.Second, "stream open", func() bool { return hubStreams(r.hub) == 1 })
+	testutil.Eventually(t, 5*time.Second, "stream open", func() bool { return hubStreams(r.hub) == 1 })
 	if err := r.hub.SetAllowedEdges([]EdgeCredential{{ID: "other", Secret: "x"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -374,14 +365,10 @@ func TestGoroutinesBackToBaseline(t *testing.T) {
 		r.hub.Close()
 		r.target.close()
 	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > base {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			n := runtime.Stack(buf, true)
-			t.Fatalf("%d goroutines, baseline %d:\n%s", runtime.NumGoroutine(), base, buf[:n])
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !testutil.Poll(5*time.Second, func() bool { return runtime.NumGoroutine() <= base }) {
+		buf := make([]byte, 1<<20)
+		n := runtime.Stack(buf, true)
+		t.Fatalf("%d goroutines, baseline %d:\n%s", runtime.NumGoroutine(), base, buf[:n])
 	}
 }
 
@@ -473,7 +460,7 @@ func TestKeepaliveDetectsDeadHub(t *testing.T) {
 	}()
 	events := newEventLog()
 	e, err := StartEdge(EdgeConfig{HubHost: "127.0.0.1", HubPort: ln.Addr().(*net.TCPAddr).Port, EdgeID: "e", Secret: "k",
-		ListenHost: "127.0.0.1", ListenPorts: []int{freePort(t)}, StunInterval: -1, ReconnectMin: time.Hour,
+		ListenHost: "127.0.0.1", ListenPorts: []int{testutil.FreePort(t, "127.0.0.1", "127.0.0.2")}, StunInterval: -1, ReconnectMin: time.Hour,
 		Tuning: Tuning{KeepaliveInterval: 100 * time.Millisecond, KeepaliveTimeout: 600 * time.Millisecond},
 		Logger: testLogger(t), Events: events.sink})
 	if err != nil {

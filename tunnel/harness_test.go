@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/serve-zone/remoteingress/internal/testutil"
 )
 
 // eventLog records engine events for tests and lets them wait for one.
@@ -156,26 +158,6 @@ type rig struct {
 	deadPort  int // an edge port with nothing behind it on the target host
 }
 
-// freePort returns a port that is free on both 127.0.0.1 and 127.0.0.2.
-func freePort(t testing.TB) int {
-	t.Helper()
-	for i := 0; i < 50; i++ {
-		l1, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := l1.Addr().(*net.TCPAddr).Port
-		l2, err := net.Listen("tcp", net.JoinHostPort("127.0.0.2", strconv.Itoa(p)))
-		l1.Close()
-		if err == nil {
-			l2.Close()
-			return p
-		}
-	}
-	t.Fatal("no free port")
-	return 0
-}
-
 type rigOptions struct {
 	tuning  Tuning
 	secret  string // the edge's; the hub allows "s3cret-edge-1"
@@ -211,7 +193,7 @@ func startRig(t testing.TB, o rigOptions) *rig {
 	t.Cleanup(func() { r.hub.Close() })
 	ports := []int{r.target.port}
 	if o.extraPort {
-		r.deadPort = freePort(t)
+		r.deadPort = testutil.FreePort(t, "127.0.0.1", "127.0.0.2")
 		ports = append(ports, r.deadPort)
 	}
 	r.edge, err = StartEdge(EdgeConfig{HubHost: "127.0.0.1", HubPort: r.hub.Port(), EdgeID: "edge-1", Secret: o.secret,

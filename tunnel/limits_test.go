@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/serve-zone/remoteingress/internal/testutil"
 )
 
 // 500 idle connections on the tunnel port must not keep a real edge out.
@@ -32,9 +34,9 @@ func TestIdleFloodDoesNotLockOutEdge(t *testing.T) {
 		}
 		idle = append(idle, c)
 	}
-	waitFor(t, 5*time.Second, "the flood to be accepted", func() bool { return hub.Status().PendingHandshakes >= DefaultMaxPendingHandshakes-1 })
+	testutil.Eventually(t, 5*time.Second, "the flood to be accepted", func() bool { return hub.Status().PendingHandshakes >= DefaultMaxPendingHandshakes-1 })
 	edge, err := StartEdge(EdgeConfig{HubHost: "127.0.0.1", HubPort: hub.Port(), EdgeID: "edge-1", Secret: "s3cret",
-		ListenHost: "127.0.0.1", ListenPorts: []int{freePort(t)}, StunInterval: -1, Logger: testLogger(t)})
+		ListenHost: "127.0.0.1", ListenPorts: []int{testutil.FreePort(t, "127.0.0.1", "127.0.0.2")}, StunInterval: -1, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +54,7 @@ func TestEdgeStreamLimit(t *testing.T) {
 	for _, c := range held {
 		c.Write([]byte("x"))
 	}
-	waitFor(t, 5*time.Second, "two streams", func() bool { return hubStreams(r.hub) == 2 })
+	testutil.Eventually(t, 5*time.Second, "two streams", func() bool { return hubStreams(r.hub) == 2 })
 	extra := r.dial(t)
 	expectClosed(t, extra)
 	held[0].CloseWrite()

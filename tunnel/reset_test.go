@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/serve-zone/remoteingress/internal/testutil"
 )
 
 // outcome says how reading r from c ended: a reset or a clean EOF. A
@@ -53,7 +55,7 @@ func TestClientResetArrivesAsReset(t *testing.T) {
 		if got := <-ended; got != "reset" {
 			t.Fatalf("round %d: the target saw %q, want a reset", i, got)
 		}
-		waitFor(t, 5*time.Second, "the stream to end", func() bool { h, e := p.streams(); return h == 0 && e == 0 })
+		testutil.Eventually(t, 5*time.Second, "the stream to end", func() bool { h, e := p.streams(); return h == 0 && e == 0 })
 	}
 }
 
@@ -77,7 +79,7 @@ func TestTargetResetArrivesAsReset(t *testing.T) {
 		if got := outcome(c, c); got != "reset" {
 			t.Fatalf("round %d: the client saw %q, want a reset", i, got)
 		}
-		waitFor(t, 5*time.Second, "the stream to end", func() bool { h, e := p.streams(); return h == 0 && e == 0 })
+		testutil.Eventually(t, 5*time.Second, "the stream to end", func() bool { h, e := p.streams(); return h == 0 && e == 0 })
 	}
 }
 
@@ -131,6 +133,6 @@ func TestSimultaneousHalfClosesAreNotResets(t *testing.T) {
 			t.Fatalf("round %d: the target saw %q, want a clean EOF", i, o)
 		}
 		tg.Close()
-		waitFor(t, 5*time.Second, "the stream to end", func() bool { h, e := p.streams(); return h == 0 && e == 0 })
+		testutil.Eventually(t, 5*time.Second, "the stream to end", func() bool { h, e := p.streams(); return h == 0 && e == 0 })
 	}
 }

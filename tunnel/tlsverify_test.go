@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/serve-zone/remoteingress/internal/testutil"
 )
 
 // testCA makes a CA and a hub certificate for dnsName signed by it (PEM).
@@ -52,7 +54,7 @@ func tryEdge(t *testing.T, hubPort int, cfg EdgeConfig) Event {
 		cfg.Secret = "s3cret"
 	}
 	cfg.HubHost, cfg.HubPort, cfg.EdgeID = "127.0.0.1", hubPort, "edge-1"
-	cfg.ListenHost, cfg.ListenPorts, cfg.StunInterval = "127.0.0.1", []int{freePort(t)}, -1
+	cfg.ListenHost, cfg.ListenPorts, cfg.StunInterval = "127.0.0.1", []int{testutil.FreePort(t, "127.0.0.1", "127.0.0.2")}, -1
 	cfg.ReconnectMin, cfg.Logger, cfg.Events = time.Hour, testLogger(t), events.sink
 	e, err := StartEdge(cfg)
 	if err != nil {
@@ -104,7 +106,7 @@ func TestEdgeVerifiesHub(t *testing.T) {
 		})
 	}
 	for _, bad := range []EdgeConfig{{HubCertSHA256: "xyz"}, {HubCertSHA256: pin[:10]}, {HubCAPEM: "not pem"}} {
-		bad.HubHost, bad.EdgeID, bad.Secret, bad.ListenPorts = "127.0.0.1", "e", "s", []int{freePort(t)}
+		bad.HubHost, bad.EdgeID, bad.Secret, bad.ListenPorts = "127.0.0.1", "e", "s", []int{testutil.FreePort(t, "127.0.0.1", "127.0.0.2")}
 		if e, err := StartEdge(bad); err == nil {
 			e.Close()
 			t.Fatalf("StartEdge accepted %+v", bad)

@@ -6,6 +6,8 @@ import (
 	"io"
 	"testing"
 	"time"
+
+	"github.com/serve-zone/remoteingress/internal/testutil"
 )
 
 // dialSet connects one raw connection of a tunnel set, authenticated.
@@ -28,11 +30,11 @@ func TestTunnelSetSpreadsStreams(t *testing.T) {
 	r := startRig(t, rigOptions{connections: 3})
 	// The edge may count a connection as soon as the hub's proof arrives,
 	// a moment before the hub has registered it: both get a little time.
-	waitFor(t, 5*time.Second, "hub status: one edge with 3 connections", func() bool {
+	testutil.Eventually(t, 5*time.Second, "hub status: one edge with 3 connections", func() bool {
 		e := r.hub.Status().ConnectedEdges
 		return len(e) == 1 && e[0].Connections == 3
 	})
-	waitFor(t, 5*time.Second, "edge status: 3 connections", func() bool { return r.edge.Status().Connections == 3 })
+	testutil.Eventually(t, 5*time.Second, "edge status: 3 connections", func() bool { return r.edge.Status().Connections == 3 })
 	from := len(r.hubEvents.snapshot())
 	const streams = 9
 	for i := 0; i < streams; i++ {
@@ -69,6 +71,12 @@ func TestTunnelSetSpreadsStreams(t *testing.T) {
 // traffic flows again over a full set.
 func TestTunnelSetReconnectsAsAWhole(t *testing.T) {
 	r := startRig(t, rigOptions{connections: 2})
+	// The rig is up when the edge has its set; the hub may register the
+	// second member a moment later.
+	testutil.Eventually(t, 5*time.Second, "the set on the hub", func() bool {
+		e := r.hub.Status().ConnectedEdges
+		return len(e) == 1 && e[0].Connections == 2
+	})
 	hubFrom, edgeFrom := len(r.hubEvents.snapshot()), len(r.edgeEvts.snapshot())
 	r.hub.mu.Lock()
 	victim := r.hub.edges["edge-1"].conns[1]
@@ -79,7 +87,7 @@ func TestTunnelSetReconnectsAsAWhole(t *testing.T) {
 	r.edgeEvts.wait(t, i+1, 10*time.Second, named(EventTunnelConnected))
 	_, i = r.hubEvents.wait(t, hubFrom, 5*time.Second, named(EventEdgeDisconnected))
 	r.hubEvents.wait(t, i+1, 10*time.Second, named(EventEdgeConnected))
-	waitFor(t, 5*time.Second, "a full set on the hub", func() bool {
+	testutil.Eventually(t, 5*time.Second, "a full set on the hub", func() bool {
 		e := r.hub.Status().ConnectedEdges
 		return len(e) == 1 && e[0].Connections == 2
 	})
@@ -127,7 +135,7 @@ func TestHubRejectsConflictingSetMembers(t *testing.T) {
 		}
 	}
 	dialSet(t, hub.Port(), TunnelSet{ID: id, Index: 1, Size: 2})
-	waitFor(t, 5*time.Second, "the second member", func() bool {
+	testutil.Eventually(t, 5*time.Second, "the second member", func() bool {
 		e := hub.Status().ConnectedEdges
 		return len(e) == 1 && e[0].Connections == 2
 	})

@@ -6,6 +6,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/serve-zone/remoteingress/internal/testutil"
 )
 
 func (st *stream) window() uint32 {
@@ -44,8 +46,8 @@ func TestWindowGrowsWhileTheReaderKeepsUp(t *testing.T) {
 	}
 	c.Close()
 	tg.Close()
-	waitFor(t, 5*time.Second, "the stream to end", func() bool { h, e := p.streams(); return h == 0 && e == 0 })
-	waitFor(t, 5*time.Second, "the growth to be returned", func() bool { return p.hub.grown.Load() == 0 && p.edge.grown.Load() == 0 })
+	testutil.Eventually(t, 5*time.Second, "the stream to end", func() bool { h, e := p.streams(); return h == 0 && e == 0 })
+	testutil.Eventually(t, 5*time.Second, "the growth to be returned", func() bool { return p.hub.grown.Load() == 0 && p.edge.grown.Load() == 0 })
 }
 
 // The windows of one tunnel grow by at most WindowBudget together.
@@ -129,7 +131,7 @@ func TestStalledStreamDoesNotBlockOthers(t *testing.T) {
 	}
 	b.Close()
 	bulkTarget.Close()
-	waitFor(t, 5*time.Second, "the bulk stream to end", func() bool { _, e := p.streams(); return e == 1 })
+	testutil.Eventually(t, 5*time.Second, "the bulk stream to end", func() bool { _, e := p.streams(); return e == 1 })
 	// The edge holds at most one window for the stalled stream. Its window
 	// may have grown while the kernel still took the bytes, never beyond
 	// MaxWindow, and it holds no more than that window.

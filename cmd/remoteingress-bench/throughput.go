@@ -174,11 +174,6 @@ func diff(a, b map[string]float64) map[string]float64 {
 	return d
 }
 
-// perMiB turns two snapshots of per-process counters into counts per MiB moved.
-func perMiB(after, before map[string]map[string]float64, bytes int64) map[string]map[string]float64 {
-	return perUnit(after, before, float64(bytes)/(1<<20))
-}
-
 // perUnit turns two snapshots of per-process counters into counts per unit.
 func perUnit(after, before map[string]map[string]float64, units float64) map[string]map[string]float64 {
 	out := map[string]map[string]float64{}

@@ -6,16 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/serve-zone/remoteingress/internal/testutil"
 )
 
 // testVersion is stamped into the binary under test.
@@ -42,7 +42,7 @@ func TestMain(m *testing.M) {
 		// The race runtime sleeps 1 s at exit by default; keep exits fast.
 		os.Setenv("GORACE", "atexit_sleep_ms=50")
 	}
-	build := exec.Command(goTool(), append(args, ".")...)
+	build := exec.Command(goTool, append(args, ".")...)
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building the binary:", err)
@@ -54,33 +54,9 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// goTool is the go command that runs the tests.
-func goTool() string {
-	if p := filepath.Join(runtime.GOROOT(), "bin", "go"); fileExists(p) {
-		return p
-	}
-	return "go"
-}
-
-func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
-
-// lockedBuffer is a bytes.Buffer safe for concurrent use.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+// goTool is the go command that runs the tests: go test puts the bin
+// directory of its own GOROOT first on the test binary's PATH.
+const goTool = "go"
 
 // lineLog collects the complete lines written to it.
 type lineLog struct {
@@ -143,7 +119,7 @@ type proc struct {
 	cmd     *exec.Cmd
 	stdin   io.WriteCloser
 	stdout  *lineLog
-	stderr  *lockedBuffer
+	stderr  *testutil.SyncBuffer
 	started time.Time
 	exited  chan struct{}
 	err     error // of Wait, once exited is closed
@@ -154,7 +130,7 @@ type proc struct {
 // startProc starts the binary with args; it is killed at the end of the test if still running.
 func startProc(t *testing.T, args ...string) *proc {
 	t.Helper()
-	p := &proc{t: t, cmd: exec.Command(binary, args...), stdout: newLineLog(), stderr: &lockedBuffer{}, exited: make(chan struct{})}
+	p := &proc{t: t, cmd: exec.Command(binary, args...), stdout: newLineLog(), stderr: &testutil.SyncBuffer{}, exited: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	stdin, err := p.cmd.StdinPipe()
 	if err != nil {
@@ -471,19 +447,8 @@ func startHubAndEdge(t *testing.T, p *proc, secret string) {
 	}
 	port := expectOK(t, m)["tunnelPort"]
 	p.send(fmt.Sprintf(`{"id":"e","method":"startEdge","params":{"hubHost":"127.0.0.1","hubPort":%v,"edgeId":"edge-1","secret":%q,"listenPorts":[%d],"listenHost":"127.0.0.1","stunIntervalSecs":0}}`,
-		port, secret, freePort(t)))
+		port, secret, testutil.FreePort(t)))
 	expectOK(t, p.answer("e"))
-}
-
-// freePort returns a TCP port that was just free on 127.0.0.1.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 func TestStdinClosedStopsEverything(t *testing.T) {
@@ -584,9 +549,9 @@ func TestSecretNeverWritten(t *testing.T) {
 	expectFailure(t, p.answer("broken"))
 
 	// A real edge against a closed port keeps failing to connect.
-	hub := freePort(t) // closed again: nothing listens there
+	hub := testutil.FreePort(t) // closed again: nothing listens there
 	p.send(fmt.Sprintf(`{"id":"e","method":"startEdge","params":{"hubHost":"127.0.0.1","hubPort":%d,"edgeId":"edge-1","secret":%q,"listenPorts":[%d],"listenHost":"127.0.0.1","stunIntervalSecs":0}}`,
-		hub, secret, freePort(t)))
+		hub, secret, testutil.FreePort(t)))
 	m := p.answer("e")
 	if m["error"] == "not implemented yet" {
 		t.Skip("the engine is not implemented yet")

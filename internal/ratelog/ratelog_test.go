@@ -1,35 +1,18 @@
 package ratelog
 
 import (
-	"bytes"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/serve-zone/remoteingress/internal/testutil"
 )
 
-// lockedBuffer is the log sink: the summary timer writes from its own goroutine.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *lockedBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *lockedBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// testLimiter is a Limiter on a fake clock, logging to logs; its summary
-// timer is real but long.
-func testLimiter(logs *lockedBuffer, now *time.Time) *Limiter {
+// testLimiter is a Limiter on a fake clock, logging to logs (safe for the
+// summary timer, which writes from its own goroutine); its summary timer is
+// real but long.
+func testLimiter(logs *testutil.SyncBuffer, now *time.Time) *Limiter {
 	l := New(slog.New(slog.NewTextHandler(logs, nil)), slog.LevelWarn, "%d more lines rejected")
 	l.Interval = time.Hour
 	l.now = func() time.Time { return *now }
@@ -37,7 +20,7 @@ func testLimiter(logs *lockedBuffer, now *time.Time) *Limiter {
 }
 
 func TestLimiterLogsABurstThenCounts(t *testing.T) {
-	var logs lockedBuffer
+	var logs testutil.SyncBuffer
 	now := time.Unix(1000, 0)
 	l := testLimiter(&logs, &now)
 	for range 25 {
@@ -76,17 +59,13 @@ func TestLimiterLogsABurstThenCounts(t *testing.T) {
 }
 
 func TestLimiterSummaryComesWithoutFurtherLines(t *testing.T) {
-	var logs lockedBuffer
+	var logs testutil.SyncBuffer
 	l := New(slog.New(slog.NewTextHandler(&logs, nil)), slog.LevelInfo, "%d more lines rejected")
 	l.Interval = 50 * time.Millisecond
 	for range DefaultBurst + 3 {
 		l.Log("rejected input line")
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(logs.String(), `msg="3 more lines rejected"`) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no summary at the end of the window:\n%s", logs.String())
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !testutil.Poll(10*time.Second, func() bool { return strings.Contains(logs.String(), `msg="3 more lines rejected"`) }) {
+		t.Fatalf("no summary at the end of the window:\n%s", logs.String())
 	}
 }

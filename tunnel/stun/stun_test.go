@@ -1,7 +1,6 @@
 package stun
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,13 +12,13 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	pion "github.com/pion/stun/v3"
 
 	"github.com/serve-zone/remoteingress/internal/stuntest"
+	"github.com/serve-zone/remoteingress/internal/testutil"
 )
 
 var stunLoopback = netip.MustParseAddr("127.0.0.1")
@@ -387,7 +386,7 @@ func startSTUNCoturn(t *testing.T, bin string) (string, error) {
 		"--userdb="+filepath.Join(dir, "turndb"),
 	)
 	cmd.Dir = dir
-	out := &syncBuffer{}
+	out := &testutil.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		return "", fmt.Errorf("starting %s: %w", bin, err)
@@ -433,21 +432,4 @@ func freeUDPPort() (int, error) {
 	}
 	defer c.Close()
 	return c.LocalAddr().(*net.UDPAddr).Port, nil
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
