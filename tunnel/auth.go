@@ -12,8 +12,8 @@ import (
 	"io"
 )
 
-// ProtocolVersion is the version the handshake announces.
-const ProtocolVersion = 1
+// protocolVersion is the version the handshake announces.
+const protocolVersion = 1
 
 // Capability bits exchanged in HELLO and CHALLENGE. A peer ignores bits it
 // does not know.
@@ -21,7 +21,7 @@ const (
 	// capWindowAutotune: the peer understands BLOCKED frames and grows a
 	// stream's receive window when the stream's reader keeps up.
 	capWindowAutotune uint32 = 1 << 0
-	// capConnectionSet: HELLO ends with the edge's TunnelSet, so that one
+	// capConnectionSet: HELLO ends with the edge's setPlace, so that one
 	// edge can spread its streams over several connections.
 	capConnectionSet uint32 = 1 << 1
 
@@ -32,16 +32,16 @@ const (
 	MaxTunnelConnections = 16
 )
 
-// TunnelSet places one connection in the set of connections an edge runs
+// setPlace places one connection in the set of connections an edge runs
 // at once. A connection with another set ID than the edge's current one
 // replaces that whole set.
-type TunnelSet struct {
+type setPlace struct {
 	ID    uint64 // random for each set the edge starts
 	Index uint8  // this connection's place, below Size
 	Size  uint8  // connections in the set, 1..MaxTunnelConnections
 }
 
-// tunnelSetLen is the size of the TunnelSet trailer of HELLO.
+// tunnelSetLen is the size of the setPlace trailer of HELLO.
 const tunnelSetLen = 8 + 1 + 1
 
 // peerParams is what a handshake learns about the peer's streams.
@@ -67,20 +67,20 @@ var (
 	errBadHandshake = errors.New("malformed handshake")
 )
 
-// Hello is the edge's first frame.
-type Hello struct {
+// helloMsg is the edge's first frame.
+type helloMsg struct {
 	Version uint16
 	Caps    uint32
 	Window  uint32 // the edge's per-stream receive window
 	Nonce   [nonceLen]byte
 	EdgeID  string
-	Set     TunnelSet // sent when Caps has capConnectionSet; else {Size: 1}
+	Set     setPlace // sent when Caps has capConnectionSet; else {Size: 1}
 }
 
 // MarshalBinary encodes the HELLO payload:
 // version u16 | caps u32 | window u32 | nonce [32] | idLen u8 | id, then, with
 // capConnectionSet, set id u64 | index u8 | size u8.
-func (h *Hello) MarshalBinary() ([]byte, error) {
+func (h *helloMsg) MarshalBinary() ([]byte, error) {
 	if len(h.EdgeID) == 0 || len(h.EdgeID) > maxEdgeIDLen {
 		return nil, fmt.Errorf("edge id must be 1-%d bytes", maxEdgeIDLen)
 	}
@@ -101,12 +101,12 @@ func (h *Hello) MarshalBinary() ([]byte, error) {
 	return b, nil
 }
 
-func (s TunnelSet) valid() bool {
+func (s setPlace) valid() bool {
 	return s.Size >= 1 && s.Size <= MaxTunnelConnections && s.Index < s.Size
 }
 
 // UnmarshalBinary decodes a HELLO payload strictly (no trailing bytes).
-func (h *Hello) UnmarshalBinary(b []byte) error {
+func (h *helloMsg) UnmarshalBinary(b []byte) error {
 	const fixed = 2 + 4 + 4 + nonceLen + 1
 	if len(b) < fixed+1 {
 		return errBadHandshake
@@ -124,10 +124,10 @@ func (h *Hello) UnmarshalBinary(b []byte) error {
 		return errBadHandshake
 	}
 	h.EdgeID = string(b[fixed : fixed+n])
-	h.Set = TunnelSet{Size: 1}
+	h.Set = setPlace{Size: 1}
 	if trailer > 0 {
 		t := b[fixed+n:]
-		h.Set = TunnelSet{ID: binary.BigEndian.Uint64(t[0:8]), Index: t[8], Size: t[9]}
+		h.Set = setPlace{ID: binary.BigEndian.Uint64(t[0:8]), Index: t[8], Size: t[9]}
 		if !h.Set.valid() {
 			return errBadHandshake
 		}
@@ -135,8 +135,8 @@ func (h *Hello) UnmarshalBinary(b []byte) error {
 	return nil
 }
 
-// Challenge is the hub's answer to HELLO.
-type Challenge struct {
+// challengeMsg is the hub's answer to HELLO.
+type challengeMsg struct {
 	Version uint16
 	Caps    uint32
 	Window  uint32 // the hub's per-stream receive window
@@ -144,7 +144,7 @@ type Challenge struct {
 }
 
 // MarshalBinary encodes version u16 | caps u32 | window u32 | nonce [32].
-func (c *Challenge) MarshalBinary() ([]byte, error) {
+func (c *challengeMsg) MarshalBinary() ([]byte, error) {
 	b := make([]byte, 0, 10+nonceLen)
 	b = binary.BigEndian.AppendUint16(b, c.Version)
 	b = binary.BigEndian.AppendUint32(b, c.Caps)
@@ -153,7 +153,7 @@ func (c *Challenge) MarshalBinary() ([]byte, error) {
 }
 
 // UnmarshalBinary decodes a CHALLENGE payload strictly.
-func (c *Challenge) UnmarshalBinary(b []byte) error {
+func (c *challengeMsg) UnmarshalBinary(b []byte) error {
 	if len(b) != 10+nonceLen {
 		return errBadHandshake
 	}
@@ -167,7 +167,7 @@ func (c *Challenge) UnmarshalBinary(b []byte) error {
 // proof computes HMAC-SHA256(secret, tag | exporter | edge nonce | hub nonce | idLen | id).
 // The exporter value binds the proof to one TLS session, so it cannot be
 // relayed into another one.
-func proof(secret, tag string, exporter []byte, h *Hello, c *Challenge) []byte {
+func proof(secret, tag string, exporter []byte, h *helloMsg, c *challengeMsg) []byte {
 	m := hmac.New(sha256.New, []byte(secret))
 	m.Write([]byte(tag))
 	m.Write(exporter)
@@ -195,19 +195,19 @@ func tlsExporter(conn handshakeConn) ([]byte, error) {
 
 // handshakeIO reads and writes the small pre-authentication frames.
 type handshakeIO struct {
-	fr *FrameReader
+	fr *frameReader
 	bw *bufio.Writer
-	fw *FrameWriter
+	fw *frameWriter
 }
 
 func newHandshakeIO(conn handshakeConn) *handshakeIO {
 	bw := bufio.NewWriterSize(conn, 1024)
-	fr := NewFrameReader(conn)
+	fr := newFrameReader(conn)
 	fr.Limit = preAuthLimit
-	return &handshakeIO{fr: fr, bw: bw, fw: NewFrameWriter(bw)}
+	return &handshakeIO{fr: fr, bw: bw, fw: newFrameWriter(bw)}
 }
 
-func (h *handshakeIO) send(t FrameType, payload []byte) error {
+func (h *handshakeIO) send(t frameType, payload []byte) error {
 	if err := h.fw.WriteFrame(0, t, payload); err != nil {
 		return err
 	}
@@ -216,13 +216,13 @@ func (h *handshakeIO) send(t FrameType, payload []byte) error {
 
 // expect reads one stream-0 frame of type want. A GOAWAY instead is reported
 // with its reason.
-func (h *handshakeIO) expect(want FrameType) ([]byte, error) {
+func (h *handshakeIO) expect(want frameType) ([]byte, error) {
 	hd, p, err := h.fr.ReadFrame()
 	if err != nil {
 		return nil, err
 	}
-	if hd.Type == FrameGoAway {
-		return nil, &RemoteCloseError{Reason: sanitizeReason(p)}
+	if hd.Type == frameGoAway {
+		return nil, &remoteCloseError{Reason: sanitizeReason(p)}
 	}
 	if hd.Type != want || hd.StreamID != 0 {
 		return nil, fmt.Errorf("%w: got %s on stream %d, want %s", errBadHandshake, hd.Type, hd.StreamID, want)
@@ -230,10 +230,10 @@ func (h *handshakeIO) expect(want FrameType) ([]byte, error) {
 	return p, nil
 }
 
-// RemoteCloseError is a GOAWAY received from the peer.
-type RemoteCloseError struct{ Reason string }
+// remoteCloseError is a GOAWAY received from the peer.
+type remoteCloseError struct{ Reason string }
 
-func (e *RemoteCloseError) Error() string { return "peer closed the tunnel: " + e.Reason }
+func (e *remoteCloseError) Error() string { return "peer closed the tunnel: " + e.Reason }
 
 // sanitizeReason makes a peer-supplied reason safe to log: printable ASCII, bounded.
 func sanitizeReason(p []byte) string {
@@ -256,9 +256,9 @@ func sanitizeReason(p []byte) string {
 
 // edgeHandshake runs the edge's side after the TLS handshake. It returns the
 // hub's window and capabilities once the hub has proven it knows the secret.
-func edgeHandshake(conn handshakeConn, edgeID, secret string, window uint32, set TunnelSet) (peer peerParams, err error) {
+func edgeHandshake(conn handshakeConn, edgeID, secret string, window uint32, set setPlace) (peer peerParams, err error) {
 	hio := newHandshakeIO(conn)
-	hello := Hello{Version: ProtocolVersion, Caps: ourCaps, Window: window, EdgeID: edgeID, Set: set}
+	hello := helloMsg{Version: protocolVersion, Caps: ourCaps, Window: window, EdgeID: edgeID, Set: set}
 	if _, err := rand.Read(hello.Nonce[:]); err != nil {
 		return peerParams{}, err
 	}
@@ -266,14 +266,14 @@ func edgeHandshake(conn handshakeConn, edgeID, secret string, window uint32, set
 	if err != nil {
 		return peerParams{}, err
 	}
-	if err := hio.send(FrameHello, hp); err != nil {
+	if err := hio.send(frameHello, hp); err != nil {
 		return peerParams{}, err
 	}
-	p, err := hio.expect(FrameChallenge)
+	p, err := hio.expect(frameChallenge)
 	if err != nil {
 		return peerParams{}, err
 	}
-	var ch Challenge
+	var ch challengeMsg
 	if err := ch.UnmarshalBinary(p); err != nil {
 		return peerParams{}, err
 	}
@@ -284,10 +284,10 @@ func edgeHandshake(conn handshakeConn, edgeID, secret string, window uint32, set
 	if err != nil {
 		return peerParams{}, err
 	}
-	if err := hio.send(FrameAuth, proof(secret, edgeProofTag, exp, &hello, &ch)); err != nil {
+	if err := hio.send(frameAuth, proof(secret, edgeProofTag, exp, &hello, &ch)); err != nil {
 		return peerParams{}, err
 	}
-	p, err = hio.expect(FrameAuthOK)
+	p, err = hio.expect(frameAuthOK)
 	if err != nil {
 		return peerParams{}, err
 	}
@@ -306,7 +306,7 @@ type proofGate func(edgeID string, known bool) (settle func(ok bool), err error)
 type hubAuthResult struct {
 	edgeID string
 	peer   peerParams
-	set    TunnelSet
+	set    setPlace
 }
 
 // hubHandshake runs the hub's side. lookup returns the secret of an allowed
@@ -319,26 +319,26 @@ type hubAuthResult struct {
 // call with the outcome (which may hold the answer back); see throttle.go.
 func hubHandshake(conn handshakeConn, window uint32, lookup func(id string) (string, bool), gate proofGate) (hubAuthResult, error) {
 	hio := newHandshakeIO(conn)
-	p, err := hio.expect(FrameHello)
+	p, err := hio.expect(frameHello)
 	if err != nil {
 		return hubAuthResult{}, err
 	}
-	var hello Hello
+	var hello helloMsg
 	if err := hello.UnmarshalBinary(p); err != nil {
 		return hubAuthResult{}, err
 	}
 	if hello.Version < 1 {
 		return hubAuthResult{}, fmt.Errorf("%w: edge speaks protocol version %d", errBadHandshake, hello.Version)
 	}
-	ch := Challenge{Version: ProtocolVersion, Caps: ourCaps, Window: window}
+	ch := challengeMsg{Version: protocolVersion, Caps: ourCaps, Window: window}
 	if _, err := rand.Read(ch.Nonce[:]); err != nil {
 		return hubAuthResult{}, err
 	}
 	cp, _ := ch.MarshalBinary()
-	if err := hio.send(FrameChallenge, cp); err != nil {
+	if err := hio.send(frameChallenge, cp); err != nil {
 		return hubAuthResult{}, err
 	}
-	p, err = hio.expect(FrameAuth)
+	p, err = hio.expect(frameAuth)
 	if err != nil {
 		return hubAuthResult{}, err
 	}
@@ -362,14 +362,14 @@ func hubHandshake(conn handshakeConn, window uint32, lookup func(id string) (str
 		settle(ok)
 	}
 	if !ok {
-		_ = hio.send(FrameGoAway, []byte(ErrAuthFailed.Error()))
+		_ = hio.send(frameGoAway, []byte(ErrAuthFailed.Error()))
 		why := "wrong secret"
 		if !known {
 			why = "unknown edge id"
 		}
 		return hubAuthResult{edgeID: hello.EdgeID}, fmt.Errorf("%w for edge %q: %s", ErrAuthFailed, hello.EdgeID, why)
 	}
-	if err := hio.send(FrameAuthOK, proof(secret, hubProofTag, exp, &hello, &ch)); err != nil {
+	if err := hio.send(frameAuthOK, proof(secret, hubProofTag, exp, &hello, &ch)); err != nil {
 		return hubAuthResult{}, err
 	}
 	return hubAuthResult{edgeID: hello.EdgeID, peer: peerParams{window: hello.Window, caps: hello.Caps}, set: hello.Set}, nil

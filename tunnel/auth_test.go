@@ -164,7 +164,7 @@ func authFullHandshake(t *testing.T, hubC, edgeC *tls.Conn, edgeID, edgeSecret s
 	o.hubErr, o.edgeErr = authRun(hubC, edgeC,
 		func(c *tls.Conn) (err error) { o.hub, err = hubHandshake(c, authHubWindow, lookup, nil); return err },
 		func(c *tls.Conn) (err error) {
-			o.edgePeer, err = edgeHandshake(c, edgeID, edgeSecret, authEdgeWindow, TunnelSet{Size: 1})
+			o.edgePeer, err = edgeHandshake(c, edgeID, edgeSecret, authEdgeWindow, setPlace{Size: 1})
 			return err
 		})
 	authNoSecretIn(t, o.hubErr, o.edgeErr)
@@ -202,7 +202,7 @@ func TestHandshakeSucceeds(t *testing.T) {
 			if o.hubErr != nil || o.edgeErr != nil {
 				t.Fatalf("hub error %v, edge error %v", o.hubErr, o.edgeErr)
 			}
-			want := hubAuthResult{edgeID: authEdgeID, peer: peerParams{window: authEdgeWindow, caps: ourCaps}, set: TunnelSet{Size: 1}}
+			want := hubAuthResult{edgeID: authEdgeID, peer: peerParams{window: authEdgeWindow, caps: ourCaps}, set: setPlace{Size: 1}}
 			if diff := cmp.Diff(want, o.hub, cmp.AllowUnexported(hubAuthResult{}, peerParams{})); diff != "" {
 				t.Errorf("hub result (-want +got):\n%s", diff)
 			}
@@ -247,9 +247,9 @@ func TestHandshakeRejected(t *testing.T) {
 				t.Errorf("hub returned a window %d for a rejected edge", o.hub.peer.window)
 			}
 
-			var rc *RemoteCloseError
+			var rc *remoteCloseError
 			if !errors.As(o.edgeErr, &rc) {
-				t.Fatalf("edge error = %v (%T), want a *RemoteCloseError", o.edgeErr, o.edgeErr)
+				t.Fatalf("edge error = %v (%T), want a *remoteCloseError", o.edgeErr, o.edgeErr)
 			}
 			if rc.Reason != ErrAuthFailed.Error() || !strings.Contains(o.edgeErr.Error(), "authentication failed") {
 				t.Errorf("edge error %q (reason %q), want the generic %q", o.edgeErr, rc.Reason, ErrAuthFailed)
@@ -273,24 +273,24 @@ func TestHandshakeRejected(t *testing.T) {
 
 // authFakeHub answers a real edge: HELLO, CHALLENGE, AUTH, then whatever
 // authOK returns as the AUTH_OK payload.
-func authFakeHub(authOK func(exp []byte, hello *Hello, ch *Challenge, auth []byte) []byte) func(*tls.Conn) error {
+func authFakeHub(authOK func(exp []byte, hello *helloMsg, ch *challengeMsg, auth []byte) []byte) func(*tls.Conn) error {
 	return func(c *tls.Conn) error {
 		hio := newHandshakeIO(c)
-		p, err := hio.expect(FrameHello)
+		p, err := hio.expect(frameHello)
 		if err != nil {
 			return err
 		}
-		var hello Hello
+		var hello helloMsg
 		if err := hello.UnmarshalBinary(p); err != nil {
 			return err
 		}
-		ch := Challenge{Version: ProtocolVersion, Window: authHubWindow}
+		ch := challengeMsg{Version: protocolVersion, Window: authHubWindow}
 		rand.Read(ch.Nonce[:])
 		cp, _ := ch.MarshalBinary()
-		if err := hio.send(FrameChallenge, cp); err != nil {
+		if err := hio.send(frameChallenge, cp); err != nil {
 			return err
 		}
-		auth, err := hio.expect(FrameAuth)
+		auth, err := hio.expect(frameAuth)
 		if err != nil {
 			return err
 		}
@@ -299,40 +299,40 @@ func authFakeHub(authOK func(exp []byte, hello *Hello, ch *Challenge, auth []byt
 		if err != nil {
 			return err
 		}
-		return hio.send(FrameAuthOK, authOK(exp, &hello, &ch, auth))
+		return hio.send(frameAuthOK, authOK(exp, &hello, &ch, auth))
 	}
 }
 
 func TestHandshakeEdgeRejectsUnprovenHub(t *testing.T) {
 	tests := []struct {
 		name   string
-		authOK func(exp []byte, hello *Hello, ch *Challenge, auth []byte) []byte
+		authOK func(exp []byte, hello *helloMsg, ch *challengeMsg, auth []byte) []byte
 		want   error // nil: the edge accepts
 	}{
-		{"control: correct proof", func(exp []byte, h *Hello, c *Challenge, _ []byte) []byte {
+		{"control: correct proof", func(exp []byte, h *helloMsg, c *challengeMsg, _ []byte) []byte {
 			return proof(authSecret, hubProofTag, exp, h, c)
 		}, nil},
-		{"zero proof", func([]byte, *Hello, *Challenge, []byte) []byte { return make([]byte, proofLen) }, ErrHubNotProven},
-		{"empty proof", func([]byte, *Hello, *Challenge, []byte) []byte { return nil }, ErrHubNotProven},
-		{"random proof", func([]byte, *Hello, *Challenge, []byte) []byte {
+		{"zero proof", func([]byte, *helloMsg, *challengeMsg, []byte) []byte { return make([]byte, proofLen) }, ErrHubNotProven},
+		{"empty proof", func([]byte, *helloMsg, *challengeMsg, []byte) []byte { return nil }, ErrHubNotProven},
+		{"random proof", func([]byte, *helloMsg, *challengeMsg, []byte) []byte {
 			b := make([]byte, proofLen)
 			rand.Read(b)
 			return b
 		}, ErrHubNotProven},
-		{"edge's own proof reflected", func(_ []byte, _ *Hello, _ *Challenge, auth []byte) []byte { return auth }, ErrHubNotProven},
-		{"proof with the wrong secret", func(exp []byte, h *Hello, c *Challenge, _ []byte) []byte {
+		{"edge's own proof reflected", func(_ []byte, _ *helloMsg, _ *challengeMsg, auth []byte) []byte { return auth }, ErrHubNotProven},
+		{"proof with the wrong secret", func(exp []byte, h *helloMsg, c *challengeMsg, _ []byte) []byte {
 			return proof(authWrongSec, hubProofTag, exp, h, c)
 		}, ErrHubNotProven},
-		{"right secret, another TLS session", func(exp []byte, h *Hello, c *Challenge, _ []byte) []byte {
+		{"right secret, another TLS session", func(exp []byte, h *helloMsg, c *challengeMsg, _ []byte) []byte {
 			return proof(authSecret, hubProofTag, make([]byte, len(exp)), h, c)
 		}, ErrHubNotProven},
-		{"right secret, edge tag", func(exp []byte, h *Hello, c *Challenge, _ []byte) []byte {
+		{"right secret, edge tag", func(exp []byte, h *helloMsg, c *challengeMsg, _ []byte) []byte {
 			return proof(authSecret, edgeProofTag, exp, h, c)
 		}, ErrHubNotProven},
-		{"correct proof with a trailing byte", func(exp []byte, h *Hello, c *Challenge, _ []byte) []byte {
+		{"correct proof with a trailing byte", func(exp []byte, h *helloMsg, c *challengeMsg, _ []byte) []byte {
 			return append(proof(authSecret, hubProofTag, exp, h, c), 0)
 		}, ErrHubNotProven},
-		{"correct proof truncated", func(exp []byte, h *Hello, c *Challenge, _ []byte) []byte {
+		{"correct proof truncated", func(exp []byte, h *helloMsg, c *challengeMsg, _ []byte) []byte {
 			return proof(authSecret, hubProofTag, exp, h, c)[:proofLen-1]
 		}, ErrHubNotProven},
 	}
@@ -341,7 +341,7 @@ func TestHandshakeEdgeRejectsUnprovenHub(t *testing.T) {
 			hubC, edgeC := authTLSPair(t, nil, nil)
 			var peer peerParams
 			hubErr, edgeErr := authRun(hubC, edgeC, authFakeHub(tc.authOK), func(c *tls.Conn) (err error) {
-				peer, err = edgeHandshake(c, authEdgeID, authSecret, authEdgeWindow, TunnelSet{Size: 1})
+				peer, err = edgeHandshake(c, authEdgeID, authSecret, authEdgeWindow, setPlace{Size: 1})
 				return err
 			})
 			authNoSecretIn(t, hubErr, edgeErr)
@@ -366,9 +366,9 @@ func TestHandshakeEdgeRejectsUnprovenHub(t *testing.T) {
 
 // authRelayFrames copies frames from src to dst, recording their types,
 // until src fails; then it closes dst.
-func authRelayFrames(dst, src *tls.Conn, seen *[]FrameType) {
+func authRelayFrames(dst, src *tls.Conn, seen *[]frameType) {
 	defer dst.Close()
-	fr := NewFrameReader(src)
+	fr := newFrameReader(src)
 	hio := newHandshakeIO(dst)
 	for {
 		h, p, err := fr.ReadFrame()
@@ -415,7 +415,7 @@ func TestHandshakeManInTheMiddle(t *testing.T) {
 		t.Fatal("the two TLS sessions have the same exporter")
 	}
 
-	var toHub, toEdge []FrameType
+	var toHub, toEdge []frameType
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); authRelayFrames(mitmToHub, mitmFromEdge, &toHub) }()
@@ -436,10 +436,10 @@ func TestHandshakeManInTheMiddle(t *testing.T) {
 	if errors.Is(o.edgeErr, ErrHubNotProven) {
 		t.Errorf("edge error %v: the edge received an AUTH_OK", o.edgeErr)
 	}
-	if diff := cmp.Diff([]FrameType{FrameHello, FrameAuth}, toHub); diff != "" {
+	if diff := cmp.Diff([]frameType{frameHello, frameAuth}, toHub); diff != "" {
 		t.Errorf("frames relayed to the hub (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff([]FrameType{FrameChallenge, FrameGoAway}, toEdge); diff != "" {
+	if diff := cmp.Diff([]frameType{frameChallenge, frameGoAway}, toEdge); diff != "" {
 		t.Errorf("frames relayed to the edge (-want +got):\n%s", diff)
 	}
 }
@@ -464,8 +464,8 @@ func authRawPeer(wire []byte) func(*tls.Conn) error {
 }
 
 func TestHandshakeHubRejectsBadFirstFrames(t *testing.T) {
-	goodHello := func(mut func(*Hello)) []byte {
-		h := Hello{Version: ProtocolVersion, Window: authEdgeWindow, EdgeID: authEdgeID}
+	goodHello := func(mut func(*helloMsg)) []byte {
+		h := helloMsg{Version: protocolVersion, Window: authEdgeWindow, EdgeID: authEdgeID}
 		if mut != nil {
 			mut(&h)
 		}
@@ -480,16 +480,16 @@ func TestHandshakeHubRejectsBadFirstFrames(t *testing.T) {
 		wire []byte
 		want error
 	}{
-		{"pre-auth frame of 513 bytes", AppendFrame(nil, 0, FrameHello, make([]byte, preAuthLimit+1)), ErrFrameTooLarge},
-		{"pre-auth header claiming 16 MiB", []byte{0, 0, 0, 0, byte(FrameHello), 1, 0, 0, 0}, ErrFrameTooLarge},
-		{"512-byte HELLO is read, then rejected as malformed", AppendFrame(nil, 0, FrameHello, make([]byte, preAuthLimit)), errBadHandshake},
-		{"HELLO with trailing byte", AppendFrame(nil, 0, FrameHello, append(goodHello(nil), 0)), errBadHandshake},
-		{"HELLO version 0", AppendFrame(nil, 0, FrameHello, goodHello(func(h *Hello) { h.Version = 0 })), errBadHandshake},
-		{"HELLO on stream 1", AppendFrame(nil, 1, FrameHello, goodHello(nil)), errBadHandshake},
-		{"DATA first", AppendFrame(nil, 1, FrameData, []byte("GET /")), errBadHandshake},
-		{"AUTH first", AppendFrame(nil, 0, FrameAuth, make([]byte, proofLen)), errBadHandshake},
-		{"unknown frame type", []byte{0, 0, 0, 0, 0x42, 0, 0, 0, 0}, ErrUnknownFrame},
-		{"truncated header", []byte{0, 0, 0, 0, 0x10}, ErrTruncatedHeader},
+		{"pre-auth frame of 513 bytes", appendFrame(nil, 0, frameHello, make([]byte, preAuthLimit+1)), errFrameTooLarge},
+		{"pre-auth header claiming 16 MiB", []byte{0, 0, 0, 0, byte(frameHello), 1, 0, 0, 0}, errFrameTooLarge},
+		{"512-byte HELLO is read, then rejected as malformed", appendFrame(nil, 0, frameHello, make([]byte, preAuthLimit)), errBadHandshake},
+		{"HELLO with trailing byte", appendFrame(nil, 0, frameHello, append(goodHello(nil), 0)), errBadHandshake},
+		{"HELLO version 0", appendFrame(nil, 0, frameHello, goodHello(func(h *helloMsg) { h.Version = 0 })), errBadHandshake},
+		{"HELLO on stream 1", appendFrame(nil, 1, frameHello, goodHello(nil)), errBadHandshake},
+		{"DATA first", appendFrame(nil, 1, frameData, []byte("GET /")), errBadHandshake},
+		{"AUTH first", appendFrame(nil, 0, frameAuth, make([]byte, proofLen)), errBadHandshake},
+		{"unknown frame type", []byte{0, 0, 0, 0, 0x42, 0, 0, 0, 0}, errUnknownFrame},
+		{"truncated header", []byte{0, 0, 0, 0, 0x10}, errTruncatedHeader},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -510,8 +510,8 @@ func TestHandshakeHubRejectsBadFirstFrames(t *testing.T) {
 }
 
 func TestHandshakeEdgeRejectsBadChallenge(t *testing.T) {
-	goodCh := func(mut func(*Challenge)) []byte {
-		c := Challenge{Version: ProtocolVersion, Window: authHubWindow}
+	goodCh := func(mut func(*challengeMsg)) []byte {
+		c := challengeMsg{Version: protocolVersion, Window: authHubWindow}
 		if mut != nil {
 			mut(&c)
 		}
@@ -523,26 +523,26 @@ func TestHandshakeEdgeRejectsBadChallenge(t *testing.T) {
 		reply []byte
 		want  error
 	}{
-		{"pre-auth frame of 513 bytes", AppendFrame(nil, 0, FrameChallenge, make([]byte, preAuthLimit+1)), ErrFrameTooLarge},
-		{"GOAWAY of 513 bytes", AppendFrame(nil, 0, FrameGoAway, bytes.Repeat([]byte("x"), preAuthLimit+1)), ErrFrameTooLarge},
-		{"512-byte CHALLENGE is read, then rejected as malformed", AppendFrame(nil, 0, FrameChallenge, make([]byte, preAuthLimit)), errBadHandshake},
-		{"CHALLENGE too short", AppendFrame(nil, 0, FrameChallenge, goodCh(nil)[:41]), errBadHandshake},
-		{"CHALLENGE version 0", AppendFrame(nil, 0, FrameChallenge, goodCh(func(c *Challenge) { c.Version = 0 })), errBadHandshake},
-		{"CHALLENGE on stream 3", AppendFrame(nil, 3, FrameChallenge, goodCh(nil)), errBadHandshake},
-		{"AUTH_OK instead of CHALLENGE", AppendFrame(nil, 0, FrameAuthOK, make([]byte, proofLen)), errBadHandshake},
-		{"DATA_BACK instead of CHALLENGE", AppendFrame(nil, 1, FrameDataBack, []byte("x")), errBadHandshake},
+		{"pre-auth frame of 513 bytes", appendFrame(nil, 0, frameChallenge, make([]byte, preAuthLimit+1)), errFrameTooLarge},
+		{"GOAWAY of 513 bytes", appendFrame(nil, 0, frameGoAway, bytes.Repeat([]byte("x"), preAuthLimit+1)), errFrameTooLarge},
+		{"512-byte CHALLENGE is read, then rejected as malformed", appendFrame(nil, 0, frameChallenge, make([]byte, preAuthLimit)), errBadHandshake},
+		{"CHALLENGE too short", appendFrame(nil, 0, frameChallenge, goodCh(nil)[:41]), errBadHandshake},
+		{"CHALLENGE version 0", appendFrame(nil, 0, frameChallenge, goodCh(func(c *challengeMsg) { c.Version = 0 })), errBadHandshake},
+		{"CHALLENGE on stream 3", appendFrame(nil, 3, frameChallenge, goodCh(nil)), errBadHandshake},
+		{"AUTH_OK instead of CHALLENGE", appendFrame(nil, 0, frameAuthOK, make([]byte, proofLen)), errBadHandshake},
+		{"DATA_BACK instead of CHALLENGE", appendFrame(nil, 1, frameDataBack, []byte("x")), errBadHandshake},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			hubC, edgeC := authTLSPair(t, nil, nil)
 			var peer peerParams
 			_, edgeErr := authRun(hubC, edgeC, func(c *tls.Conn) error {
-				if _, err := newHandshakeIO(c).expect(FrameHello); err != nil {
+				if _, err := newHandshakeIO(c).expect(frameHello); err != nil {
 					return err
 				}
 				return authRawPeer(tc.reply)(c)
 			}, func(c *tls.Conn) (err error) {
-				peer, err = edgeHandshake(c, authEdgeID, authSecret, authEdgeWindow, TunnelSet{Size: 1})
+				peer, err = edgeHandshake(c, authEdgeID, authSecret, authEdgeWindow, setPlace{Size: 1})
 				return err
 			})
 			if !errors.Is(edgeErr, tc.want) {
@@ -558,13 +558,13 @@ func TestHandshakeEdgeRejectsBadChallenge(t *testing.T) {
 func TestHandshakeGoAwayReasonSanitized(t *testing.T) {
 	hubC, edgeC := authTLSPair(t, nil, nil)
 	reason := append([]byte("maintenance\x00\r\n\x1b[31m\xff"), bytes.Repeat([]byte("y"), 300)...)
-	_, edgeErr := authRun(hubC, edgeC, authRawPeer(AppendFrame(nil, 0, FrameGoAway, reason)), func(c *tls.Conn) error {
-		_, err := edgeHandshake(c, authEdgeID, authSecret, authEdgeWindow, TunnelSet{Size: 1})
+	_, edgeErr := authRun(hubC, edgeC, authRawPeer(appendFrame(nil, 0, frameGoAway, reason)), func(c *tls.Conn) error {
+		_, err := edgeHandshake(c, authEdgeID, authSecret, authEdgeWindow, setPlace{Size: 1})
 		return err
 	})
-	var rc *RemoteCloseError
+	var rc *remoteCloseError
 	if !errors.As(edgeErr, &rc) {
-		t.Fatalf("edge error = %v, want *RemoteCloseError", edgeErr)
+		t.Fatalf("edge error = %v, want *remoteCloseError", edgeErr)
 	}
 	want := "maintenance????[31m?" + strings.Repeat("y", 200-len("maintenance????[31m?"))
 	if rc.Reason != want {
@@ -572,9 +572,9 @@ func TestHandshakeGoAwayReasonSanitized(t *testing.T) {
 	}
 }
 
-func authTestHello() Hello {
-	// Caps without capConnectionSet: no TunnelSet trailer.
-	h := Hello{Version: 1, Caps: 0xDEADBEED, Window: 0x00040000, EdgeID: "edge-1", Set: TunnelSet{Size: 1}}
+func authTestHello() helloMsg {
+	// Caps without capConnectionSet: no setPlace trailer.
+	h := helloMsg{Version: 1, Caps: 0xDEADBEED, Window: 0x00040000, EdgeID: "edge-1", Set: setPlace{Size: 1}}
 	for i := range h.Nonce {
 		h.Nonce[i] = byte(i + 1)
 	}
@@ -595,7 +595,7 @@ func TestHelloMarshalLayout(t *testing.T) {
 	}
 
 	h.Caps = capWindowAutotune | capConnectionSet
-	h.Set = TunnelSet{ID: 0x0102030405060708, Index: 2, Size: 3}
+	h.Set = setPlace{ID: 0x0102030405060708, Index: 2, Size: 3}
 	got, err = h.MarshalBinary()
 	if err != nil {
 		t.Fatal(err)
@@ -607,7 +607,7 @@ func TestHelloMarshalLayout(t *testing.T) {
 		t.Errorf("HELLO bytes with a tunnel set (-want +got):\n%s", diff)
 	}
 
-	c := Challenge{Version: 2, Caps: 1, Window: 0x01020304, Nonce: h.Nonce}
+	c := challengeMsg{Version: 2, Caps: 1, Window: 0x01020304, Nonce: h.Nonce}
 	got, _ = c.MarshalBinary()
 	want = codecHex(t, "0002 00000001 01020304"+"0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20")
 	if diff := cmp.Diff(want, got); diff != "" {
@@ -622,7 +622,7 @@ func TestHelloRoundTrip(t *testing.T) {
 		trailer := 0
 		if i%2 == 1 {
 			h.Caps |= capConnectionSet
-			h.Set = TunnelSet{ID: uint64(i) << 40, Index: uint8(i), Size: MaxTunnelConnections}
+			h.Set = setPlace{ID: uint64(i) << 40, Index: uint8(i), Size: MaxTunnelConnections}
 			trailer = tunnelSetLen
 		}
 		b, err := h.MarshalBinary()
@@ -632,7 +632,7 @@ func TestHelloRoundTrip(t *testing.T) {
 		if len(b) != 2+4+4+nonceLen+1+len(id)+trailer {
 			t.Errorf("id %q: %d bytes", id, len(b))
 		}
-		var back Hello
+		var back helloMsg
 		if err := back.UnmarshalBinary(b); err != nil {
 			t.Fatalf("Unmarshal(id %q): %v", id, err)
 		}
@@ -690,7 +690,7 @@ func TestHelloUnmarshalRejects(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			var h Hello
+			var h helloMsg
 			if err := h.UnmarshalBinary(tc.b); !errors.Is(err, errBadHandshake) {
 				t.Fatalf("Unmarshal(%x) = %v, want errBadHandshake", tc.b, err)
 			}
@@ -699,13 +699,13 @@ func TestHelloUnmarshalRejects(t *testing.T) {
 }
 
 func TestChallengeRoundTripAndRejects(t *testing.T) {
-	c := Challenge{Version: 1, Caps: 0xFFFFFFFF, Window: authHubWindow}
+	c := challengeMsg{Version: 1, Caps: 0xFFFFFFFF, Window: authHubWindow}
 	rand.Read(c.Nonce[:])
 	b, err := c.MarshalBinary()
 	if err != nil || len(b) != 10+nonceLen {
 		t.Fatalf("Marshal = %d bytes, %v", len(b), err)
 	}
-	var back Challenge
+	var back challengeMsg
 	if err := back.UnmarshalBinary(b); err != nil {
 		t.Fatal(err)
 	}
@@ -726,18 +726,18 @@ func FuzzHandshakeParse(f *testing.F) {
 	h.EdgeID = strings.Repeat("z", maxEdgeIDLen)
 	hb, _ = h.MarshalBinary()
 	f.Add(hb)
-	c := Challenge{Version: 1, Window: 5, Nonce: h.Nonce}
+	c := challengeMsg{Version: 1, Window: 5, Nonce: h.Nonce}
 	cb, _ := c.MarshalBinary()
 	f.Add(cb)
 	f.Add([]byte{})
 	f.Add(hb[:43])
 	f.Add(append(hb, 0))
 	h.Caps |= capConnectionSet
-	h.Set = TunnelSet{ID: 42, Index: 3, Size: 4}
+	h.Set = setPlace{ID: 42, Index: 3, Size: 4}
 	hb, _ = h.MarshalBinary()
 	f.Add(hb)
 	f.Fuzz(func(t *testing.T, b []byte) {
-		var h Hello
+		var h helloMsg
 		if err := h.UnmarshalBinary(b); err == nil {
 			if len(h.EdgeID) == 0 || len(h.EdgeID) > maxEdgeIDLen {
 				t.Fatalf("accepted id of %d bytes", len(h.EdgeID))
@@ -755,7 +755,7 @@ func FuzzHandshakeParse(f *testing.F) {
 		} else if !errors.Is(err, errBadHandshake) {
 			t.Fatalf("HELLO error %v is not errBadHandshake", err)
 		}
-		var c Challenge
+		var c challengeMsg
 		if err := c.UnmarshalBinary(b); err == nil {
 			out, _ := c.MarshalBinary()
 			if !bytes.Equal(out, b) {

@@ -134,7 +134,7 @@ func TestNextReadChunk(t *testing.T) {
 	chunk := minReadChunk
 	var bufs []int
 	for i := 0; i < 6; i++ { // a bulk transfer: every read fills its buffer
-		bufs = append(bufs, chunk+HeaderLen)
+		bufs = append(bufs, chunk+headerLen)
 		chunk = nextReadChunk(chunk, chunk, chunk)
 	}
 	if diff := cmp.Diff([]int{16 << 10, 32 << 10, 64 << 10, 128 << 10, 256 << 10, 256 << 10}, bufs); diff != "" {
@@ -149,7 +149,7 @@ func TestNextReadChunk(t *testing.T) {
 	if got := nextReadChunk(maxDataFrame, 1000, 1000); got != maxDataFrame {
 		t.Errorf("a read cut short by credit: %d, want the chunk kept", got)
 	}
-	if got := nextReadChunk(64<<10-HeaderLen, 64<<10-HeaderLen, 1000); got != minReadChunk {
+	if got := nextReadChunk(64<<10-headerLen, 64<<10-headerLen, 1000); got != minReadChunk {
 		t.Errorf("a 1000-byte read of a 64 KiB buffer: %d, want %d", got, minReadChunk)
 	}
 }

@@ -142,28 +142,28 @@ type controlBatch struct {
 
 // writeTo writes the batch in the order of PROTOCOL.md §6: PONG, PING,
 // RESETs, BLOCKEDs, WINDOW_UPDATEs. It stops at the first error.
-func (b *controlBatch) writeTo(fw *FrameWriter) error {
+func (b *controlBatch) writeTo(fw *frameWriter) error {
 	var err error
 	if b.pong {
-		err = fw.WriteFrame(0, FramePong, b.pongData[:])
+		err = fw.WriteFrame(0, framePong, b.pongData[:])
 	}
 	if b.ping && err == nil {
-		err = fw.WriteFrame(0, FramePing, b.pingData[:])
+		err = fw.WriteFrame(0, framePing, b.pingData[:])
 	}
 	for _, r := range b.resets {
 		if err == nil {
-			err = fw.WriteFrame(r.id, FrameReset, []byte(r.reason))
+			err = fw.WriteFrame(r.id, frameReset, []byte(r.reason))
 		}
 	}
 	for _, id := range b.blocked {
 		if err == nil {
-			err = fw.WriteFrame(id, FrameBlocked, nil)
+			err = fw.WriteFrame(id, frameBlocked, nil)
 		}
 	}
 	for i, st := range b.wus {
 		if err == nil {
 			binary.BigEndian.PutUint32(b.u32[:], b.wuVals[i])
-			err = fw.WriteFrame(st.id, FrameWindowUpdate, b.u32[:])
+			err = fw.WriteFrame(st.id, frameWindowUpdate, b.u32[:])
 		}
 	}
 	clear(b.wus)

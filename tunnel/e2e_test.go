@@ -380,7 +380,7 @@ func rawEdge(t *testing.T, hubPort int, id, secret string) *tls.Conn {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	if _, err := edgeHandshake(c, id, secret, DefaultWindow, TunnelSet{Size: 1}); err != nil {
+	if _, err := edgeHandshake(c, id, secret, DefaultWindow, setPlace{Size: 1}); err != nil {
 		t.Fatalf("handshake: %v", err)
 	}
 	return c
@@ -406,8 +406,8 @@ func TestProtocolErrorClosesOnlyThatTunnel(t *testing.T) {
 		t.Fatal(err)
 	}
 	raw := rawEdge(t, r.hub.Port(), "evil", "e")
-	fw := NewFrameWriter(raw)
-	fw.WriteFrame(77, FrameData, []byte("no such stream"))
+	fw := newFrameWriter(raw)
+	fw.WriteFrame(77, frameData, []byte("no such stream"))
 	ev, _ := r.hubEvents.wait(t, 0, 5*time.Second, func(e Event) bool {
 		d, ok := e.Data.(EdgeDisconnectedEvent)
 		return ok && d.EdgeID == "evil"

@@ -35,7 +35,7 @@ type Edge struct {
 	wg        sync.WaitGroup
 
 	mu        sync.Mutex
-	tunnel    *tunnelSet // nil while disconnected
+	tunnel    *edgeConns // nil while disconnected
 	publicIP  string
 	lastError string
 	attempts  int
@@ -246,9 +246,9 @@ func (e *Edge) sleep(d time.Duration) bool {
 // connectSet connects a new set of cfg.Connections tunnel connections: the
 // first one decides (its failure is the set's), the others are added at
 // once beside each other; one of them that fails is left out, with a warning.
-func (e *Edge) connectSet(hubAddr string) (*tunnelSet, error) {
+func (e *Edge) connectSet(hubAddr string) (*edgeConns, error) {
 	n := e.cfg.Connections
-	set := TunnelSet{ID: newSetID(), Size: uint8(n)}
+	set := setPlace{ID: newSetID(), Size: uint8(n)}
 	slots := newStreamSlots(e.cfg.MaxStreams) // the limit is the edge's, over all its connections
 	first, err := e.connectTLS(hubAddr, set, slots)
 	if err != nil {
@@ -274,7 +274,7 @@ func (e *Edge) connectSet(hubAddr string) (*tunnelSet, error) {
 		}()
 	}
 	wg.Wait()
-	t := &tunnelSet{}
+	t := &edgeConns{}
 	for _, c := range conns {
 		if c != nil {
 			t.conns = append(t.conns, c)
@@ -286,7 +286,7 @@ func (e *Edge) connectSet(hubAddr string) (*tunnelSet, error) {
 // connectTLS dials the hub, runs TLS and the mutual authentication under one
 // deadline, and returns the frame mux over that connection, ready to serve:
 // connection set.Index of set, counting its streams in slots.
-func (e *Edge) connectTLS(hubAddr string, set TunnelSet, slots *streamSlots) (conn tunnelConn, err error) {
+func (e *Edge) connectTLS(hubAddr string, set setPlace, slots *streamSlots) (conn tunnelConn, err error) {
 	defer recoverInto(e.log, "connecting to the hub", &err)
 	ctx, cancel := context.WithTimeout(e.ctx, e.cfg.HandshakeTimeout)
 	defer cancel()

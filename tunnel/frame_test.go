@@ -18,13 +18,13 @@ import (
 
 // codecFrameTypes is every frame type of protocol version 1, with its name.
 var codecFrameTypes = []struct {
-	t    FrameType
+	t    frameType
 	name string
 }{
-	{FrameOpen, "OPEN"}, {FrameData, "DATA"}, {FrameClose, "CLOSE"}, {FrameDataBack, "DATA_BACK"},
-	{FrameCloseBack, "CLOSE_BACK"}, {FrameWindowUpdate, "WINDOW_UPDATE"}, {FrameReset, "RESET"},
-	{FramePing, "PING"}, {FramePong, "PONG"}, {FrameGoAway, "GOAWAY"}, {FrameBlocked, "BLOCKED"}, {FrameHello, "HELLO"},
-	{FrameChallenge, "CHALLENGE"}, {FrameAuth, "AUTH"}, {FrameAuthOK, "AUTH_OK"},
+	{frameOpen, "OPEN"}, {frameData, "DATA"}, {frameClose, "CLOSE"}, {frameDataBack, "DATA_BACK"},
+	{frameCloseBack, "CLOSE_BACK"}, {frameWindowUpdate, "WINDOW_UPDATE"}, {frameReset, "RESET"},
+	{framePing, "PING"}, {framePong, "PONG"}, {frameGoAway, "GOAWAY"}, {frameBlocked, "BLOCKED"}, {frameHello, "HELLO"},
+	{frameChallenge, "CHALLENGE"}, {frameAuth, "AUTH"}, {frameAuthOK, "AUTH_OK"},
 }
 
 // unitRaceEnabled reports whether the test binary was built with -race. The
@@ -54,7 +54,7 @@ func codecHex(t testing.TB, s string) []byte {
 
 // codecFrame is a decoded frame with its payload copied.
 type codecFrame struct {
-	Header  FrameHeader
+	Header  frameHeader
 	Payload []byte
 }
 
@@ -68,43 +68,43 @@ func codecPayload(n int, seed byte) []byte {
 
 func TestFrameHeaderLayout(t *testing.T) {
 	tests := []struct {
-		h    FrameHeader
+		h    frameHeader
 		wire string
 	}{
-		{FrameHeader{StreamID: 0x01020304, Type: FrameData, Length: 5}, "01 02 03 04 02 00 00 00 05"},
-		{FrameHeader{StreamID: 0, Type: FrameOpen, Length: 0}, "00 00 00 00 01 00 00 00 00"},
-		{FrameHeader{StreamID: 0x80000001, Type: FrameWindowUpdate, Length: 4}, "80 00 00 01 06 00 00 00 04"},
-		{FrameHeader{StreamID: 0xFFFFFFFF, Type: FrameAuthOK, Length: MaxPayload}, "ff ff ff ff 13 01 00 00 00"},
-		{FrameHeader{StreamID: 0x00A0B0C0, Type: FrameGoAway, Length: 0x00010203}, "00 a0 b0 c0 0a 00 01 02 03"},
-		{FrameHeader{StreamID: 7, Type: FrameChallenge, Length: 42}, "00 00 00 07 11 00 00 00 2a"},
+		{frameHeader{StreamID: 0x01020304, Type: frameData, Length: 5}, "01 02 03 04 02 00 00 00 05"},
+		{frameHeader{StreamID: 0, Type: frameOpen, Length: 0}, "00 00 00 00 01 00 00 00 00"},
+		{frameHeader{StreamID: 0x80000001, Type: frameWindowUpdate, Length: 4}, "80 00 00 01 06 00 00 00 04"},
+		{frameHeader{StreamID: 0xFFFFFFFF, Type: frameAuthOK, Length: maxPayload}, "ff ff ff ff 13 01 00 00 00"},
+		{frameHeader{StreamID: 0x00A0B0C0, Type: frameGoAway, Length: 0x00010203}, "00 a0 b0 c0 0a 00 01 02 03"},
+		{frameHeader{StreamID: 7, Type: frameChallenge, Length: 42}, "00 00 00 07 11 00 00 00 2a"},
 	}
 	for _, tc := range tests {
 		t.Run(fmt.Sprintf("%s/%#x", tc.h.Type, tc.h.StreamID), func(t *testing.T) {
 			want := codecHex(t, tc.wire)
 
-			// PutHeader writes exactly the first 9 bytes.
-			buf := bytes.Repeat([]byte{0xEE}, HeaderLen+3)
-			PutHeader(buf, tc.h)
-			if diff := cmp.Diff(want, buf[:HeaderLen]); diff != "" {
-				t.Errorf("PutHeader bytes (-want +got):\n%s", diff)
+			// putHeader writes exactly the first 9 bytes.
+			buf := bytes.Repeat([]byte{0xEE}, headerLen+3)
+			putHeader(buf, tc.h)
+			if diff := cmp.Diff(want, buf[:headerLen]); diff != "" {
+				t.Errorf("putHeader bytes (-want +got):\n%s", diff)
 			}
-			if diff := cmp.Diff([]byte{0xEE, 0xEE, 0xEE}, buf[HeaderLen:]); diff != "" {
-				t.Errorf("PutHeader wrote past the header (-want +got):\n%s", diff)
+			if diff := cmp.Diff([]byte{0xEE, 0xEE, 0xEE}, buf[headerLen:]); diff != "" {
+				t.Errorf("putHeader wrote past the header (-want +got):\n%s", diff)
 			}
 
-			got, err := ParseHeader(want, MaxPayload)
+			got, err := parseHeader(want, maxPayload)
 			if err != nil {
-				t.Fatalf("ParseHeader: %v", err)
+				t.Fatalf("parseHeader: %v", err)
 			}
 			if diff := cmp.Diff(tc.h, got); diff != "" {
-				t.Errorf("ParseHeader (-want +got):\n%s", diff)
+				t.Errorf("parseHeader (-want +got):\n%s", diff)
 			}
 
-			// The writer and AppendFrame put the same bytes in front of the payload.
+			// The writer and appendFrame put the same bytes in front of the payload.
 			payload := codecPayload(int(min(tc.h.Length, 64)), 1)
 			if int(tc.h.Length) == len(payload) {
 				var out bytes.Buffer
-				if err := NewFrameWriter(&out).WriteFrame(tc.h.StreamID, tc.h.Type, payload); err != nil {
+				if err := newFrameWriter(&out).WriteFrame(tc.h.StreamID, tc.h.Type, payload); err != nil {
 					t.Fatalf("WriteFrame: %v", err)
 				}
 				wantFrame := append(append([]byte(nil), want...), payload...)
@@ -112,9 +112,9 @@ func TestFrameHeaderLayout(t *testing.T) {
 					t.Errorf("WriteFrame bytes (-want +got):\n%s", diff)
 				}
 				prefix := []byte("prefix")
-				app := AppendFrame(append([]byte(nil), prefix...), tc.h.StreamID, tc.h.Type, payload)
+				app := appendFrame(append([]byte(nil), prefix...), tc.h.StreamID, tc.h.Type, payload)
 				if diff := cmp.Diff(append(prefix, wantFrame...), app); diff != "" {
-					t.Errorf("AppendFrame bytes (-want +got):\n%s", diff)
+					t.Errorf("appendFrame bytes (-want +got):\n%s", diff)
 				}
 			}
 		})
@@ -122,21 +122,21 @@ func TestFrameHeaderLayout(t *testing.T) {
 }
 
 func TestFrameTypeKnownAndString(t *testing.T) {
-	names := map[FrameType]string{}
+	names := map[frameType]string{}
 	for _, ft := range codecFrameTypes {
 		names[ft.t] = ft.name
 	}
 	for i := 0; i < 256; i++ {
-		ft := FrameType(i)
+		ft := frameType(i)
 		name, known := names[ft]
 		if ft.Known() != known {
-			t.Errorf("FrameType(%#02x).Known() = %v, want %v", i, ft.Known(), known)
+			t.Errorf("frameType(%#02x).Known() = %v, want %v", i, ft.Known(), known)
 		}
 		if !known {
 			name = fmt.Sprintf("0x%02x", i)
 		}
 		if got := ft.String(); got != name {
-			t.Errorf("FrameType(%#02x).String() = %q, want %q", i, got, name)
+			t.Errorf("frameType(%#02x).String() = %q, want %q", i, got, name)
 		}
 	}
 }
@@ -149,14 +149,14 @@ func TestFrameRoundTripEveryType(t *testing.T) {
 		for _, n := range []int{0, 1, 8, limit - 1, limit} {
 			id += 0x01010101
 			want = append(want, codecFrame{
-				Header:  FrameHeader{StreamID: id, Type: ft.t, Length: uint32(n)},
+				Header:  frameHeader{StreamID: id, Type: ft.t, Length: uint32(n)},
 				Payload: codecPayload(n, byte(i)),
 			})
 		}
 	}
 	var wire bytes.Buffer
 	bw := bufio.NewWriter(&wire)
-	fw := NewFrameWriter(bw)
+	fw := newFrameWriter(bw)
 	for _, f := range want {
 		if err := fw.WriteFrame(f.Header.StreamID, f.Header.Type, f.Payload); err != nil {
 			t.Fatalf("WriteFrame(%+v): %v", f.Header, err)
@@ -176,7 +176,7 @@ func TestFrameRoundTripEveryType(t *testing.T) {
 	}
 	for name, mk := range readers {
 		t.Run(name+"/ReadFrame", func(t *testing.T) {
-			fr := NewFrameReader(mk())
+			fr := newFrameReader(mk())
 			if name == "limit-set" {
 				fr.Limit = limit
 			}
@@ -196,7 +196,7 @@ func TestFrameRoundTripEveryType(t *testing.T) {
 			}
 		})
 		t.Run(name+"/ReadPayloadInto", func(t *testing.T) {
-			fr := NewFrameReader(mk())
+			fr := newFrameReader(mk())
 			if name == "limit-set" {
 				fr.Limit = limit
 			}
@@ -222,26 +222,26 @@ func TestFrameRoundTripEveryType(t *testing.T) {
 	}
 }
 
-// TestFrameMaxPayload round-trips frames of exactly MaxPayload bytes, with
-// the default limit and with a Limit above MaxPayload.
+// TestFrameMaxPayload round-trips frames of exactly maxPayload bytes, with
+// the default limit and with a Limit above maxPayload.
 func TestFrameMaxPayload(t *testing.T) {
-	payload := codecPayload(MaxPayload, 3)
-	for _, ft := range []FrameType{FrameData, FrameDataBack} {
-		for _, lim := range []uint32{0, MaxPayload, MaxPayload + 1, 1 << 31} {
+	payload := codecPayload(maxPayload, 3)
+	for _, ft := range []frameType{frameData, frameDataBack} {
+		for _, lim := range []uint32{0, maxPayload, maxPayload + 1, 1 << 31} {
 			var wire bytes.Buffer
-			if err := NewFrameWriter(&wire).WriteFrame(9, ft, payload); err != nil {
-				t.Fatalf("WriteFrame(MaxPayload): %v", err)
+			if err := newFrameWriter(&wire).WriteFrame(9, ft, payload); err != nil {
+				t.Fatalf("WriteFrame(maxPayload): %v", err)
 			}
-			if got, want := wire.Len(), HeaderLen+MaxPayload; got != want {
+			if got, want := wire.Len(), headerLen+maxPayload; got != want {
 				t.Fatalf("encoded %d bytes, want %d", got, want)
 			}
-			fr := NewFrameReader(&wire)
+			fr := newFrameReader(&wire)
 			fr.Limit = lim
 			h, p, err := fr.ReadFrame()
 			if err != nil {
 				t.Fatalf("%s Limit=%d: ReadFrame: %v", ft, lim, err)
 			}
-			if diff := cmp.Diff(FrameHeader{StreamID: 9, Type: ft, Length: MaxPayload}, h); diff != "" {
+			if diff := cmp.Diff(frameHeader{StreamID: 9, Type: ft, Length: maxPayload}, h); diff != "" {
 				t.Errorf("header (-want +got):\n%s", diff)
 			}
 			if !bytes.Equal(p, payload) {
@@ -253,9 +253,9 @@ func TestFrameMaxPayload(t *testing.T) {
 
 func TestFrameWriterRejectsOversizePayload(t *testing.T) {
 	var out bytes.Buffer
-	err := NewFrameWriter(&out).WriteFrame(1, FrameData, make([]byte, MaxPayload+1))
-	if !errors.Is(err, ErrFrameTooLarge) {
-		t.Fatalf("WriteFrame(MaxPayload+1) = %v, want ErrFrameTooLarge", err)
+	err := newFrameWriter(&out).WriteFrame(1, frameData, make([]byte, maxPayload+1))
+	if !errors.Is(err, errFrameTooLarge) {
+		t.Fatalf("WriteFrame(maxPayload+1) = %v, want errFrameTooLarge", err)
 	}
 	if out.Len() != 0 {
 		t.Fatalf("WriteFrame wrote %d bytes for a rejected frame", out.Len())
@@ -281,7 +281,7 @@ func (w *codecWriteRecorder) Write(p []byte) (int, error) {
 func TestFrameWriterWrites(t *testing.T) {
 	t.Run("header and payload", func(t *testing.T) {
 		w := &codecWriteRecorder{}
-		if err := NewFrameWriter(w).WriteFrame(0x01020304, FrameData, []byte("hello")); err != nil {
+		if err := newFrameWriter(w).WriteFrame(0x01020304, frameData, []byte("hello")); err != nil {
 			t.Fatal(err)
 		}
 		want := [][]byte{codecHex(t, "01 02 03 04 02 00 00 00 05"), []byte("hello")}
@@ -291,7 +291,7 @@ func TestFrameWriterWrites(t *testing.T) {
 	})
 	t.Run("empty payload is one write", func(t *testing.T) {
 		w := &codecWriteRecorder{}
-		if err := NewFrameWriter(w).WriteFrame(5, FrameClose, nil); err != nil {
+		if err := newFrameWriter(w).WriteFrame(5, frameClose, nil); err != nil {
 			t.Fatal(err)
 		}
 		want := [][]byte{codecHex(t, "00 00 00 05 03 00 00 00 00")}
@@ -301,7 +301,7 @@ func TestFrameWriterWrites(t *testing.T) {
 	})
 	t.Run("header write error", func(t *testing.T) {
 		w := &codecWriteRecorder{failAt: 1}
-		if err := NewFrameWriter(w).WriteFrame(1, FrameData, []byte("x")); !errors.Is(err, errCodecWrite) {
+		if err := newFrameWriter(w).WriteFrame(1, frameData, []byte("x")); !errors.Is(err, errCodecWrite) {
 			t.Fatalf("err = %v, want the writer's error", err)
 		}
 		if len(w.writes) != 1 {
@@ -310,7 +310,7 @@ func TestFrameWriterWrites(t *testing.T) {
 	})
 	t.Run("payload write error", func(t *testing.T) {
 		w := &codecWriteRecorder{failAt: 2}
-		if err := NewFrameWriter(w).WriteFrame(1, FrameData, []byte("x")); !errors.Is(err, errCodecWrite) {
+		if err := newFrameWriter(w).WriteFrame(1, frameData, []byte("x")); !errors.Is(err, errCodecWrite) {
 			t.Fatalf("err = %v, want the writer's error", err)
 		}
 	})
@@ -323,25 +323,25 @@ func TestParseHeaderRejects(t *testing.T) {
 		limit uint32
 		want  error
 	}{
-		{"short slice", "00 00 00 01 02 00 00 00", MaxPayload, ErrTruncatedHeader},
-		{"empty slice", "", MaxPayload, ErrTruncatedHeader},
-		{"type 0x00", "00 00 00 01 00 00 00 00 00", MaxPayload, ErrUnknownFrame},
-		{"type 0x0c", "00 00 00 01 0c 00 00 00 00", MaxPayload, ErrUnknownFrame},
-		{"type 0x0f", "00 00 00 01 0f 00 00 00 00", MaxPayload, ErrUnknownFrame},
-		{"type 0x14", "00 00 00 01 14 00 00 00 00", MaxPayload, ErrUnknownFrame},
-		{"type 0xff", "00 00 00 01 ff 00 00 00 00", MaxPayload, ErrUnknownFrame},
-		{"above MaxPayload", "00 00 00 01 02 01 00 00 01", MaxPayload, ErrFrameTooLarge},
-		{"above MaxPayload with limit MaxPayload+1", "00 00 00 01 02 01 00 00 01", MaxPayload + 1, ErrFrameTooLarge},
-		{"above MaxPayload with a larger limit", "00 00 00 01 02 01 00 00 01", 1 << 31, ErrFrameTooLarge},
-		{"max uint32 length", "00 00 00 01 02 ff ff ff ff", 0xFFFFFFFF, ErrFrameTooLarge},
-		{"above limit", "00 00 00 00 10 00 00 02 01", 512, ErrFrameTooLarge},
-		{"limit zero", "00 00 00 00 10 00 00 00 01", 0, ErrFrameTooLarge},
+		{"short slice", "00 00 00 01 02 00 00 00", maxPayload, errTruncatedHeader},
+		{"empty slice", "", maxPayload, errTruncatedHeader},
+		{"type 0x00", "00 00 00 01 00 00 00 00 00", maxPayload, errUnknownFrame},
+		{"type 0x0c", "00 00 00 01 0c 00 00 00 00", maxPayload, errUnknownFrame},
+		{"type 0x0f", "00 00 00 01 0f 00 00 00 00", maxPayload, errUnknownFrame},
+		{"type 0x14", "00 00 00 01 14 00 00 00 00", maxPayload, errUnknownFrame},
+		{"type 0xff", "00 00 00 01 ff 00 00 00 00", maxPayload, errUnknownFrame},
+		{"above maxPayload", "00 00 00 01 02 01 00 00 01", maxPayload, errFrameTooLarge},
+		{"above maxPayload with limit maxPayload+1", "00 00 00 01 02 01 00 00 01", maxPayload + 1, errFrameTooLarge},
+		{"above maxPayload with a larger limit", "00 00 00 01 02 01 00 00 01", 1 << 31, errFrameTooLarge},
+		{"max uint32 length", "00 00 00 01 02 ff ff ff ff", 0xFFFFFFFF, errFrameTooLarge},
+		{"above limit", "00 00 00 00 10 00 00 02 01", 512, errFrameTooLarge},
+		{"limit zero", "00 00 00 00 10 00 00 00 01", 0, errFrameTooLarge},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := ParseHeader(codecHex(t, tc.wire), tc.limit)
+			_, err := parseHeader(codecHex(t, tc.wire), tc.limit)
 			if !errors.Is(err, tc.want) {
-				t.Fatalf("ParseHeader = %v, want %v", err, tc.want)
+				t.Fatalf("parseHeader = %v, want %v", err, tc.want)
 			}
 		})
 	}
@@ -351,12 +351,12 @@ func TestParseHeaderRejects(t *testing.T) {
 		limit uint32
 	}{
 		{"00 00 00 00 10 00 00 02 00", 512},
-		{"00 00 00 00 02 01 00 00 00", MaxPayload},
+		{"00 00 00 00 02 01 00 00 00", maxPayload},
 		{"00 00 00 00 02 01 00 00 00", 1 << 31},
 		{"00 00 00 00 03 00 00 00 00", 0},
 	} {
-		if _, err := ParseHeader(codecHex(t, tc.wire), tc.limit); err != nil {
-			t.Errorf("ParseHeader(%s, limit %d) = %v, want accepted", tc.wire, tc.limit, err)
+		if _, err := parseHeader(codecHex(t, tc.wire), tc.limit); err != nil {
+			t.Errorf("parseHeader(%s, limit %d) = %v, want accepted", tc.wire, tc.limit, err)
 		}
 	}
 }
@@ -385,16 +385,16 @@ func TestFrameReaderRejects(t *testing.T) {
 		want  error
 	}{
 		{"clean EOF", "", 0, io.EOF},
-		{"1 header byte", "00", 0, ErrTruncatedHeader},
-		{"4 header bytes", "00 00 00 01", 0, ErrTruncatedHeader},
-		{"8 header bytes", "00 00 00 01 02 00 00 00", 0, ErrTruncatedHeader},
-		{"unknown type 0x00", "00 00 00 01 00 00 00 00 00", 0, ErrUnknownFrame},
-		{"unknown type 0x0c", "00 00 00 01 0c 00 00 00 00", 0, ErrUnknownFrame},
-		{"unknown type 0xff", "00 00 00 01 ff 00 00 00 00", 0, ErrUnknownFrame},
-		{"above MaxPayload, default limit", "00 00 00 01 02 01 00 00 01", 0, ErrFrameTooLarge},
-		{"above MaxPayload, Limit above MaxPayload", "00 00 00 01 02 01 00 00 01", 1 << 30, ErrFrameTooLarge},
-		{"above Limit", "00 00 00 00 10 00 00 02 01", 512, ErrFrameTooLarge},
-		{"above Limit of 1", "00 00 00 00 02 00 00 00 02 aa bb", 1, ErrFrameTooLarge},
+		{"1 header byte", "00", 0, errTruncatedHeader},
+		{"4 header bytes", "00 00 00 01", 0, errTruncatedHeader},
+		{"8 header bytes", "00 00 00 01 02 00 00 00", 0, errTruncatedHeader},
+		{"unknown type 0x00", "00 00 00 01 00 00 00 00 00", 0, errUnknownFrame},
+		{"unknown type 0x0c", "00 00 00 01 0c 00 00 00 00", 0, errUnknownFrame},
+		{"unknown type 0xff", "00 00 00 01 ff 00 00 00 00", 0, errUnknownFrame},
+		{"above maxPayload, default limit", "00 00 00 01 02 01 00 00 01", 0, errFrameTooLarge},
+		{"above maxPayload, Limit above maxPayload", "00 00 00 01 02 01 00 00 01", 1 << 30, errFrameTooLarge},
+		{"above Limit", "00 00 00 00 10 00 00 02 01", 512, errFrameTooLarge},
+		{"above Limit of 1", "00 00 00 00 02 00 00 00 02 aa bb", 1, errFrameTooLarge},
 		{"payload missing", hdr5, 0, io.ErrUnexpectedEOF},
 		{"payload short", hdr5 + " 68 65 6c", 0, io.ErrUnexpectedEOF},
 		{"payload one byte short", hdr5 + " 68 65 6c 6c", 0, io.ErrUnexpectedEOF},
@@ -408,7 +408,7 @@ func TestFrameReaderRejects(t *testing.T) {
 					if wrap == "one-byte" {
 						r = iotest.OneByteReader(r)
 					}
-					fr := NewFrameReader(r)
+					fr := newFrameReader(r)
 					fr.Limit = tc.limit
 					var err error
 					if mode == "ReadFrame" {
@@ -418,7 +418,7 @@ func TestFrameReaderRejects(t *testing.T) {
 							t.Errorf("%s/%s: payload %q returned with error %v", mode, wrap, p, err)
 						}
 					} else {
-						var h FrameHeader
+						var h frameHeader
 						h, err = fr.ReadHeader()
 						if err == nil {
 							err = fr.ReadPayloadInto(make([]byte, h.Length))
@@ -438,7 +438,7 @@ func TestFrameReaderRejects(t *testing.T) {
 
 	t.Run("reader error is passed through", func(t *testing.T) {
 		for _, wire := range []string{"", "00 00 00", hdr5 + " 68 65"} {
-			fr := NewFrameReader(&codecErrReader{data: codecHex(t, wire), err: errCodecWrite})
+			fr := newFrameReader(&codecErrReader{data: codecHex(t, wire), err: errCodecWrite})
 			_, _, err := fr.ReadFrame()
 			if !errors.Is(err, errCodecWrite) {
 				t.Errorf("after %q: err = %v, want the reader's error", wire, err)
@@ -451,9 +451,9 @@ func TestFrameReaderReusesBuffer(t *testing.T) {
 	sizes := []int{4096, 1, 100, 4096, 0, 17, 4000, 2048}
 	var wire []byte
 	for i, n := range sizes {
-		wire = AppendFrame(wire, uint32(i+1), FrameData, codecPayload(n, byte(i)))
+		wire = appendFrame(wire, uint32(i+1), frameData, codecPayload(n, byte(i)))
 	}
-	fr := NewFrameReader(bytes.NewReader(wire))
+	fr := newFrameReader(bytes.NewReader(wire))
 	var first *byte
 	for i, n := range sizes {
 		h, p, err := fr.ReadFrame()
@@ -504,18 +504,18 @@ func TestFrameCodecZeroAllocs(t *testing.T) {
 		payload := codecPayload(size, 9)
 		t.Run(fmt.Sprintf("write/%d", size), func(t *testing.T) {
 			bw := bufio.NewWriter(io.Discard)
-			fw := NewFrameWriter(bw)
+			fw := newFrameWriter(bw)
 			allocs := testing.AllocsPerRun(1000, func() {
-				if err := fw.WriteFrame(3, FrameData, payload); err != nil {
+				if err := fw.WriteFrame(3, frameData, payload); err != nil {
 					t.Fatal(err)
 				}
 			})
 			if allocs != 0 {
-				t.Errorf("FrameWriter.WriteFrame into a bufio.Writer: %v allocs per frame, want 0", allocs)
+				t.Errorf("frameWriter.WriteFrame into a bufio.Writer: %v allocs per frame, want 0", allocs)
 			}
 		})
 		t.Run(fmt.Sprintf("read/%d", size), func(t *testing.T) {
-			fr := NewFrameReader(&codecRepeatReader{data: AppendFrame(nil, 3, FrameDataBack, payload)})
+			fr := newFrameReader(&codecRepeatReader{data: appendFrame(nil, 3, frameDataBack, payload)})
 			allocs := testing.AllocsPerRun(1000, func() {
 				h, err := fr.ReadHeader()
 				if err != nil {
@@ -527,7 +527,7 @@ func TestFrameCodecZeroAllocs(t *testing.T) {
 				}
 			})
 			if allocs != 0 {
-				t.Errorf("FrameReader.ReadHeader+ReadPayload: %v allocs per frame, want 0", allocs)
+				t.Errorf("frameReader.ReadHeader+ReadPayload: %v allocs per frame, want 0", allocs)
 			}
 		})
 	}
@@ -536,11 +536,11 @@ func TestFrameCodecZeroAllocs(t *testing.T) {
 func BenchmarkFrameWrite(b *testing.B) {
 	payload := codecPayload(16<<10, 1)
 	bw := bufio.NewWriterSize(io.Discard, 64<<10)
-	fw := NewFrameWriter(bw)
+	fw := newFrameWriter(bw)
 	b.ReportAllocs()
-	b.SetBytes(int64(HeaderLen + len(payload)))
+	b.SetBytes(int64(headerLen + len(payload)))
 	for b.Loop() {
-		if err := fw.WriteFrame(1, FrameData, payload); err != nil {
+		if err := fw.WriteFrame(1, frameData, payload); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -551,9 +551,9 @@ func BenchmarkFrameWrite(b *testing.B) {
 
 func BenchmarkFrameRead(b *testing.B) {
 	payload := codecPayload(16<<10, 1)
-	fr := NewFrameReader(&codecRepeatReader{data: AppendFrame(nil, 1, FrameData, payload)})
+	fr := newFrameReader(&codecRepeatReader{data: appendFrame(nil, 1, frameData, payload)})
 	b.ReportAllocs()
-	b.SetBytes(int64(HeaderLen + len(payload)))
+	b.SetBytes(int64(headerLen + len(payload)))
 	for b.Loop() {
 		h, err := fr.ReadHeader()
 		if err != nil {
@@ -565,17 +565,17 @@ func BenchmarkFrameRead(b *testing.B) {
 	}
 }
 
-// FuzzFrameDecoder feeds arbitrary bytes to a FrameReader with a Limit of
+// FuzzFrameDecoder feeds arbitrary bytes to a frameReader with a Limit of
 // 1 + limitSeed. Every frame returned must be valid and re-encode to exactly
 // the bytes it was read from; the first error must be the one that the
 // remaining bytes call for.
 func FuzzFrameDecoder(f *testing.F) {
 	var all []byte
 	for i, ft := range codecFrameTypes {
-		one := AppendFrame(nil, uint32(i), ft.t, codecPayload(i*3, byte(i)))
+		one := appendFrame(nil, uint32(i), ft.t, codecPayload(i*3, byte(i)))
 		f.Add(one, uint16(512))
 		all = append(all, one...)
-		f.Add(AppendFrame(nil, 0x01020304, ft.t, nil), uint16(0))
+		f.Add(appendFrame(nil, 0x01020304, ft.t, nil), uint16(0))
 	}
 	f.Add(all, uint16(1023))
 	f.Add([]byte{}, uint16(0))
@@ -587,12 +587,12 @@ func FuzzFrameDecoder(f *testing.F) {
 	f.Add([]byte{0, 0, 0, 1, 0xFF, 0, 0, 0, 0}, uint16(10))
 	f.Add([]byte{0, 0, 0, 1, 0x02, 1, 0, 0, 1}, uint16(0xFFFF))
 	f.Add([]byte{0, 0, 0, 0, 0x10, 0, 0, 2, 1}, uint16(511))
-	f.Add(append(AppendFrame(nil, 1, FrameData, []byte("abc")), 0, 0, 0, 1, 2, 0, 0, 0, 4), uint16(3))
+	f.Add(append(appendFrame(nil, 1, frameData, []byte("abc")), 0, 0, 0, 1, 2, 0, 0, 0, 4), uint16(3))
 
 	f.Fuzz(func(t *testing.T, data []byte, limitSeed uint16) {
 		limit := uint32(limitSeed) + 1
 		br := bytes.NewReader(data)
-		fr := NewFrameReader(br)
+		fr := newFrameReader(br)
 		fr.Limit = limit
 		consumed := 0
 		var reenc []byte
@@ -605,18 +605,18 @@ func FuzzFrameDecoder(f *testing.F) {
 					if err != io.EOF {
 						t.Fatalf("at a frame boundary with no bytes left: %v, want io.EOF", err)
 					}
-				case len(rest) < HeaderLen:
-					if !errors.Is(err, ErrTruncatedHeader) {
-						t.Fatalf("%d bytes left: %v, want ErrTruncatedHeader", len(rest), err)
+				case len(rest) < headerLen:
+					if !errors.Is(err, errTruncatedHeader) {
+						t.Fatalf("%d bytes left: %v, want errTruncatedHeader", len(rest), err)
 					}
 				default:
-					_, perr := ParseHeader(rest[:HeaderLen], limit)
+					_, perr := parseHeader(rest[:headerLen], limit)
 					switch {
 					case perr != nil:
 						if err.Error() != perr.Error() {
-							t.Fatalf("ReadFrame error %q, ParseHeader error %q", err, perr)
+							t.Fatalf("ReadFrame error %q, parseHeader error %q", err, perr)
 						}
-						if !errors.Is(err, ErrUnknownFrame) && !errors.Is(err, ErrFrameTooLarge) {
+						if !errors.Is(err, errUnknownFrame) && !errors.Is(err, errFrameTooLarge) {
 							t.Fatalf("header error %v is neither unknown type nor too large", err)
 						}
 					case !errors.Is(err, io.ErrUnexpectedEOF):
@@ -633,7 +633,7 @@ func FuzzFrameDecoder(f *testing.F) {
 			}
 			end := len(data) - br.Len()
 			var out bytes.Buffer
-			if err := NewFrameWriter(&out).WriteFrame(h.StreamID, h.Type, p); err != nil {
+			if err := newFrameWriter(&out).WriteFrame(h.StreamID, h.Type, p); err != nil {
 				t.Fatalf("re-encoding %+v: %v", h, err)
 			}
 			if !bytes.Equal(out.Bytes(), data[consumed:end]) {

@@ -18,7 +18,7 @@ func TestHostileFramesCloseOnlyThatTunnel(t *testing.T) {
 	if err := r.hub.SetAllowedEdges([]EdgeCredential{{ID: "edge-1", Secret: "s3cret-edge-1"}, {ID: "evil", Secret: "e"}}); err != nil {
 		t.Fatal(err)
 	}
-	frame := func(id uint32, t FrameType, p []byte) []byte { return AppendFrame(nil, id, t, p) }
+	frame := func(id uint32, t frameType, p []byte) []byte { return appendFrame(nil, id, t, p) }
 	holdTarget := startTarget(t, func(_ string, c net.Conn, br *bufio.Reader) { io.Copy(io.Discard, br) })
 	open := []byte(fmt.Sprintf("PROXY TCP4 198.51.100.7 127.0.0.1 4242 %d\r\n", holdTarget.port))
 	// A target that never reads: once the kernel's buffers are full, nothing
@@ -27,13 +27,13 @@ func TestHostileFramesCloseOnlyThatTunnel(t *testing.T) {
 	defer close(stuck)
 	stuckTarget := startTarget(t, func(_ string, c net.Conn, br *bufio.Reader) { <-stuck })
 	openStuck := []byte(fmt.Sprintf("PROXY TCP4 198.51.100.7 127.0.0.1 4242 %d\r\n", stuckTarget.port))
-	flood := frame(1, FrameOpen, openStuck)
+	flood := frame(1, frameOpen, openStuck)
 	for i := 0; i < 40; i++ {
-		flood = append(flood, frame(1, FrameData, make([]byte, 1<<20))...)
+		flood = append(flood, frame(1, frameData, make([]byte, 1<<20))...)
 	}
-	header := func(id uint32, t FrameType, length uint32) []byte {
-		b := make([]byte, HeaderLen)
-		PutHeader(b, FrameHeader{StreamID: id, Type: t, Length: length})
+	header := func(id uint32, t frameType, length uint32) []byte {
+		b := make([]byte, headerLen)
+		putHeader(b, frameHeader{StreamID: id, Type: t, Length: length})
 		return b
 	}
 	cat := func(parts ...[]byte) []byte {
@@ -46,22 +46,22 @@ func TestHostileFramesCloseOnlyThatTunnel(t *testing.T) {
 	cases := []struct {
 		name, wire, reason string
 	}{
-		{"absurd length", string(header(1, FrameData, 0xFFFFFFFF)), "exceeds the limit"},
-		{"length above any window", string(header(1, FrameData, 8<<20)), "exceeds the limit"},
-		{"DATA larger than the stream's window", string(cat(frame(1, FrameOpen, openStuck), header(1, FrameData, DefaultWindow+1))), "overran its window"},
-		{"BLOCKED with a payload", string(cat(frame(1, FrameOpen, open), frame(1, FrameBlocked, []byte("x")))), "BLOCKED with a payload"},
+		{"absurd length", string(header(1, frameData, 0xFFFFFFFF)), "exceeds the limit"},
+		{"length above any window", string(header(1, frameData, 8<<20)), "exceeds the limit"},
+		{"DATA larger than the stream's window", string(cat(frame(1, frameOpen, openStuck), header(1, frameData, DefaultWindow+1))), "overran its window"},
+		{"BLOCKED with a payload", string(cat(frame(1, frameOpen, open), frame(1, frameBlocked, []byte("x")))), "BLOCKED with a payload"},
 		{"unknown type", string(header(1, 0x42, 0)), "unknown frame type"},
-		{"DATA for a stream never opened", string(frame(9, FrameData, []byte("x"))), "never opened"},
+		{"DATA for a stream never opened", string(frame(9, frameData, []byte("x"))), "never opened"},
 		// The stuck target keeps the stream alive, so the late DATA finds it.
-		{"DATA after CLOSE", string(cat(frame(1, FrameOpen, openStuck), frame(1, FrameClose, nil), frame(1, FrameData, []byte("late")))), "after its close"},
-		{"duplicate OPEN", string(cat(frame(1, FrameOpen, open), frame(1, FrameOpen, open))), "not above the last opened"},
-		{"OPEN with a bad PROXY header", string(frame(1, FrameOpen, []byte("PROXY TCP4 nonsense\r\n"))), "PROXY"},
-		{"OPEN on stream 0", string(frame(0, FrameOpen, open)), "on stream 0"},
-		{"hub-to-edge frame from an edge", string(cat(frame(1, FrameOpen, open), frame(1, FrameDataBack, []byte("x")))), "unexpected DATA_BACK"},
+		{"DATA after CLOSE", string(cat(frame(1, frameOpen, openStuck), frame(1, frameClose, nil), frame(1, frameData, []byte("late")))), "after its close"},
+		{"duplicate OPEN", string(cat(frame(1, frameOpen, open), frame(1, frameOpen, open))), "not above the last opened"},
+		{"OPEN with a bad PROXY header", string(frame(1, frameOpen, []byte("PROXY TCP4 nonsense\r\n"))), "PROXY"},
+		{"OPEN on stream 0", string(frame(0, frameOpen, open)), "on stream 0"},
+		{"hub-to-edge frame from an edge", string(cat(frame(1, frameOpen, open), frame(1, frameDataBack, []byte("x")))), "unexpected DATA_BACK"},
 		{"window overrun", string(flood), "overran its window"},
-		{"PING of the wrong size", string(frame(0, FramePing, []byte("abc"))), "PING with 3 bytes"},
-		{"zero window update", string(cat(frame(1, FrameOpen, open), frame(1, FrameWindowUpdate, make([]byte, 4)))), "zero window update"},
-		{"handshake frame after authentication", string(frame(0, FrameHello, []byte("x"))), "HELLO on stream 0"},
+		{"PING of the wrong size", string(frame(0, framePing, []byte("abc"))), "PING with 3 bytes"},
+		{"zero window update", string(cat(frame(1, frameOpen, open), frame(1, frameWindowUpdate, make([]byte, 4)))), "zero window update"},
+		{"handshake frame after authentication", string(frame(0, frameHello, []byte("x"))), "HELLO on stream 0"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -84,14 +84,14 @@ func TestHostileFramesCloseOnlyThatTunnel(t *testing.T) {
 			}
 			// The peer is told why, then the connection ends.
 			raw.SetReadDeadline(time.Now().Add(5 * time.Second))
-			fr := NewFrameReader(raw)
+			fr := newFrameReader(raw)
 			var goaway string
 			for {
 				h, p, err := fr.ReadFrame()
 				if err != nil {
 					break
 				}
-				if h.Type == FrameGoAway {
+				if h.Type == frameGoAway {
 					goaway = string(p)
 				}
 			}

@@ -52,13 +52,13 @@ type pendingConn struct {
 }
 
 // hubEdge is one connected edge: the set of tunnel connections it spreads
-// its streams over (see TunnelSet). It is connected from its first
+// its streams over (see setPlace). It is connected from its first
 // connection's arrival until its last one ends.
 type hubEdge struct {
 	id          string
 	secret      string
 	set         uint64
-	conns       []tunnelConn // by TunnelSet.Index; nil where none; guarded by Hub.mu
+	conns       []tunnelConn // by setPlace.Index; nil where none; guarded by Hub.mu
 	connectedAt time.Time
 	remote      string
 	ended       chan struct{} // closed when the last connection has ended
@@ -79,7 +79,7 @@ func (e *hubEdge) connsLocked() []tunnelConn {
 type hubConn struct {
 	edgeID string
 	secret string
-	set    TunnelSet
+	set    setPlace
 	remote string
 	conn   tunnelConn
 }

@@ -77,10 +77,10 @@ func TestHubStreamLimitIsProtocolError(t *testing.T) {
 	defer hub.Close()
 	tg := startTarget(t, func(_ string, c net.Conn, br *bufio.Reader) { io.Copy(io.Discard, br) })
 	raw := rawEdge(t, hub.Port(), "evil", "e")
-	fw := NewFrameWriter(raw)
+	fw := newFrameWriter(raw)
 	hdr := []byte(fmt.Sprintf("PROXY TCP4 127.0.0.1 127.0.0.1 1000 %d\r\n", tg.port))
 	for id := uint32(1); id <= 3; id++ {
-		fw.WriteFrame(id, FrameOpen, hdr)
+		fw.WriteFrame(id, frameOpen, hdr)
 	}
 	ev, _ := events.wait(t, 0, 5*time.Second, named(EventEdgeDisconnected))
 	if d := ev.Data.(EdgeDisconnectedEvent); !strings.Contains(d.Reason, "limit of 2 concurrent streams") {

@@ -19,31 +19,31 @@ import (
 const (
 	minWindow      = 64 << 10
 	maxWindow      = 16 << 20
-	maxDataFrame   = hugeBuf - HeaderLen  // largest DATA payload we send: frame and header fill one pooled buffer
-	minReadChunk   = smallBuf - HeaderLen // first read of a stream, and of one that sends small messages
+	maxDataFrame   = hugeBuf - headerLen  // largest DATA payload we send: frame and header fill one pooled buffer
+	minReadChunk   = smallBuf - headerLen // first read of a stream, and of one that sends small messages
 	writeBufSize   = 64 << 10
 	maxResetReason = 256
 	maxGoAway      = 1024
 )
 
-// ProtocolError is a violation of the wire protocol by the peer; it closes
+// protocolError is a violation of the wire protocol by the peer; it closes
 // the tunnel it happened on and nothing else.
-type ProtocolError struct{ Msg string }
+type protocolError struct{ Msg string }
 
-func (e *ProtocolError) Error() string { return "protocol error: " + e.Msg }
+func (e *protocolError) Error() string { return "protocol error: " + e.Msg }
 
-func protoErr(format string, a ...any) error { return &ProtocolError{Msg: fmt.Sprintf(format, a...)} }
+func protoErr(format string, a ...any) error { return &protocolError{Msg: fmt.Sprintf(format, a...)} }
 
 var (
 	errSessionClosed  = errors.New("tunnel closed")
 	errTooManyStreams = errors.New("too many concurrent streams")
-	errIDsExhausted   = &LocalCloseError{Reason: "stream ids exhausted, reconnecting"}
+	errIDsExhausted   = &localCloseError{Reason: "stream ids exhausted, reconnecting"}
 )
 
-// LocalCloseError is a close we decided on; its reason is sent to the peer.
-type LocalCloseError struct{ Reason string }
+// localCloseError is a close we decided on; its reason is sent to the peer.
+type localCloseError struct{ Reason string }
 
-func (e *LocalCloseError) Error() string { return e.Reason }
+func (e *localCloseError) Error() string { return e.Reason }
 
 // sessionHooks lets the hub react to new streams (see Serve).
 type sessionHooks struct {
@@ -65,9 +65,9 @@ type session struct {
 	grown      atomic.Int64 // growth beyond tuning.Window of the live streams' windows
 	hooks      sessionHooks
 
-	fr *FrameReader
+	fr *frameReader
 	bw *bufio.Writer
-	fw *FrameWriter
+	fw *frameWriter
 
 	// The write side (writer.go). wlock is held while writing to bw.
 	wlock   sync.Mutex
@@ -100,20 +100,20 @@ func newSession(conn net.Conn, isHub bool, tuning Tuning, peer peerParams, log *
 		slots: newStreamSlots(tuning.MaxStreams),
 		ctx:   ctx, cancel: cancel, writerDone: make(chan struct{}),
 	}
-	s.fr = NewFrameReader(conn)
+	s.fr = newFrameReader(conn)
 	s.fr.Limit = max(tuning.MaxWindow, maxGoAway) // DATA is checked against its stream's window before it is read
 	s.bw = bufio.NewWriterSize(conn, writeBufSize)
-	s.fw = NewFrameWriter(s.bw)
+	s.fw = newFrameWriter(s.bw)
 	return s
 }
 
 // streamFrames returns the frame types that a hub (hub true) or an edge
 // sends for stream bytes and for its FIN.
-func streamFrames(hub bool) (data, fin FrameType) {
+func streamFrames(hub bool) (data, fin frameType) {
 	if hub {
-		return FrameDataBack, FrameCloseBack
+		return frameDataBack, frameCloseBack
 	}
-	return FrameData, FrameClose
+	return frameData, frameClose
 }
 
 // run serves the session until it ends and returns why. Every goroutine it
@@ -139,8 +139,8 @@ func (s *session) close(reason error) {
 			reason = errSessionClosed
 		}
 		s.closeErr = reason
-		var le *LocalCloseError
-		var pe *ProtocolError
+		var le *localCloseError
+		var pe *protocolError
 		var ie *panicError
 		switch {
 		case errors.As(reason, &le):
@@ -189,7 +189,7 @@ func (s *session) readLoop() error {
 	for {
 		h, err := s.fr.ReadHeader()
 		if err != nil {
-			if errors.Is(err, ErrUnknownFrame) || errors.Is(err, ErrFrameTooLarge) || errors.Is(err, ErrTruncatedHeader) {
+			if errors.Is(err, errUnknownFrame) || errors.Is(err, errFrameTooLarge) || errors.Is(err, errTruncatedHeader) {
 				return protoErr("%v", err)
 			}
 			return s.readError(err)
@@ -213,7 +213,7 @@ func (s *session) readError(err error) error {
 
 // dispatch handles one frame whose header has been read; it reads (or
 // skips) the payload.
-func (s *session) dispatch(h FrameHeader) error {
+func (s *session) dispatch(h frameHeader) error {
 	if h.StreamID == 0 {
 		return s.dispatchControl(h)
 	}
@@ -221,9 +221,9 @@ func (s *session) dispatch(h FrameHeader) error {
 }
 
 // dispatchControl handles a frame on stream 0: PING, PONG, GOAWAY.
-func (s *session) dispatchControl(h FrameHeader) error {
+func (s *session) dispatchControl(h frameHeader) error {
 	switch h.Type {
-	case FramePing, FramePong:
+	case framePing, framePong:
 		if h.Length != 8 {
 			return protoErr("%s with %d bytes", h.Type, h.Length)
 		}
@@ -231,11 +231,11 @@ func (s *session) dispatchControl(h FrameHeader) error {
 		if err != nil {
 			return s.readError(err)
 		}
-		if h.Type == FramePing {
+		if h.Type == framePing {
 			s.ctrl.pongFor(p)
 		}
 		return nil
-	case FrameGoAway:
+	case frameGoAway:
 		if h.Length > maxGoAway {
 			return protoErr("GOAWAY of %d bytes", h.Length)
 		}
@@ -243,18 +243,18 @@ func (s *session) dispatchControl(h FrameHeader) error {
 		if err != nil {
 			return s.readError(err)
 		}
-		return &RemoteCloseError{Reason: sanitizeReason(p)}
+		return &remoteCloseError{Reason: sanitizeReason(p)}
 	}
 	return protoErr("%s on stream 0", h.Type)
 }
 
 // dispatchStream handles a frame on a stream: the frames of both sides,
 // then those that only the peer's role sends.
-func (s *session) dispatchStream(h FrameHeader) error {
+func (s *session) dispatchStream(h frameHeader) error {
 	switch h.Type {
-	case FramePing, FramePong, FrameGoAway:
+	case framePing, framePong, frameGoAway:
 		return protoErr("%s on stream %d", h.Type, h.StreamID)
-	case FrameWindowUpdate:
+	case frameWindowUpdate:
 		if h.Length != 4 {
 			return protoErr("WINDOW_UPDATE with %d bytes", h.Length)
 		}
@@ -268,7 +268,7 @@ func (s *session) dispatchStream(h FrameHeader) error {
 			return err
 		}
 		return st.addCredit(inc)
-	case FrameBlocked:
+	case frameBlocked:
 		if h.Length != 0 {
 			return protoErr("BLOCKED with a payload")
 		}
@@ -278,7 +278,7 @@ func (s *session) dispatchStream(h FrameHeader) error {
 		}
 		st.peerBlocked()
 		return nil
-	case FrameReset:
+	case frameReset:
 		if h.Length > maxResetReason {
 			return protoErr("RESET of %d bytes", h.Length)
 		}
@@ -295,7 +295,7 @@ func (s *session) dispatchStream(h FrameHeader) error {
 	}
 	data, fin := streamFrames(!s.isHub) // what the peer sends
 	switch {
-	case s.isHub && h.Type == FrameOpen:
+	case s.isHub && h.Type == frameOpen:
 		return s.handleOpen(h)
 	case h.Type == data:
 		return s.handleData(h)
@@ -308,7 +308,7 @@ func (s *session) dispatchStream(h FrameHeader) error {
 // lookup finds the stream of a frame. Frames for a stream that existed and is
 // gone are normal (they crossed its end on the wire) and yield nil, nil; a
 // stream id that was never opened is a protocol error.
-func (s *session) lookup(h FrameHeader) (*stream, error) {
+func (s *session) lookup(h frameHeader) (*stream, error) {
 	s.mu.Lock()
 	st := s.streams[h.StreamID]
 	last := s.maxOpenID
@@ -319,7 +319,7 @@ func (s *session) lookup(h FrameHeader) (*stream, error) {
 	return st, nil
 }
 
-func (s *session) handleOpen(h FrameHeader) error {
+func (s *session) handleOpen(h frameHeader) error {
 	if h.Length > proxyproto.MaxV1Len {
 		return protoErr("OPEN payload of %d bytes", h.Length)
 	}
@@ -349,7 +349,7 @@ func (s *session) handleOpen(h FrameHeader) error {
 	return nil
 }
 
-func (s *session) handleData(h FrameHeader) error {
+func (s *session) handleData(h frameHeader) error {
 	st, err := s.lookup(h)
 	if err != nil {
 		return err
@@ -371,7 +371,7 @@ func (s *session) handleData(h FrameHeader) error {
 	return st.pushData(bp)
 }
 
-func (s *session) handleClose(h FrameHeader) error {
+func (s *session) handleClose(h frameHeader) error {
 	if h.Length != 0 {
 		return protoErr("%s with a payload", h.Type)
 	}
@@ -487,7 +487,7 @@ func (s *session) allocID(st *stream) error {
 
 // setIDs makes this edge session connection set.Index of set: its stream
 // ids are set.Index+1, +set.Size, +2·set.Size, …, unique across the set.
-func (s *session) setIDs(set TunnelSet) {
+func (s *session) setIDs(set setPlace) {
 	s.ids = idSeq{next: uint32(set.Index) + 1, step: uint32(set.Size)}
 }
 

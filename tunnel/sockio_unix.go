@@ -42,9 +42,9 @@ func rawConn(c net.Conn) syscall.RawConn {
 }
 
 func (r *connReader) readFD(fd uintptr) bool {
-	bp := getBuf(HeaderLen + r.limit)
+	bp := getBuf(headerLen + r.limit)
 	for {
-		n, err := syscall.Read(int(fd), (*bp)[HeaderLen:])
+		n, err := syscall.Read(int(fd), (*bp)[headerLen:])
 		if err == syscall.EINTR {
 			continue
 		}
@@ -58,8 +58,8 @@ func (r *connReader) readFD(fd uintptr) bool {
 }
 
 // read returns up to limit bytes in a pooled buffer (nil when n is 0), after
-// HeaderLen bytes of room for the frame header: the data is
-// (*bp)[HeaderLen:HeaderLen+n]. The caller owns the buffer and returns it
+// headerLen bytes of room for the frame header: the data is
+// (*bp)[headerLen:headerLen+n]. The caller owns the buffer and returns it
 // with putBuf.
 func (r *connReader) read(limit int) (*[]byte, int, error) {
 	if r.rc == nil {

@@ -314,17 +314,6 @@ func (st *stream) addCredit(inc uint32) error {
 	return nil
 }
 
-// buffered is the number of peer bytes waiting to be written to conn.
-func (st *stream) buffered() int {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	n := 0
-	for _, c := range st.recvQ {
-		n += len(*c.bp) - c.off
-	}
-	return n
-}
-
 // drain writes queued peer bytes to conn, blocking, until the queue is empty.
 func (st *stream) drain() {
 	for {
@@ -397,7 +386,7 @@ func (st *stream) upstream() {
 			st.mu.Lock()
 			st.credit -= int64(n)
 			st.mu.Unlock()
-			werr := st.sess.writeData(st.id, dataType, (*bp)[:HeaderLen+n])
+			werr := st.sess.writeData(st.id, dataType, (*bp)[:headerLen+n])
 			putBuf(bp)
 			if werr != nil {
 				st.abort("tunnel closed", false)
@@ -423,7 +412,7 @@ func (st *stream) upstream() {
 				st.abort("connection reset", true)
 				return
 			}
-			if st.sess.writeData(st.id, closeType, make([]byte, HeaderLen)) != nil {
+			if st.sess.writeData(st.id, closeType, make([]byte, headerLen)) != nil {
 				st.abort("tunnel closed", false)
 				return
 			}
@@ -445,7 +434,7 @@ func (st *stream) upstream() {
 func nextReadChunk(chunk, limit, n int) int {
 	switch {
 	case n == limit && limit == chunk:
-		return min(2*(chunk+HeaderLen), maxDataFrame+HeaderLen) - HeaderLen // twice the buffer
+		return min(2*(chunk+headerLen), maxDataFrame+headerLen) - headerLen // twice the buffer
 	case n == limit:
 		return chunk
 	case n <= minReadChunk:

@@ -94,17 +94,12 @@ func hubTLSConfig(cert tls.Certificate) *tls.Config {
 	}
 }
 
-// edgeTLSConfig builds the edge's TLS client configuration. By default it
+// edgeTLSConfigFor builds the edge's TLS client configuration. By default it
 // does not verify the hub's certificate chain: the hub proves itself in the
 // authentication handshake with an HMAC bound to this very TLS session (see
 // auth.go), which a man in the middle cannot produce. Operators who want more
 // can pin the hub's certificate (pinSHA256) and/or verify it against their
 // own CA (caPEM, serverName).
-func edgeTLSConfig(serverName string) *tls.Config {
-	c, _ := edgeTLSConfigFor(serverName, "", "")
-	return c
-}
-
 func edgeTLSConfigFor(serverName, pinSHA256, caPEM string) (*tls.Config, error) {
 	c := &tls.Config{
 		ServerName:         serverName,

@@ -187,13 +187,13 @@ func TestManInTheMiddleRelayIsRefused(t *testing.T) {
 	ln.Close()
 	mu.Lock()
 	defer mu.Unlock()
-	fr := NewFrameReader(strings.NewReader(string(fromEdge)))
+	fr := newFrameReader(strings.NewReader(string(fromEdge)))
 	for {
 		h, _, err := fr.ReadFrame()
 		if err != nil {
 			break
 		}
-		if h.Type != FrameHello && h.Type != FrameAuth {
+		if h.Type != frameHello && h.Type != frameAuth {
 			t.Fatalf("the edge sent %s through the man in the middle", h.Type)
 		}
 	}

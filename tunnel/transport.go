@@ -81,7 +81,7 @@ func (s *session) Serve(accept func(ctx context.Context, st tunnelStream)) error
 }
 
 // Close implements tunnelConn.
-func (s *session) Close(reason string) { s.close(&LocalCloseError{Reason: reason}) }
+func (s *session) Close(reason string) { s.close(&localCloseError{Reason: reason}) }
 
 // ActiveStreams implements tunnelConn.
 func (s *session) ActiveStreams() int { return s.activeStreams() }

@@ -8,10 +8,10 @@ import (
 	"sync/atomic"
 )
 
-// tunnelSet is the edge's side of a TunnelSet: the connections it spreads
+// edgeConns is the edge's side of a setPlace: the connections it spreads
 // new streams over, round-robin. They live and die together: when one ends,
 // the others are closed, and the edge reconnects with a new set.
-type tunnelSet struct {
+type edgeConns struct {
 	conns []tunnelConn
 	next  atomic.Uint32
 }
@@ -24,14 +24,14 @@ func newSetID() uint64 {
 }
 
 // pick returns the connection for the next stream.
-func (t *tunnelSet) pick() tunnelConn {
+func (t *edgeConns) pick() tunnelConn {
 	if len(t.conns) == 1 {
 		return t.conns[0]
 	}
 	return t.conns[int(t.next.Add(1)-1)%len(t.conns)]
 }
 
-func (t *tunnelSet) activeStreams() int {
+func (t *edgeConns) activeStreams() int {
 	n := 0
 	for _, c := range t.conns {
 		n += c.ActiveStreams()
@@ -39,7 +39,7 @@ func (t *tunnelSet) activeStreams() int {
 	return n
 }
 
-func (t *tunnelSet) close(reason string) {
+func (t *edgeConns) close(reason string) {
 	for _, c := range t.conns {
 		c.Close(reason)
 	}
@@ -47,7 +47,7 @@ func (t *tunnelSet) close(reason string) {
 
 // run serves every connection until the first one ends, closes the others
 // and returns, once all have ended, why the first one ended.
-func (t *tunnelSet) run() error {
+func (t *edgeConns) run() error {
 	if len(t.conns) == 1 {
 		return t.conns[0].Serve(nil)
 	}

@@ -11,7 +11,7 @@ import (
 )
 
 // dialSet connects one raw connection of a tunnel set, authenticated.
-func dialSet(t *testing.T, hubPort int, set TunnelSet) *tls.Conn {
+func dialSet(t *testing.T, hubPort int, set setPlace) *tls.Conn {
 	t.Helper()
 	c, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", hubPort), edgeTLSConfig("127.0.0.1"))
 	if err != nil {
@@ -125,16 +125,16 @@ func TestHubRejectsConflictingSetMembers(t *testing.T) {
 	}
 	defer hub.Close()
 	const id = 0xC0FFEE
-	dialSet(t, hub.Port(), TunnelSet{ID: id, Index: 0, Size: 2})
+	dialSet(t, hub.Port(), setPlace{ID: id, Index: 0, Size: 2})
 	events.wait(t, 0, 5*time.Second, named(EventEdgeConnected))
-	for _, bad := range []TunnelSet{{ID: id, Index: 0, Size: 2}, {ID: id, Index: 1, Size: 3}} {
+	for _, bad := range []setPlace{{ID: id, Index: 0, Size: 2}, {ID: id, Index: 1, Size: 3}} {
 		c := dialSet(t, hub.Port(), bad)
 		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 		if _, err := io.ReadAll(c); err != nil { // a GOAWAY, then the end
 			t.Fatalf("set member %+v was not closed: %v", bad, err)
 		}
 	}
-	dialSet(t, hub.Port(), TunnelSet{ID: id, Index: 1, Size: 2})
+	dialSet(t, hub.Port(), setPlace{ID: id, Index: 1, Size: 2})
 	testutil.Eventually(t, 5*time.Second, "the second member", func() bool {
 		e := hub.Status().ConnectedEdges
 		return len(e) == 1 && e[0].Connections == 2

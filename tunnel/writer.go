@@ -61,9 +61,9 @@ func (s *session) unlockWriter(err error) error {
 	return err
 }
 
-// writeData writes one stream frame. frame holds HeaderLen bytes of room
+// writeData writes one stream frame. frame holds headerLen bytes of room
 // followed by the payload; the header is filled in here.
-func (s *session) writeData(id uint32, t FrameType, frame []byte) error {
+func (s *session) writeData(id uint32, t frameType, frame []byte) error {
 	if err := s.lockWriter(); err != nil {
 		return errSessionClosed
 	}
@@ -73,7 +73,7 @@ func (s *session) writeData(id uint32, t FrameType, frame []byte) error {
 	}
 	err := s.writeControlLocked()
 	if err == nil {
-		PutHeader(frame[:HeaderLen], FrameHeader{StreamID: id, Type: t, Length: uint32(len(frame) - HeaderLen)})
+		putHeader(frame[:headerLen], frameHeader{StreamID: id, Type: t, Length: uint32(len(frame) - headerLen)})
 		if len(frame) < directWriteMin {
 			_, err = s.bw.Write(frame) // small: coalesce
 		} else {
@@ -109,7 +109,7 @@ func (s *session) writeOpen(st *stream, header []byte) error {
 	}
 	err := s.writeControlLocked()
 	if err == nil {
-		err = s.fw.WriteFrame(st.id, FrameOpen, header)
+		err = s.fw.WriteFrame(st.id, frameOpen, header)
 	}
 	return s.unlockWriter(err)
 }
@@ -164,7 +164,7 @@ func (s *session) finalWrite() {
 	if len(reason) > maxGoAway {
 		reason = reason[:maxGoAway]
 	}
-	if s.fw.WriteFrame(0, FrameGoAway, []byte(reason)) == nil {
+	if s.fw.WriteFrame(0, frameGoAway, []byte(reason)) == nil {
 		_ = s.bw.Flush()
 	}
 }
