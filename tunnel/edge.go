@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-multierror"
@@ -33,6 +34,11 @@ type Edge struct {
 	ctx       context.Context
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
+
+	// Counters of Metrics (metrics.go).
+	traffic         streamCounters
+	reconnects      atomic.Uint64
+	firewallRefused atomic.Uint64 // stays 0 until the edge has a firewall
 
 	mu        sync.Mutex
 	tunnel    *edgeConns // nil while disconnected
@@ -180,7 +186,10 @@ func (e *Edge) tunnelLoop() {
 	hubAddr := net.JoinHostPort(e.cfg.HubHost, strconv.Itoa(e.cfg.HubPort))
 	reported := false // a tunnelDisconnected was sent for the current outage
 	attempt := 0
-	for e.ctx.Err() == nil {
+	for tries := 0; e.ctx.Err() == nil; tries++ {
+		if tries > 0 {
+			e.reconnects.Add(1)
+		}
 		tunnel, err := e.connectSet(hubAddr)
 		if err != nil {
 			if e.ctx.Err() != nil {
@@ -319,6 +328,7 @@ func (e *Edge) connectTLS(hubAddr string, set setPlace, slots *streamSlots) (con
 	sess := newSession(tc, false, e.cfg.Tuning, peer, e.log, sessionHooks{})
 	sess.setIDs(set)
 	sess.shareSlots(slots)
+	sess.countInto(&e.traffic)
 	return sess, nil
 }
 

@@ -43,6 +43,10 @@ type Hub struct {
 	handshaking map[net.Conn]*pendingConn
 	closed      bool
 	wg          sync.WaitGroup
+
+	// Guarded by mu too; read by Metrics (metrics.go).
+	allowedLoaded bool                       // an allowed list was given
+	traffic       map[string]*streamCounters // per allowed edge id
 }
 
 // pendingConn is a connection that has not authenticated yet.
@@ -120,6 +124,8 @@ func startHub(cfg HubConfig, allowed []EdgeCredential, limits proofLimits) (*Hub
 		junkLog:  ratelog.New(log, slog.LevelInfo, "%d more connections rejected before authentication"),
 		authLog:  ratelog.New(log, slog.LevelWarn, "%d more edges rejected at authentication"),
 	}
+	h.allowedLoaded = allowed != nil
+	h.setTrafficLocked(allow)
 	h.log.Info("hub listening", "tunnelPort", h.port, "targetHost", cfg.TargetHost, "certSha256", h.fingerprint)
 	h.wg.Add(1)
 	go h.acceptLoop()
@@ -167,7 +173,8 @@ func (h *Hub) SetAllowedEdges(edges []EdgeCredential) error {
 	}
 	var kicks []kick
 	h.mu.Lock()
-	h.allowed = m
+	h.allowed, h.allowedLoaded = m, true
+	h.setTrafficLocked(m)
 	for id, e := range h.edges {
 		secret, ok := m[id]
 		switch {
@@ -389,7 +396,9 @@ func (h *Hub) authenticateTLS(conn net.Conn) (*hubConn, error) {
 	}
 	_ = conn.SetDeadline(time.Time{})
 	c.remote = conn.RemoteAddr().String()
-	c.conn = newSession(tc, true, h.cfg.Tuning, peer, h.log.With("edgeId", c.edgeID), sessionHooks{})
+	sess := newSession(tc, true, h.cfg.Tuning, peer, h.log.With("edgeId", c.edgeID), sessionHooks{})
+	sess.countInto(h.trafficFor(c.edgeID))
+	c.conn = sess
 	return c, nil
 }
 

@@ -89,6 +89,8 @@ type session struct {
 	closeErr   error
 	writerDone chan struct{}
 	wg         sync.WaitGroup // stream goroutines
+
+	stats *streamCounters // streams and bytes, for metrics (see countInto)
 }
 
 func newSession(conn net.Conn, isHub bool, tuning Tuning, peer peerParams, log *slog.Logger, hooks sessionHooks) *session {
@@ -100,6 +102,7 @@ func newSession(conn net.Conn, isHub bool, tuning Tuning, peer peerParams, log *
 		slots: newStreamSlots(tuning.MaxStreams),
 		ctx:   ctx, cancel: cancel, writerDone: make(chan struct{}),
 	}
+	s.stats = new(streamCounters)
 	s.fr = newFrameReader(conn)
 	s.fr.Limit = max(tuning.MaxWindow, maxGoAway) // DATA is checked against its stream's window before it is read
 	s.bw = bufio.NewWriterSize(conn, writeBufSize)
@@ -341,6 +344,7 @@ func (s *session) handleOpen(h frameHeader) error {
 		return protoErr("OPEN beyond the limit of %d concurrent streams", s.tuning.MaxStreams)
 	}
 	s.maxOpenID = h.StreamID
+	s.stats.opened.Add(1)
 	st := newStream(s, h.StreamID, nil)
 	st.hdr = hdr
 	s.streams[h.StreamID] = st
@@ -368,6 +372,7 @@ func (s *session) handleData(h frameHeader) error {
 		putBuf(bp)
 		return s.readError(err)
 	}
+	s.stats.recv.Add(uint64(h.Length))
 	return st.pushData(bp)
 }
 
@@ -453,6 +458,7 @@ func (s *session) startStream(conn net.Conn, header []byte) error {
 	if !s.slots.take() {
 		return errTooManyStreams
 	}
+	s.stats.opened.Add(1)
 	st := newStream(s, 0, conn)
 	// Counted before the session can see it is done: run() waits for it.
 	s.goSafe(func() {

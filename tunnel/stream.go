@@ -392,6 +392,7 @@ func (st *stream) upstream() {
 				st.abort("tunnel closed", false)
 				return
 			}
+			st.sess.stats.sent.Add(uint64(n))
 		}
 		if err == nil {
 			continue
@@ -524,6 +525,7 @@ func (st *stream) finish() {
 	st.sess.grown.Add(-int64(grown))
 	st.sess.removeStream(st)
 	st.sess.slots.release()
+	st.sess.stats.closed.Add(1)
 }
 
 type closeWriter interface{ CloseWrite() error }
