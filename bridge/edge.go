@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"sync"
 
+	"github.com/serve-zone/remoteingress/internal/monitor"
 	"github.com/serve-zone/remoteingress/tunnel"
 )
 
@@ -13,10 +14,12 @@ type edgeRole struct {
 	eng  engine
 	log  *slog.Logger
 	sink tunnel.EventSink
+	mons *monitors
 
 	// op serializes start, stop and shutdown. Status never takes it.
-	op     sync.Mutex
-	closed bool // guarded by op
+	op      sync.Mutex
+	closed  bool        // guarded by op
+	metrics *monitorUse // the edge's metricsListen server; guarded by op
 
 	mu   sync.Mutex // guards edge; never held across engine calls
 	edge edgeEngine
@@ -36,25 +39,35 @@ func (r *edgeRole) set(e edgeEngine) {
 	r.mu.Unlock()
 }
 
-// start starts an edge; it returns once every listen port is bound.
-func (r *edgeRole) start(cfg tunnel.EdgeConfig) error {
+// start starts an edge; it returns once every listen port is bound, with
+// the bound address of its metrics listener ("" without cfg.MetricsListen).
+// The metrics address is bound first: when it or the edge fails, nothing
+// runs.
+func (r *edgeRole) start(cfg tunnel.EdgeConfig) (string, error) {
 	r.op.Lock()
 	defer r.op.Unlock()
 	if r.closed {
-		return errShuttingDown
+		return "", errShuttingDown
 	}
 	if r.current() != nil {
-		return errors.New("edge is already running")
+		return "", errors.New("edge is already running")
+	}
+	mon, err := r.mons.acquire(cfg.MetricsListen)
+	if err != nil {
+		return "", err
 	}
 	cfg.Logger = r.log
 	cfg.Events = r.sink
 	e, err := r.eng.startEdge(cfg)
 	if err != nil {
-		return err
+		mon.end(nil)
+		return "", err
 	}
 	r.set(e)
+	r.metrics = mon
+	addr := mon.attach(func(s *monitor.Server) { s.SetEdge(e) }, r.log)
 	r.log.Debug("edge started", "edgeId", cfg.EdgeID, "hubHost", cfg.HubHost, "hubPort", cfg.HubPort, "listenPorts", cfg.ListenPorts)
-	return nil
+	return addr, nil
 }
 
 // stop stops the edge if one runs.
@@ -71,6 +84,8 @@ func (r *edgeRole) stopLocked() error {
 		return nil
 	}
 	r.set(nil)
+	r.metrics.end(func(s *monitor.Server) { s.SetEdge(nil) })
+	r.metrics = nil
 	err := e.Close()
 	r.log.Debug("edge stopped")
 	return err

@@ -7,12 +7,14 @@ type hubEngine interface {
 	Port() int
 	SetAllowedEdges([]tunnel.EdgeCredential) error
 	Status() tunnel.HubStatus
+	Metrics() tunnel.HubMetrics
 	Close() error
 }
 
 // edgeEngine is what the bridge uses of a running *tunnel.Edge.
 type edgeEngine interface {
 	Status() tunnel.EdgeStatus
+	Metrics() tunnel.EdgeMetrics
 	Close() error
 }
 

@@ -50,6 +50,8 @@ func (h *fakeHub) Status() tunnel.HubStatus {
 	return h.status
 }
 
+func (h *fakeHub) Metrics() tunnel.HubMetrics { return tunnel.HubMetrics{Ready: true} }
+
 func (h *fakeHub) Close() error {
 	if h.closeGate != nil {
 		<-h.closeGate
@@ -81,6 +83,8 @@ type fakeEdge struct {
 }
 
 func (e *fakeEdge) Status() tunnel.EdgeStatus { return e.status }
+
+func (e *fakeEdge) Metrics() tunnel.EdgeMetrics { return tunnel.EdgeMetrics{} }
 
 func (e *fakeEdge) Close() error {
 	e.mu.Lock()

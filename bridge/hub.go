@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/serve-zone/remoteingress/internal/monitor"
 	"github.com/serve-zone/remoteingress/tunnel"
 )
 
@@ -18,12 +19,14 @@ type hubRole struct {
 	eng  engine
 	log  *slog.Logger
 	sink tunnel.EventSink
+	mons *monitors
 
 	// op serializes start, stop, updateAllowedEdges and shutdown. Status
 	// never takes it.
 	op      sync.Mutex
 	allowed []tunnel.EdgeCredential // guarded by op
 	closed  bool                    // guarded by op
+	metrics *monitorUse             // the hub's metricsListen server; guarded by op
 
 	mu  sync.Mutex // guards hub; never held across engine calls
 	hub hubEngine
@@ -43,25 +46,35 @@ func (r *hubRole) set(h hubEngine) {
 	r.mu.Unlock()
 }
 
-// start starts a hub with the current allow list and returns its port.
-func (r *hubRole) start(cfg tunnel.HubConfig) (int, error) {
+// start starts a hub with the current allow list and returns its port and
+// the bound address of its metrics listener ("" without cfg.MetricsListen).
+// The metrics address is bound first: when it or the hub fails, nothing
+// runs.
+func (r *hubRole) start(cfg tunnel.HubConfig) (int, string, error) {
 	r.op.Lock()
 	defer r.op.Unlock()
 	if r.closed {
-		return 0, errShuttingDown
+		return 0, "", errShuttingDown
 	}
 	if r.current() != nil {
-		return 0, errors.New("hub is already running")
+		return 0, "", errors.New("hub is already running")
+	}
+	mon, err := r.mons.acquire(cfg.MetricsListen)
+	if err != nil {
+		return 0, "", err
 	}
 	cfg.Logger = r.log
 	cfg.Events = r.sink
 	h, err := r.eng.startHub(cfg, slices.Clone(r.allowed))
 	if err != nil {
-		return 0, err
+		mon.end(nil)
+		return 0, "", err
 	}
 	r.set(h)
+	r.metrics = mon
+	addr := mon.attach(func(s *monitor.Server) { s.SetHub(h) }, r.log)
 	r.log.Debug("hub started", "tunnelPort", h.Port(), "allowedEdges", len(r.allowed))
-	return h.Port(), nil
+	return h.Port(), addr, nil
 }
 
 // stop stops the hub if one runs.
@@ -78,6 +91,8 @@ func (r *hubRole) stopLocked() error {
 		return nil
 	}
 	r.set(nil)
+	r.metrics.end(func(s *monitor.Server) { s.SetHub(nil) })
+	r.metrics = nil
 	err := h.Close()
 	r.log.Debug("hub stopped")
 	return err

@@ -16,11 +16,15 @@ type pingResult struct {
 type startHubResult struct {
 	Started    bool `json:"started"`
 	TunnelPort int  `json:"tunnelPort"`
+	// MetricsAddress is the bound metricsListen address, when one was asked for.
+	MetricsAddress string `json:"metricsAddress,omitempty"`
 }
 
 // startedResult is the result of startEdge.
 type startedResult struct {
 	Started bool `json:"started"`
+	// MetricsAddress is the bound metricsListen address, when one was asked for.
+	MetricsAddress string `json:"metricsAddress,omitempty"`
 }
 
 // stoppedResult is the result of stopHub and stopEdge.
@@ -56,7 +60,7 @@ func (s *server) ping(*json.RawMessage) (any, error) {
 }
 
 // startHub starts the hub: tunnelPort? (8443, 0 = any), targetHost?,
-// listenHost?, tlsCertPem? with tlsKeyPem?. Absent params take the engine's
+// listenHost?, tlsCertPem? with tlsKeyPem?, metricsListen?. Absent params take the engine's
 // defaults (tunnel.DefaultHubConfig).
 func (s *server) startHub(raw *json.RawMessage) (any, error) {
 	p := readParams("startHub", raw)
@@ -66,17 +70,18 @@ func (s *server) startHub(raw *json.RawMessage) (any, error) {
 	p.str("listenHost", false, &cfg.ListenHost)
 	p.str("tlsCertPem", false, &cfg.TLSCertPEM)
 	p.str("tlsKeyPem", false, &cfg.TLSKeyPEM)
+	p.str("metricsListen", false, &cfg.MetricsListen)
 	if err := p.done(); err != nil {
 		return nil, err
 	}
 	if err := checkConfig("startHub", cfg.Validate()); err != nil {
 		return nil, err
 	}
-	port, err := s.hub.start(cfg)
+	port, metricsAddr, err := s.hub.start(cfg)
 	if err != nil {
 		return nil, checkConfig("startHub", err)
 	}
-	return startHubResult{Started: true, TunnelPort: port}, nil
+	return startHubResult{Started: true, TunnelPort: port, MetricsAddress: metricsAddr}, nil
 }
 
 // stopHub stops the hub; it succeeds when none runs.
@@ -111,7 +116,7 @@ func (s *server) getHubStatus(*json.RawMessage) (any, error) {
 // startEdge starts the edge: hubHost, hubPort? (8443), edgeId, secret,
 // listenPorts, listenHost?, stunIntervalSecs? (300; 0 disables STUN), stunServer?,
 // optional hub verification: hubCertSha256?, hubCa?, hubServerName?, and
-// tunnelConnections? (default 1). Absent params take the engine's defaults
+// tunnelConnections? (default 1), metricsListen?. Absent params take the engine's defaults
 // (tunnel.DefaultEdgeConfig).
 func (s *server) startEdge(raw *json.RawMessage) (any, error) {
 	p := readParams("startEdge", raw)
@@ -128,16 +133,18 @@ func (s *server) startEdge(raw *json.RawMessage) (any, error) {
 	p.str("hubCa", false, &cfg.HubCAPEM)
 	p.str("hubServerName", false, &cfg.HubServerName)
 	p.integer("tunnelConnections", &cfg.Connections)
+	p.str("metricsListen", false, &cfg.MetricsListen)
 	if err := p.done(); err != nil {
 		return nil, err
 	}
 	if err := checkConfig("startEdge", cfg.Validate()); err != nil {
 		return nil, err
 	}
-	if err := s.edge.start(cfg); err != nil {
+	metricsAddr, err := s.edge.start(cfg)
+	if err != nil {
 		return nil, checkConfig("startEdge", err)
 	}
-	return startedResult{Started: true}, nil
+	return startedResult{Started: true, MetricsAddress: metricsAddr}, nil
 }
 
 // stopEdge stops the edge; it succeeds when none runs.

@@ -224,6 +224,8 @@ var paramNames = map[string]string{
 	"HubCAPEM":      "hubCa",
 	"HubServerName": "hubServerName",
 	"Connections":   "tunnelConnections",
+	// both
+	"MetricsListen": "metricsListen",
 }
 
 // paramPath renders an engine field path ("Edges[1].Secret") with param

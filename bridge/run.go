@@ -61,6 +61,7 @@ func run(ctx context.Context, in io.Reader, out io.Writer, opts Options, eng eng
 
 	events := newEventQueue(opts.EventQueueSize, log)
 	srv := newServer(eng, events, params, log)
+	srv.mons.version = opts.Version
 	st.rejectLog.Burst, srv.failLog.Burst = opts.logBurst, opts.logBurst
 
 	// The Conn outlives ctx until the shutdown is done, so that events of the

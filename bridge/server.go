@@ -25,18 +25,21 @@ type server struct {
 	params  *paramStore
 	hub     *hubRole
 	edge    *edgeRole
+	mons    *monitors // the metricsListen servers of hub and edge
 	methods map[string]method
 }
 
 // newServer returns a server whose engines report to events.
 func newServer(eng engine, events *eventQueue, params *paramStore, log *slog.Logger) *server {
+	mons := &monitors{version: "dev"}
 	s := &server{
+		mons:    mons,
 		log:     log,
 		failLog: ratelog.New(log, slog.LevelWarn, "%d more requests failed"),
 		events:  events,
 		params:  params,
-		hub:     &hubRole{eng: eng, log: log.With("role", "hub"), sink: events.sink},
-		edge:    &edgeRole{eng: eng, log: log.With("role", "edge"), sink: events.sink},
+		hub:     &hubRole{eng: eng, log: log.With("role", "hub"), sink: events.sink, mons: mons},
+		edge:    &edgeRole{eng: eng, log: log.With("role", "edge"), sink: events.sink, mons: mons},
 	}
 	s.methods = map[string]method{
 		"ping":               s.ping,

@@ -39,6 +39,12 @@ export interface IHubConfig {
   tlsCertPem?: string;
   /** PEM private key matching tlsCertPem. */
   tlsKeyPem?: string;
+  /**
+   * host:port of an HTTP listener with /metrics (Prometheus text), /healthz and
+   * /readyz; port 0 picks a free one (the start result's metricsAddress says
+   * which). A hub and an edge in one process naming the same address share it.
+   */
+  metricsListen?: string;
   /** Engine binary to use for this start (see IRemoteIngressOptions.binaryPath). Not sent to the engine. */
   binaryPath?: string;
 }
@@ -121,6 +127,8 @@ export interface IEdgeConfig {
   hubServerName?: string;
   /** TLS connections the tunnel spreads its streams over (1-16). Default 1; more lets many streams use more cores. */
   tunnelConnections?: number;
+  /** host:port of the metrics and health listener; see IHubConfig.metricsListen. */
+  metricsListen?: string;
   /** Engine binary to use for this start (see IRemoteIngressOptions.binaryPath). Not sent to the engine. */
   binaryPath?: string;
 }
@@ -191,5 +199,7 @@ export interface IEdgeEvents {
 export interface IHubStartResult {
   started: boolean;
   tunnelPort: number;
+  /** The bound metrics address, when metricsListen was given. */
+  metricsAddress?: string;
   [extra: string]: unknown;
 }

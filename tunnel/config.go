@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"strconv"
 	"time"
 )
@@ -85,6 +86,22 @@ func configErr(field, format string, args ...any) *ConfigError {
 func checkPort(field string, p, lo int) error {
 	if p < lo || p > 65535 {
 		return configErr(field, "must be an integer %d-65535", lo)
+	}
+	return nil
+}
+
+// checkListenAddr checks an optional listen address: "" or host:port (the
+// host may be empty for all interfaces, the port 0-65535).
+func checkListenAddr(field, addr string) error {
+	if addr == "" {
+		return nil
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return configErr(field, "must be host:port (%q is not)", addr)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return configErr(field, "must have a port 0-65535 (%q has not)", addr)
 	}
 	return nil
 }
@@ -188,6 +205,10 @@ type HubConfig struct {
 	// MaxPendingHandshakes caps connections that have not authenticated yet
 	// (default 256); beyond it the oldest is dropped to make room.
 	MaxPendingHandshakes int
+	// MetricsListen is host:port of the metrics and health listener (port 0:
+	// any free one), or "" for none. The engine does not serve it: whoever
+	// runs the hub does (internal/monitor); it is checked here with the rest.
+	MetricsListen string
 	Tuning
 	Logger *slog.Logger
 	Events EventSink
@@ -236,6 +257,9 @@ func (c HubConfig) Validate() error {
 	}
 	if c.MaxPendingHandshakes <= 0 {
 		return configErr("MaxPendingHandshakes", "must be positive")
+	}
+	if err := checkListenAddr("MetricsListen", c.MetricsListen); err != nil {
+		return err
 	}
 	return c.Tuning.Validate()
 }
@@ -311,6 +335,8 @@ type EdgeConfig struct {
 	// encryption and decryption of many streams run on that many cores on
 	// both sides; one stream always uses one connection.
 	Connections int
+	// MetricsListen is as in HubConfig.
+	MetricsListen string
 	Tuning
 	Logger *slog.Logger
 	Events EventSink
@@ -399,6 +425,9 @@ func (c EdgeConfig) Validate() error {
 		return configErr("Connections", "must be an integer 1-%d", MaxTunnelConnections)
 	}
 	if _, err := edgeTLSConfigFor(c.serverName(), c.HubCertSHA256, c.HubCAPEM); err != nil {
+		return err
+	}
+	if err := checkListenAddr("MetricsListen", c.MetricsListen); err != nil {
 		return err
 	}
 	return c.Tuning.Validate()

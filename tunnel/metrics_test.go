@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"testing"
 	"time"
@@ -103,5 +104,22 @@ func TestHubMetricsReadyNeedsAnAllowedList(t *testing.T) {
 	h.Close()
 	if h.Metrics().Ready {
 		t.Fatal("a closed hub is ready")
+	}
+}
+
+func TestMetricsListenIsChecked(t *testing.T) {
+	for addr, ok := range map[string]bool{
+		"": true, "127.0.0.1:9100": true, ":0": true, "[::1]:9100": true, "localhost:9100": true,
+		"9100": false, "127.0.0.1": false, "127.0.0.1:70000": false, "127.0.0.1:x": false,
+	} {
+		hub := DefaultHubConfig()
+		hub.MetricsListen = addr
+		edge := EdgeConfig{HubHost: "h", EdgeID: "e", Secret: "s", ListenPorts: []int{80}, MetricsListen: addr}.withDefaults()
+		for side, err := range map[string]error{"hub": hub.Validate(), "edge": edge.Validate()} {
+			var ce *ConfigError
+			if ok != (err == nil) || (err != nil && (!errors.As(err, &ce) || ce.Field != "MetricsListen")) {
+				t.Errorf("%s MetricsListen %q: %v", side, addr, err)
+			}
+		}
 	}
 }
