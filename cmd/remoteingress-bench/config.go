@@ -30,21 +30,25 @@ var allRows = []string{"memory", "up1", "down1", "streams", "latency1", "latency
 
 // config is what the flags choose.
 type config struct {
-	Bin          string        `json:"bin"`
-	JSONPath     string        `json:"jsonPath"`
-	Quick        bool          `json:"quick"`
-	Duration     time.Duration `json:"bulkDurationNs"`
-	LatencyRT    int           `json:"latencyRoundTrips"`
-	LatencyConns int           `json:"latencyConns"`
-	LatencyDur   time.Duration `json:"latencyManyDurationNs"`
-	Conns        int           `json:"connRateConnections"`
-	Workers      int           `json:"workers"`
-	Streams      int           `json:"streams"`
-	MemLevels    []int         `json:"memoryLevels"`
-	Modes        []string      `json:"modes"`
-	Rows         []string      `json:"rows"`
-	SetConns     int           `json:"tunnelSetConnections"`
-	Verbose      bool          `json:"-"`
+	Bin            string        `json:"bin"`
+	JSONPath       string        `json:"jsonPath"`
+	Quick          bool          `json:"quick"`
+	Duration       time.Duration `json:"bulkDurationNs"`
+	LatencyRT      int           `json:"latencyRoundTrips"`
+	LatencyConns   int           `json:"latencyConns"`
+	LatencyDur     time.Duration `json:"latencyManyDurationNs"`
+	Conns          int           `json:"connRateConnections"`
+	Workers        int           `json:"workers"`
+	Streams        int           `json:"streams"`
+	MemLevels      []int         `json:"memoryLevels"`
+	Modes          []string      `json:"modes"`
+	Rows           []string      `json:"rows"`
+	SetConns       int           `json:"tunnelSetConnections"`
+	MetricsAB      bool          `json:"metricsAB"`
+	ABRounds       int           `json:"abRounds"`
+	ABOffBin       string        `json:"abOffBin"`
+	ScrapeInterval time.Duration `json:"scrapeIntervalNs"`
+	Verbose        bool          `json:"-"`
 }
 
 // usageText follows the flag list in -h.
@@ -76,6 +80,10 @@ func parseFlags(args []string) (config, error) {
 	modes := fs.String("modes", strings.Join(allModes, ","), "set-ups to measure")
 	setConns := fs.Int("tunnel-connections", 2, "the N-stream row is measured once more on a tunnel whose edge uses this many TLS connections (startEdge tunnelConnections); 1 skips it")
 	rows := fs.String("rows", strings.Join(allRows, ","), "rows to measure, for profiling one of them")
+	metricsAB := fs.Bool("metrics-ab", false, "instead of the table: two tunnels, metricsListen off and on (scraped), measured in alternating ABBA rounds on the rows up1, streams and connrate")
+	abRounds := fs.Int("ab-rounds", 6, "rounds per set-up of each -metrics-ab row (quick: 2)")
+	abOffBin := fs.String("ab-off-bin", "", "the binary of -metrics-ab's metrics-off set-up (default -bin): a build without the engine's counters measures their cost too")
+	scrape := fs.Duration("scrape-interval", time.Second, "how often -metrics-ab scrapes the hub's and the edge's /metrics")
 	verbose := fs.Bool("v", false, "also print the children's stderr warnings as they happen (progress always goes to stderr)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -107,11 +115,15 @@ func parseFlags(args []string) (config, error) {
 		if !set["mem"] {
 			*mem = "100,1000"
 		}
+		if !set["ab-rounds"] {
+			*abRounds = 2
+		}
 	}
 	cfg := config{
 		Bin: *bin, JSONPath: *jsonPath, Quick: *quick, Duration: *dur,
 		LatencyRT: *rt, LatencyConns: *lconns, LatencyDur: *ldur, Conns: *conns,
 		Workers: *workers, Streams: *streams, Verbose: *verbose, SetConns: *setConns,
+		MetricsAB: *metricsAB, ABRounds: *abRounds, ABOffBin: *abOffBin, ScrapeInterval: *scrape,
 	}
 	for _, f := range strings.Split(*mem, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
@@ -140,7 +152,8 @@ func parseFlags(args []string) (config, error) {
 		cfg.Rows = append(cfg.Rows, r)
 	}
 	if cfg.Duration <= 0 || cfg.LatencyRT <= 0 || cfg.LatencyConns <= 0 || cfg.LatencyDur <= 0 ||
-		cfg.Conns <= 0 || cfg.Workers <= 0 || cfg.Streams <= 0 || cfg.SetConns < 1 || cfg.SetConns > 16 {
+		cfg.Conns <= 0 || cfg.Workers <= 0 || cfg.Streams <= 0 || cfg.SetConns < 1 || cfg.SetConns > 16 ||
+		cfg.ABRounds <= 0 || cfg.ScrapeInterval <= 0 {
 		return config{}, errors.New("sizes and durations must be positive")
 	}
 	return cfg, nil

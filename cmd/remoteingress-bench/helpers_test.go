@@ -45,7 +45,10 @@ func TestParseFlagsQuick(t *testing.T) {
 	if len(cfg.Modes) != 2 || cfg.Modes[0] != modeDirect || cfg.Modes[1] != modeTunnel {
 		t.Errorf("modes %v, want [direct tunnel]", cfg.Modes)
 	}
-	for _, bad := range [][]string{{"-mem", "100,50"}, {"-modes", "udp"}, {"-conns", "0"}, {"extra"}} {
+	if cfg.ABRounds != 2 || cfg.MetricsAB || cfg.ScrapeInterval != time.Second {
+		t.Errorf("-metrics-ab defaults: %+v", cfg)
+	}
+	for _, bad := range [][]string{{"-mem", "100,50"}, {"-modes", "udp"}, {"-conns", "0"}, {"extra"}, {"-ab-rounds", "0"}, {"-scrape-interval", "0s"}} {
 		if _, err := parseFlags(bad); err == nil {
 			t.Errorf("%v: want an error", bad)
 		}

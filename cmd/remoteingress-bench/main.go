@@ -12,6 +12,8 @@
 // hidden subcommand hold.
 //
 // It prints a table on stdout and writes every number to a JSON file.
+// With -metrics-ab it measures instead the tunnel with metricsListen off
+// against on (metricsab.go).
 //
 //	go run ./cmd/remoteingress-bench [-bin dist_bin/remoteingress-bin] [-json bench.json] [-quick]
 package main
@@ -55,6 +57,9 @@ func run(ctx context.Context, cfg config) (code int) {
 			panic(r)
 		}
 	}()
+	if cfg.MetricsAB {
+		return runMetricsAB(ctx, cfg, kids)
+	}
 	b := newBench(ctx, cfg, kids)
 	err := b.runAll()
 	b.stopSetups()

@@ -115,6 +115,47 @@ func TestQuickRun(t *testing.T) {
 			}
 		}
 	}
+
+	t.Run("metrics-ab", func(t *testing.T) { quickMetricsAB(t, bench, bin, dir) })
+}
+
+// quickMetricsAB runs -metrics-ab on one small row: both set-ups measured,
+// the metrics listeners scraped, every process gone afterwards.
+func quickMetricsAB(t *testing.T, bench, bin, dir string) {
+	jsonPath := filepath.Join(dir, "bench-metrics.json")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bench, "-metrics-ab", "-quick", "-rows", "connrate", "-conns", "300",
+		"-scrape-interval", "50ms", "-bin", bin, "-json", jsonPath)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	runErr := cmd.Run()
+	t.Logf("table:\n%s", stdout.String())
+	if runErr != nil {
+		t.Fatalf("bench -metrics-ab: %v\nstderr:\n%s", runErr, stderr.String())
+	}
+	if left := processesOf(bin, bench); len(left) > 0 {
+		t.Errorf("processes left after the bench: %v", left)
+	}
+	raw, err := os.ReadFile(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep struct {
+		Rows []struct {
+			Key string    `json:"key"`
+			Off []float64 `json:"off"`
+			On  []float64 `json:"on"`
+		} `json:"rows"`
+		Scrapes int `json:"scrapes"`
+	}
+	if err := json.Unmarshal(raw, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Rows) != 1 || rep.Rows[0].Key != "connrate" || len(rep.Rows[0].Off) != 2 || len(rep.Rows[0].On) != 2 ||
+		rep.Rows[0].Off[0] <= 0 || rep.Rows[0].On[0] <= 0 || rep.Scrapes == 0 {
+		t.Fatalf("bench-metrics.json: %s", raw)
+	}
 }
 
 // processesOf lists running processes whose executable is one of paths.

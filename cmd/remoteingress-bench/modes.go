@@ -15,6 +15,8 @@ type mode struct {
 	hub   *mgmt    // tunnel only
 	edge  *mgmt    // tunnel only
 	info  map[string]any
+
+	metricsAddrs []string // the hub's and the edge's metricsListen, when on
 }
 
 // cpuSeconds is the user+system CPU time of the set-up's processes so far,

@@ -18,7 +18,16 @@ const tunnelEdgeID = "bench-edge"
 // 127.0.0.1:P, the hub dials 127.0.0.2:P where the PROXY-parsing target
 // listens, STUN points at a closed local UDP port. The edge uses conns TLS
 // connections; name is the set-up's and suffix its processes' (hub<suffix>).
-func setupTunnel(kids *children, bin, name, suffix string, conns int) (*mode, error) {
+// With metrics, hub and edge each run a metricsListen on 127.0.0.1:0; their
+// bound addresses are in the mode's metricsAddrs.
+func setupTunnel(kids *children, bin, name, suffix string, conns int, metrics bool) (*mode, error) {
+	withMetrics := func(p map[string]any) map[string]any {
+		if metrics {
+			p["metricsListen"] = "127.0.0.1:0"
+		}
+		return p
+	}
+	var metricsAddrs []string
 	secretBytes := make([]byte, 24)
 	rand.Read(secretBytes)
 	secret := hex.EncodeToString(secretBytes)
@@ -36,17 +45,21 @@ func setupTunnel(kids *children, bin, name, suffix string, conns int) (*mode, er
 	}, 10*time.Second); err != nil {
 		return nil, err
 	}
-	raw, err := hub.call("startHub", map[string]any{
+	raw, err := hub.call("startHub", withMetrics(map[string]any{
 		"tunnelPort": 0, "targetHost": "127.0.0.2", "listenHost": "127.0.0.1",
-	}, 10*time.Second)
+	}), 10*time.Second)
 	if err != nil {
 		return nil, err
 	}
 	var hr struct {
-		TunnelPort int `json:"tunnelPort"`
+		TunnelPort     int    `json:"tunnelPort"`
+		MetricsAddress string `json:"metricsAddress"`
 	}
-	if err := json.Unmarshal(raw, &hr); err != nil || hr.TunnelPort == 0 {
+	if err := json.Unmarshal(raw, &hr); err != nil || hr.TunnelPort == 0 || metrics != (hr.MetricsAddress != "") {
 		return nil, fmt.Errorf("startHub answered %s", raw)
+	}
+	if metrics {
+		metricsAddrs = append(metricsAddrs, hr.MetricsAddress)
 	}
 
 	edge, err := startMgmt(kids, "edge"+suffix, bin)
@@ -62,14 +75,24 @@ func setupTunnel(kids *children, bin, name, suffix string, conns int) (*mode, er
 		if err != nil {
 			return nil, err
 		}
-		_, err = edge.call("startEdge", map[string]any{
+		raw, err = edge.call("startEdge", withMetrics(map[string]any{
 			"hubHost": "127.0.0.1", "hubPort": hr.TunnelPort,
 			"edgeId": tunnelEdgeID, "secret": secret,
 			"listenPorts": []int{tgt.port()}, "listenHost": "127.0.0.1",
 			"stunServer": "127.0.0.1:" + strconv.Itoa(stunPort), "stunIntervalSecs": 300,
 			"tunnelConnections": conns,
-		}, 10*time.Second)
+		}), 10*time.Second)
 		if err == nil {
+			var er struct {
+				MetricsAddress string `json:"metricsAddress"`
+			}
+			if err := json.Unmarshal(raw, &er); err != nil || metrics != (er.MetricsAddress != "") {
+				tgt.close()
+				return nil, fmt.Errorf("startEdge answered %s", raw)
+			}
+			if metrics {
+				metricsAddrs = append(metricsAddrs, er.MetricsAddress)
+			}
 			break
 		}
 		tgt.close()
@@ -87,8 +110,10 @@ func setupTunnel(kids *children, bin, name, suffix string, conns int) (*mode, er
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(tgt.port()))
 	return &mode{name: name, addr: addr, tgt: tgt, procs: []*child{hub.child, edge.child}, hub: hub, edge: edge,
+		metricsAddrs: metricsAddrs,
 		info: map[string]any{
-			"edgeListen": addr, "target": tgt.ln.Addr().String(),
+			"metricsListen": metricsAddrs,
+			"edgeListen":    addr, "target": tgt.ln.Addr().String(),
 			"hubTunnel":  net.JoinHostPort("127.0.0.1", strconv.Itoa(hr.TunnelPort)),
 			"stunServer": "127.0.0.1:" + strconv.Itoa(stunPort) + " (closed)",
 			"hubPid":     hub.pid(), "edgePid": edge.pid(), "version": hub.version, "tunnelConnections": conns,
