@@ -205,3 +205,22 @@ func TestMetricsListenersAreSharedOnlyByAddress(t *testing.T) {
 		t.Fatal("a nil use has an address")
 	}
 }
+
+// TestMetricsListenerClosesAtExit: when the parent goes (stdin closes), the
+// shutdown closes the metrics listener with the engines.
+func TestMetricsListenerClosesAtExit(t *testing.T) {
+	s := startSession(t, Management, tunnelEngine())
+	s.skipReady()
+	addr := metricsAddress(t, s.mustCall("startHub", map[string]any{"tunnelPort": 0, "listenHost": "127.0.0.1",
+		"metricsListen": "127.0.0.1:0"}))
+	if c, _ := httpGet(t, addr, "/healthz"); c != http.StatusOK {
+		t.Fatalf("/healthz = %d", c)
+	}
+	s.closeInput()
+	if err := s.wait(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if c, _ := httpGet(t, addr, "/healthz"); c != 0 {
+		t.Fatalf("/healthz after exit = %d, want no answer", c)
+	}
+}
