@@ -355,7 +355,12 @@ func (h *Hub) serveTunnel(c *hubConn) {
 		h.log.Info("edge connected", "edgeId", e.id, "remote", c.remote, "connections", int(c.set.Size))
 		h.emit(EventEdgeConnected, EdgeEvent{EdgeID: e.id, RemoteAddr: c.remote})
 	}
-	reason := c.conn.Serve(func(ctx context.Context, st tunnelStream) { h.serveStream(ctx, e.id, st) })
+	id := e.id
+	reason := c.conn.Serve(&streamHandler{
+		opened: func(st tunnelStream) { h.emit(EventStreamOpened, StreamEvent{EdgeID: id, StreamID: st.ID()}) },
+		serve:  func(ctx context.Context, st tunnelStream) { h.serveStream(ctx, id, st) },
+		closed: func(st tunnelStream) { h.emit(EventStreamClosed, StreamEvent{EdgeID: id, StreamID: st.ID()}) },
+	})
 	h.mu.Lock()
 	e.conns[c.set.Index] = nil
 	last := len(e.connsLocked()) == 0
@@ -484,10 +489,8 @@ func (h *Hub) register(c *hubConn) (*hubEdge, bool) {
 
 // serveStream serves a stream the edge opened: it connects it to
 // targetHost:<edge port>, writes the PROXY header in one write before any
-// client byte, then relays until the stream ends. ctx ends with the tunnel.
+// client byte, then hands the stream the connection. ctx ends with the tunnel.
 func (h *Hub) serveStream(ctx context.Context, edgeID string, st tunnelStream) {
-	h.emit(EventStreamOpened, StreamEvent{EdgeID: edgeID, StreamID: st.ID()})
-	defer h.emit(EventStreamClosed, StreamEvent{EdgeID: edgeID, StreamID: st.ID()})
 	hdr := st.Header()
 	addr := net.JoinHostPort(h.cfg.TargetHost, strconv.Itoa(int(hdr.Destination.Port())))
 	d := net.Dialer{Timeout: h.cfg.DialTimeout}

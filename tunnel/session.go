@@ -45,10 +45,12 @@ type localCloseError struct{ Reason string }
 
 func (e *localCloseError) Error() string { return e.Reason }
 
-// sessionHooks lets the hub react to new streams (see Serve).
+// sessionHooks lets the hub react to stream life (see Serve).
 type sessionHooks struct {
 	// open is called by the hub's reader for each valid OPEN; it must not block.
 	open func(st *stream, hdr proxyproto.Header)
+	// closed is called once per stream when it is gone.
+	closed func(st *stream)
 }
 
 // session is one authenticated tunnel: a reader goroutine that dispatches
@@ -89,6 +91,9 @@ type session struct {
 	closeErr   error
 	writerDone chan struct{}
 	wg         sync.WaitGroup // stream goroutines
+
+	pollerOnce sync.Once
+	poller     *idlePoller // the sockets of hibernating streams; see idle
 }
 
 func newSession(conn net.Conn, isHub bool, tuning Tuning, peer peerParams, log *slog.Logger, hooks sessionHooks) *session {
@@ -127,8 +132,40 @@ func (s *session) run() error {
 	<-s.writerDone
 	<-kaDone
 	s.abortAll()
+	s.pollerOnce.Do(func() {}) // no poller from now on
+	if s.poller != nil {
+		s.poller.close()
+	}
 	s.wg.Wait()
 	return s.closeErr
+}
+
+// idle returns the session's idle poller, made at first use; nil where
+// streams cannot hibernate, and once the session has ended.
+func (s *session) idle() *idlePoller {
+	s.pollerOnce.Do(func() { s.poller = newIdlePoller(s) })
+	return s.poller
+}
+
+// sweepIdle asks the streams whose upstream has waited in one read since
+// the last sweep to hibernate: a read deadline in the past wakes the read,
+// and upstream hands the socket to the idle poller (stream.hibernate).
+func (s *session) sweepIdle() {
+	var sleepers []*stream
+	s.mu.Lock()
+	for _, st := range s.streams {
+		seq := st.readSeq.Load()
+		if seq == st.sweptSeq && st.inRead.Load() && !st.sleepy.Load() {
+			st.sleepy.Store(true)
+			sleepers = append(sleepers, st)
+		}
+		st.sweptSeq = seq
+	}
+	s.mu.Unlock()
+	past := time.Unix(1, 0)
+	for _, st := range sleepers {
+		_ = st.conn.SetReadDeadline(past)
+	}
 }
 
 // close ends the session once; the first reason wins. A local reason is
@@ -416,12 +453,16 @@ func (s *session) keepalive(done chan struct{}) {
 	slack := tick / 2
 	t := time.NewTicker(tick)
 	defer t.Stop()
+	idle := time.NewTicker(s.tuning.idleAfter)
+	defer idle.Stop()
 	lastCount, lastSeen, lastPing := s.recvFrames.Load(), time.Now(), time.Now()
 	var seq uint64
 	for {
 		select {
 		case <-s.done():
 			return
+		case <-idle.C:
+			s.sweepIdle()
 		case now := <-t.C:
 			if c := s.recvFrames.Load(); c != lastCount {
 				lastCount, lastSeen = c, now
