@@ -59,6 +59,14 @@ endif
 image-check: image
 	scripts/image-check.sh $(IMAGE_BUILDER) $(IMAGE) $(VERSION) $(IMAGE_ARCH)
 
+## pack: npm tarballs of the package and of each platform package (npm/) into dist_pack/
+pack: ts
+	VERSION=$(VERSION) GO=$(GO) node scripts/pack.mjs
+
+## test-pack: the packed tarballs installed into an empty directory and the seed README's flow run from there
+test-pack: pack
+	REMOTEINGRESS_PACK_DIR=$(CURDIR)/dist_pack node --test test/pack.test.mjs
+
 ## node_modules: the TypeScript package's dependencies, as package-lock.json pins them
 node_modules: package.json package-lock.json
 	npm ci --no-audit --no-fund
@@ -88,8 +96,8 @@ staticcheck:
 		GOBIN='$(TOOLS_BIN)' $(GO) install honnef.co/go/tools/cmd/staticcheck@v$(STATICCHECK_VERSION); \
 	fi
 
-## test: every test: Go unit and integration tests (-race), the TypeScript package, and the system tests
-test: vet test-go test-ts test-system
+## test: every test: Go unit and integration tests (-race), the TypeScript package, the packed npm tarballs, and the system tests
+test: vet test-go test-ts test-pack test-system
 
 ## check: the quick subset for everyday work: format, vet, Go and TypeScript tests (no system tests)
 check: fmt-check vet test-go test-ts
@@ -125,4 +133,4 @@ bench-go:
 
 ## clean: removes the built binaries and the TypeScript output
 clean:
-	rm -rf dist_bin dist_ts
+	rm -rf dist_bin dist_ts dist_pack
