@@ -8,6 +8,7 @@ require (
 	github.com/pion/stun/v3 v3.1.7
 	github.com/pires/go-proxyproto v0.15.0
 	github.com/sourcegraph/jsonrpc2 v0.2.3
+	go.yaml.in/yaml/v3 v3.0.6
 	golang.org/x/sys v0.41.0
 )
 
