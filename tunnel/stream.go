@@ -456,11 +456,10 @@ func (st *stream) hibernate() bool {
 	_ = st.conn.SetReadDeadline(time.Time{})
 	st.sleepy.Store(false)
 	p := st.sess.idle()
-	if p == nil || st.rd.rc == nil {
+	if p == nil {
 		return false
 	}
-	fd := -1
-	_ = st.rd.rc.Control(func(f uintptr) { fd = int(f) })
+	fd := st.rd.fd()
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.state.ended() {
