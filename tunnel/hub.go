@@ -37,7 +37,11 @@ type Hub struct {
 	junkLog  *ratelog.Limiter // connections refused before authentication
 	authLog  *ratelog.Limiter // edges refused at authentication
 
+	// draining is set by Shutdown: streams the edges open are refused.
+	draining atomic.Bool
+
 	mu          sync.Mutex
+	lnClosed    bool // the tunnel listener is closed (Shutdown or Close)
 	allowed     map[string]string
 	edges       map[string]*hubEdge
 	handshaking map[net.Conn]*pendingConn
@@ -233,7 +237,7 @@ func (h *Hub) Close() error {
 	h.closed = true
 	h.cancel()
 	var errs error
-	if err := h.ln.Close(); err != nil {
+	if err := h.closeListenerLocked(); err != nil {
 		errs = multierror.Append(errs, fmt.Errorf("closing tunnel listener: %w", err))
 	}
 	for c := range h.handshaking {
@@ -250,6 +254,70 @@ func (h *Hub) Close() error {
 	h.authLog.Flush()
 	h.log.Info("hub stopped")
 	return errs
+}
+
+// closeListenerLocked closes the tunnel listener once; h.mu is held.
+func (h *Hub) closeListenerLocked() error {
+	if h.lnClosed {
+		return nil
+	}
+	h.lnClosed = true
+	return h.ln.Close()
+}
+
+// Shutdown stops the hub gracefully, in the manner of http.Server.Shutdown:
+// it closes the tunnel listener at once and refuses every stream the edges
+// open from then on (the edge resets that client), lets the streams already
+// open run until none is left or ctx ends, then closes everything (Close).
+// Connected tunnels stay up meanwhile, so open streams keep flowing. It
+// returns ctx's error when streams were still open at the end.
+func (h *Hub) Shutdown(ctx context.Context) error {
+	h.draining.Store(true)
+	h.mu.Lock()
+	var lnErr error
+	if !h.closed {
+		lnErr = h.closeListenerLocked()
+	}
+	h.mu.Unlock()
+	if lnErr != nil {
+		h.log.Warn("closing tunnel listener", "err", lnErr)
+	}
+	h.log.Info("hub draining", "activeStreams", h.activeStreams())
+	err := waitIdle(ctx, h.activeStreams)
+	if err != nil {
+		h.log.Warn("hub drain cut short", "activeStreams", h.activeStreams(), "reason", err.Error())
+	}
+	return errors.Join(err, h.Close())
+}
+
+// activeStreams counts the streams of every connected edge.
+func (h *Hub) activeStreams() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, e := range h.edges {
+		for _, c := range e.connsLocked() {
+			n += c.ActiveStreams()
+		}
+	}
+	return n
+}
+
+// drainPoll is how often Shutdown looks at the active streams.
+const drainPoll = 20 * time.Millisecond
+
+// waitIdle waits until active returns 0 or ctx ends (then it returns ctx's error).
+func waitIdle(ctx context.Context, active func() int) error {
+	t := time.NewTicker(drainPoll)
+	defer t.Stop()
+	for active() > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
 }
 
 func (h *Hub) emit(name string, data any) {
@@ -432,7 +500,7 @@ func (h *Hub) authenticate(ctx context.Context, hc handshakeConn, addr netip.Add
 func (h *Hub) register(c *hubConn) (*hubEdge, bool) {
 	for {
 		h.mu.Lock()
-		if h.closed {
+		if h.closed || h.draining.Load() {
 			h.mu.Unlock()
 			return nil, false
 		}
@@ -486,6 +554,10 @@ func (h *Hub) register(c *hubConn) (*hubEdge, bool) {
 // targetHost:<edge port>, writes the PROXY header in one write before any
 // client byte, then relays until the stream ends. ctx ends with the tunnel.
 func (h *Hub) serveStream(ctx context.Context, edgeID string, st tunnelStream) {
+	if h.draining.Load() {
+		st.Reset("hub shutting down")
+		return
+	}
 	h.emit(EventStreamOpened, StreamEvent{EdgeID: edgeID, StreamID: st.ID()})
 	defer h.emit(EventStreamClosed, StreamEvent{EdgeID: edgeID, StreamID: st.ID()})
 	hdr := st.Header()
