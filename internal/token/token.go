@@ -44,7 +44,7 @@ type wire struct {
 
 // Encode returns t as a token. It checks t first (see Check).
 func Encode(t Token) (string, error) {
-	t.HubCertSHA256 = normalizeFingerprint(t.HubCertSHA256)
+	t.HubCertSHA256 = NormalizeFingerprint(t.HubCertSHA256)
 	if err := t.Check(); err != nil {
 		return "", err
 	}
@@ -102,7 +102,7 @@ func Decode(s string) (Token, error) {
 		}
 		t.HubPort = int(p)
 	}
-	t.HubCertSHA256 = normalizeFingerprint(t.HubCertSHA256)
+	t.HubCertSHA256 = NormalizeFingerprint(t.HubCertSHA256)
 	if err := t.Check(); err != nil {
 		return Token{}, err
 	}
@@ -140,8 +140,8 @@ func decodeBase64(s string) ([]byte, error) {
 	return nil, errors.New("not base64")
 }
 
-// normalizeFingerprint lowercases a hex fingerprint and drops colons, the
-// way certificate tools print them.
-func normalizeFingerprint(f string) string {
+// NormalizeFingerprint lowercases a hex fingerprint and drops the colons
+// that certificate tools print between its bytes.
+func NormalizeFingerprint(f string) string {
 	return strings.ToLower(strings.ReplaceAll(strings.TrimSpace(f), ":", ""))
 }
