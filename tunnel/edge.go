@@ -147,21 +147,14 @@ func (e *Edge) closeListenersLocked() error {
 // closes everything (Close). It returns ctx's error when streams were still
 // open at the end.
 func (e *Edge) Shutdown(ctx context.Context) error {
-	e.mu.Lock()
-	var lnErr error
-	if !e.closed {
-		lnErr = e.closeListenersLocked()
-	}
-	e.mu.Unlock()
-	if lnErr != nil {
-		e.log.Warn("closing listeners", "err", lnErr)
-	}
-	e.log.Info("edge draining", "activeStreams", e.activeStreams())
-	err := waitIdle(ctx, e.activeStreams)
-	if err != nil {
-		e.log.Warn("edge drain cut short", "activeStreams", e.activeStreams(), "reason", err.Error())
-	}
-	return errors.Join(err, e.Close())
+	return drain(ctx, e.log, "edge", func() error {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if e.closed {
+			return nil
+		}
+		return e.closeListenersLocked()
+	}, e.activeStreams, e.Close)
 }
 
 // activeStreams counts the streams of the tunnel (0 while disconnected).

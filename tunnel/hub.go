@@ -273,21 +273,14 @@ func (h *Hub) closeListenerLocked() error {
 // returns ctx's error when streams were still open at the end.
 func (h *Hub) Shutdown(ctx context.Context) error {
 	h.draining.Store(true)
-	h.mu.Lock()
-	var lnErr error
-	if !h.closed {
-		lnErr = h.closeListenerLocked()
-	}
-	h.mu.Unlock()
-	if lnErr != nil {
-		h.log.Warn("closing tunnel listener", "err", lnErr)
-	}
-	h.log.Info("hub draining", "activeStreams", h.activeStreams())
-	err := waitIdle(ctx, h.activeStreams)
-	if err != nil {
-		h.log.Warn("hub drain cut short", "activeStreams", h.activeStreams(), "reason", err.Error())
-	}
-	return errors.Join(err, h.Close())
+	return drain(ctx, h.log, "hub", func() error {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if h.closed {
+			return nil
+		}
+		return h.closeListenerLocked()
+	}, h.activeStreams, h.Close)
 }
 
 // activeStreams counts the streams of every connected edge.
@@ -301,23 +294,6 @@ func (h *Hub) activeStreams() int {
 		}
 	}
 	return n
-}
-
-// drainPoll is how often Shutdown looks at the active streams.
-const drainPoll = 20 * time.Millisecond
-
-// waitIdle waits until active returns 0 or ctx ends (then it returns ctx's error).
-func waitIdle(ctx context.Context, active func() int) error {
-	t := time.NewTicker(drainPoll)
-	defer t.Stop()
-	for active() > 0 {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
-	return nil
 }
 
 func (h *Hub) emit(name string, data any) {

@@ -25,6 +25,30 @@ func finishEcho(t *testing.T, c *net.TCPConn, sent, more string) {
 	}
 }
 
+// refuses reports whether a connection to addr is refused.
+func refuses(addr string) func() bool {
+	return func() bool {
+		nc, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			nc.Close()
+		}
+		return err != nil
+	}
+}
+
+// waitShutdown waits for a Shutdown that must return nil once the last stream ended.
+func waitShutdown(t *testing.T, done chan error) {
+	t.Helper()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Shutdown: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Shutdown did not return after the last stream ended")
+	}
+}
+
 // shutdownAsync runs shutdown in the background and returns its result channel.
 func shutdownAsync(shutdown func(context.Context) error, ctx context.Context) chan error {
 	done := make(chan error, 1)
@@ -42,27 +66,14 @@ func TestEdgeShutdownDrainsOpenStreams(t *testing.T) {
 	}
 	testutil.Eventually(t, 10*time.Second, "the stream is open", func() bool { return r.edge.Status().ActiveStreams == 1 })
 	done := shutdownAsync(r.edge.Shutdown, context.Background())
-	testutil.Eventually(t, 10*time.Second, "the listener refuses", func() bool {
-		nc, err := net.DialTimeout("tcp", r.edgeAddr, time.Second)
-		if err == nil {
-			nc.Close()
-		}
-		return err != nil
-	})
+	testutil.Eventually(t, 10*time.Second, "the listener refuses", refuses(r.edgeAddr))
 	select {
 	case err := <-done:
 		t.Fatalf("Shutdown returned %v with a stream open", err)
 	case <-time.After(100 * time.Millisecond):
 	}
 	finishEcho(t, c, "first ", "second")
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Shutdown: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Shutdown did not return after the last stream ended")
-	}
+	waitShutdown(t, done)
 	if r.edge.Status().Running {
 		t.Fatal("edge still running after Shutdown")
 	}
@@ -105,13 +116,7 @@ func TestHubShutdownDrainsAndRefusesNewStreams(t *testing.T) {
 	})
 	done := shutdownAsync(r.hub.Shutdown, context.Background())
 	tunnelAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(r.hub.Port()))
-	testutil.Eventually(t, 10*time.Second, "the tunnel port refuses", func() bool {
-		nc, err := net.DialTimeout("tcp", tunnelAddr, time.Second)
-		if err == nil {
-			nc.Close()
-		}
-		return err != nil
-	})
+	testutil.Eventually(t, 10*time.Second, "the tunnel port refuses", refuses(tunnelAddr))
 	// A new client gets through to the edge but its stream is refused: it is closed without an answer.
 	n := r.dial(t)
 	n.Write([]byte("refused?"))
@@ -121,14 +126,7 @@ func TestHubShutdownDrainsAndRefusesNewStreams(t *testing.T) {
 		t.Fatalf("a stream opened while draining got %q", got)
 	}
 	finishEcho(t, c, "first ", "second")
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Shutdown: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Shutdown did not return after the last stream ended")
-	}
+	waitShutdown(t, done)
 	if r.hub.Status().Running {
 		t.Fatal("hub still running after Shutdown")
 	}

@@ -94,8 +94,7 @@ func hubCmd(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	if *config == "" {
-		fmt.Fprintf(stderr, "remoteingress-bin hub: --config is required\n%s", hubUsage)
-		return 2
+		return missingFlag(stderr, "hub", "--config is required", hubUsage)
 	}
 	o, stop := standaloneOptions(stderr)
 	defer stop()
@@ -138,8 +137,7 @@ func edgeCmd(args []string, stdout, stderr io.Writer) int {
 		src.ListenPorts = list
 	}
 	if *config == "" && *tokenFile == "" && os.Getenv(standalone.EnvToken) == "" {
-		fmt.Fprintf(stderr, "remoteingress-bin edge: give --config, --token-file or %s\n%s", standalone.EnvToken, edgeUsage)
-		return 2
+		return missingFlag(stderr, "edge", "give --config, --token-file or "+standalone.EnvToken, edgeUsage)
 	}
 	o, stop := standaloneOptions(stderr)
 	defer stop()
@@ -176,8 +174,7 @@ func checkCmd(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	if *config == "" {
-		fmt.Fprintf(stderr, "remoteingress-bin check: --config is required\n%s", checkUsage)
-		return 2
+		return missingFlag(stderr, "check", "--config is required", checkUsage)
 	}
 	kind, err := standalone.Detect(*config)
 	if err == nil {
@@ -228,8 +225,7 @@ func tokenCmd(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	if *hub == "" || *edgeID == "" {
-		fmt.Fprintf(stderr, "remoteingress-bin token: --hub and --edge-id are required\n%s", tokenUsage)
-		return 2
+		return missingFlag(stderr, "token", "--hub and --edge-id are required", tokenUsage)
 	}
 	host, port, err := splitHub(*hub)
 	if err != nil {
@@ -248,8 +244,7 @@ func tokenCmd(args []string, stdout, stderr io.Writer) int {
 	case os.Getenv(standalone.EnvSecret) != "":
 		secret = os.Getenv(standalone.EnvSecret)
 	default:
-		fmt.Fprintf(stderr, "remoteingress-bin token: give --secret-file or set %s\n%s", standalone.EnvSecret, tokenUsage)
-		return 2
+		return missingFlag(stderr, "token", "give --secret-file or set "+standalone.EnvSecret, tokenUsage)
 	}
 	tok, err := token.Encode(token.Token{HubHost: host, HubPort: port, EdgeID: *edgeID, Secret: secret, HubCertSHA256: *pin})
 	if err != nil {
@@ -277,6 +272,12 @@ func splitHub(s string) (string, int, error) {
 		return "", 0, fmt.Errorf("%q has no host", s)
 	}
 	return host, port, nil
+}
+
+// missingFlag reports a flag that is missing: usage error, exit code 2.
+func missingFlag(stderr io.Writer, sub, msg, usage string) int {
+	fmt.Fprintf(stderr, "remoteingress-bin %s: %s\n%s", sub, msg, usage)
+	return 2
 }
 
 // helpCmd prints the usage, or a subcommand's.

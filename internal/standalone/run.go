@@ -48,6 +48,15 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
+// startLog makes the logger a loaded file asks for and logs the start.
+func (o Options) startLog(c Common, mode, path string) (*slog.Logger, *slog.LevelVar) {
+	level := new(slog.LevelVar)
+	setLevel(level, c.LogLevel)
+	log := newLogger(o.Stderr, c.LogFormat, level)
+	log.Info("remoteingress-bin starting", "version", o.Version, "mode", mode, "config", path, "pid", os.Getpid())
+	return log, level
+}
+
 // forceWait bounds how long a second signal waits for the close it forces.
 const forceWait = 2 * time.Second
 
@@ -65,10 +74,7 @@ func RunHub(path string, o Options) int {
 		fmt.Fprintf(o.Stderr, "remoteingress-bin hub: %v\n", err)
 		return 1
 	}
-	level := new(slog.LevelVar)
-	setLevel(level, f.LogLevel)
-	log := newLogger(o.Stderr, f.LogFormat, level)
-	log.Info("remoteingress-bin starting", "version", o.Version, "mode", "hub", "config", path, "pid", os.Getpid())
+	log, level := o.startLog(f.Common, "hub", path)
 	cfg := f.Hub
 	cfg.Logger = log
 	h, err := tunnel.StartHub(cfg, f.Allowed)
@@ -119,14 +125,7 @@ func RunHub(path string, o Options) int {
 					o.Notify.Ready()
 					continue
 				}
-				for _, k := range changedParams(params.StartHub, running, nf.Hub) {
-					log.Warn("config key changed; it takes effect at the next restart", "key", k)
-				}
-				if nf.LogFormat != f.LogFormat {
-					log.Warn("config key changed; it takes effect at the next restart", "key", "logFormat")
-					nf.LogFormat = f.LogFormat
-				}
-				setLevel(level, nf.LogLevel)
+				reloadCommon(log, level, changedParams(params.StartHub, running, nf.Hub), &f.Common, &nf.Common)
 				if nf.AllowedEdgesFile != f.AllowedEdgesFile {
 					w.close()
 					w = newWatcher(nf.AllowedEdgesFile, log)
@@ -155,10 +154,7 @@ func RunEdge(path string, src EdgeSources, o Options) int {
 		fmt.Fprintf(o.Stderr, "remoteingress-bin edge: %v\n", err)
 		return 1
 	}
-	level := new(slog.LevelVar)
-	setLevel(level, f.LogLevel)
-	log := newLogger(o.Stderr, f.LogFormat, level)
-	log.Info("remoteingress-bin starting", "version", o.Version, "mode", "edge", "config", path, "pid", os.Getpid())
+	log, level := o.startLog(f.Common, "edge", path)
 	cfg := f.Edge
 	cfg.Logger = log
 	e, err := tunnel.StartEdge(cfg)
@@ -180,19 +176,27 @@ func RunEdge(path string, src EdgeSources, o Options) int {
 			o.Notify.Ready()
 			continue
 		}
-		for _, k := range changedParams(params.StartEdge, running, nf.Edge) {
-			log.Warn("config key changed; it takes effect at the next restart", "key", k)
-		}
-		if nf.LogFormat != f.LogFormat {
-			log.Warn("config key changed; it takes effect at the next restart", "key", "logFormat")
-			nf.LogFormat = f.LogFormat
-		}
-		setLevel(level, nf.LogLevel)
+		reloadCommon(log, level, changedParams(params.StartEdge, running, nf.Edge), &f.Common, &nf.Common)
 		f = nf
 		log.Info("config reloaded", "config", path)
 		o.Notify.Ready()
 	}
 	return drain(e, syscall.SIGTERM, f.GracePeriod, o, log)
+}
+
+// reloadCommon is the part of a reload both sides share: it names the
+// changed keys that need a restart (restartOnly, and logFormat, which keeps
+// its running value) and applies logLevel; gracePeriodSecs applies by
+// itself, as the new Common replaces the old one.
+func reloadCommon(log *slog.Logger, level *slog.LevelVar, restartOnly []string, old, next *Common) {
+	if next.LogFormat != old.LogFormat {
+		restartOnly = append(restartOnly, "logFormat")
+		next.LogFormat = old.LogFormat
+	}
+	for _, k := range restartOnly {
+		log.Warn("config key changed; it takes effect at the next restart", "key", k)
+	}
+	setLevel(level, next.LogLevel)
 }
 
 // drain stops a hub or an edge gracefully: new connections are refused at
