@@ -3,6 +3,7 @@ module github.com/serve-zone/remoteingress
 go 1.26.8
 
 require (
+	github.com/fsnotify/fsnotify v1.10.1
 	github.com/google/go-cmp v0.7.0
 	github.com/hashicorp/go-multierror v1.1.1
 	github.com/pion/stun/v3 v3.1.7
