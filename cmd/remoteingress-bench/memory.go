@@ -13,17 +13,15 @@ const (
 
 // measureMemory holds cfg.MemLevels idle connections (each after one round
 // trip, so the target side exists) and reads the RSS of the set-up's
-// processes at each level. The client side of the connections lives in a
+// processes at each level, in its steady state (steadyRSS); per connection
+// is that RSS less the fresh processes' idle RSS, over the connections. The client side of the connections lives in a
 // hold process. The direct set-up has no process of its own and is skipped.
 func (b *bench) measureMemory(m *mode) error {
 	if len(m.procs) == 0 {
 		return nil
 	}
 	capacity, limitedBy := b.connCapacity(m)
-	base, _, err := m.rssKiB()
-	if err != nil {
-		return err
-	}
+	base := m.idleKiB
 	h, err := startHolder(b.kids, m.addr, b.cfg.Workers)
 	if err != nil {
 		return err
