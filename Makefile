@@ -16,7 +16,7 @@ STATICCHECK_VERSION := 0.8.2
 TOOLS_BIN   ?= $(firstword $(subst :, ,$(shell $(GO) env GOPATH)))/bin
 STATICCHECK := $(TOOLS_BIN)/staticcheck
 
-.PHONY: all help build dist ts test check test-go test-ts test-system fuzz demo bench bench-go vet fmt-check lint staticcheck clean
+.PHONY: all help build dist ts test check test-go test-ts test-system test-pack fuzz demo bench bench-go vet fmt-check lint staticcheck clean image image-check pack
 
 ## all: build and ts (the default target)
 all: build ts
@@ -34,6 +34,38 @@ build:
 dist:
 	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist_bin/$(BIN)_linux_amd64 ./cmd/$(BIN)
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist_bin/$(BIN)_linux_arm64 ./cmd/$(BIN)
+
+# The container image (make image): IMAGE_FROM=dist puts the binary of
+# make dist into a scratch image (Dockerfile.dist, nothing to pull);
+# IMAGE_FROM=source compiles it in a Go image (Dockerfile). IMAGE_BUILDER is
+# the first of podman, buildah, docker that is installed.
+IMAGE         ?= remoteingress:$(VERSION)
+IMAGE_ARCH    ?= $(shell $(GO) env GOARCH)
+IMAGE_FROM    ?= dist
+IMAGE_BUILDER ?= $(firstword $(foreach b,podman buildah docker,$(if $(shell command -v $(b) 2>/dev/null),$(b))))
+
+## image: the container image IMAGE (FROM scratch, uid 65532) with podman, buildah or docker
+## (IMAGE_FROM=dist: from make dist's binary, the default; IMAGE_FROM=source: compiled in a Go image)
+image:
+	@if [ -z "$(IMAGE_BUILDER)" ]; then echo "make image: no podman, buildah or docker installed" >&2; exit 1; fi
+ifeq ($(IMAGE_FROM),source)
+	$(IMAGE_BUILDER) build -f Dockerfile --platform linux/$(IMAGE_ARCH) --build-arg TARGETARCH=$(IMAGE_ARCH) --build-arg VERSION=$(VERSION) -t $(IMAGE) .
+else
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(IMAGE_ARCH) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist_bin/$(BIN)_linux_$(IMAGE_ARCH) ./cmd/$(BIN)
+	$(IMAGE_BUILDER) build -f Dockerfile.dist --platform linux/$(IMAGE_ARCH) --build-arg TARGETARCH=$(IMAGE_ARCH) --build-arg VERSION=$(VERSION) -t $(IMAGE) .
+endif
+
+## image-check: builds the image, checks its config (user, entrypoint, ports) and runs its binary's --version
+image-check: image
+	scripts/image-check.sh $(IMAGE_BUILDER) $(IMAGE) $(VERSION) $(IMAGE_ARCH)
+
+## pack: npm tarballs of the package and of each platform package (npm/) into dist_pack/
+pack: ts
+	VERSION=$(VERSION) GO=$(GO) node scripts/pack.mjs
+
+## test-pack: the packed tarballs installed into an empty directory and the seed README's flow run from there
+test-pack: pack
+	REMOTEINGRESS_PACK_DIR=$(CURDIR)/dist_pack node --test test/pack.test.mjs
 
 ## node_modules: the TypeScript package's dependencies, as package-lock.json pins them
 node_modules: package.json package-lock.json
@@ -64,8 +96,8 @@ staticcheck:
 		GOBIN='$(TOOLS_BIN)' $(GO) install honnef.co/go/tools/cmd/staticcheck@v$(STATICCHECK_VERSION); \
 	fi
 
-## test: every test: Go unit and integration tests (-race), the TypeScript package, and the system tests
-test: vet test-go test-ts test-system
+## test: every test: Go unit and integration tests (-race), the TypeScript package, the packed npm tarballs, and the system tests
+test: vet test-go test-ts test-pack test-system
 
 ## check: the quick subset for everyday work: format, vet, Go and TypeScript tests (no system tests)
 check: fmt-check vet test-go test-ts
@@ -101,4 +133,4 @@ bench-go:
 
 ## clean: removes the built binaries and the TypeScript output
 clean:
-	rm -rf dist_bin dist_ts
+	rm -rf dist_bin dist_ts dist_pack

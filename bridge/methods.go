@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"runtime"
 
+	"github.com/serve-zone/remoteingress/internal/params"
 	"github.com/serve-zone/remoteingress/tunnel"
 )
 
@@ -63,15 +64,8 @@ func (s *server) ping(*json.RawMessage) (any, error) {
 // listenHost?, tlsCertPem? with tlsKeyPem?, metricsListen?. Absent params take the engine's
 // defaults (tunnel.DefaultHubConfig).
 func (s *server) startHub(raw *json.RawMessage) (any, error) {
-	p := readParams("startHub", raw)
 	cfg := tunnel.DefaultHubConfig()
-	p.integer("tunnelPort", &cfg.TunnelPort)
-	p.str("targetHost", false, &cfg.TargetHost)
-	p.str("listenHost", false, &cfg.ListenHost)
-	p.str("tlsCertPem", false, &cfg.TLSCertPEM)
-	p.str("tlsKeyPem", false, &cfg.TLSKeyPEM)
-	p.str("metricsListen", false, &cfg.MetricsListen)
-	if err := p.done(); err != nil {
+	if err := decodeParams("startHub", params.StartHub, raw, &cfg); err != nil {
 		return nil, err
 	}
 	if err := checkConfig("startHub", cfg.Validate()); err != nil {
@@ -94,11 +88,11 @@ func (s *server) stopHub(*json.RawMessage) (any, error) {
 
 // updateAllowedEdges replaces the allow list: edges [{id, secret}].
 func (s *server) updateAllowedEdges(raw *json.RawMessage) (any, error) {
-	p := readParams("updateAllowedEdges", raw)
-	edges := p.edges("edges")
-	if err := p.done(); err != nil {
+	var list params.AllowedEdges
+	if err := decodeParams("updateAllowedEdges", params.UpdateAllowedEdges, raw, &list); err != nil {
 		return nil, err
 	}
+	edges := list.Edges
 	if err := checkConfig("updateAllowedEdges", tunnel.ValidateEdgeList(edges)); err != nil {
 		return nil, err
 	}
@@ -119,22 +113,8 @@ func (s *server) getHubStatus(*json.RawMessage) (any, error) {
 // tunnelConnections? (default 1), metricsListen?. Absent params take the engine's defaults
 // (tunnel.DefaultEdgeConfig).
 func (s *server) startEdge(raw *json.RawMessage) (any, error) {
-	p := readParams("startEdge", raw)
 	cfg := tunnel.DefaultEdgeConfig()
-	p.str("hubHost", true, &cfg.HubHost)
-	p.integer("hubPort", &cfg.HubPort)
-	p.str("edgeId", true, &cfg.EdgeID)
-	p.str("secret", true, &cfg.Secret)
-	p.ints("listenPorts", &cfg.ListenPorts)
-	p.str("listenHost", false, &cfg.ListenHost)
-	p.seconds("stunIntervalSecs", &cfg.StunInterval)
-	p.str("stunServer", false, &cfg.StunServer)
-	p.str("hubCertSha256", false, &cfg.HubCertSHA256)
-	p.str("hubCa", false, &cfg.HubCAPEM)
-	p.str("hubServerName", false, &cfg.HubServerName)
-	p.integer("tunnelConnections", &cfg.Connections)
-	p.str("metricsListen", false, &cfg.MetricsListen)
-	if err := p.done(); err != nil {
+	if err := decodeParams("startEdge", params.StartEdge, raw, &cfg); err != nil {
 		return nil, err
 	}
 	if err := checkConfig("startEdge", cfg.Validate()); err != nil {

@@ -188,10 +188,12 @@ func TestInvalidParams(t *testing.T) {
 	})
 }
 
-// ignoreFuncs leaves the logger and event sink out of config comparisons.
+// ignoreFuncs leaves the logger, the event sink and the engine's own
+// unexported tuning out of config comparisons.
 var ignoreFuncs = []cmp.Option{
 	cmpopts.IgnoreFields(tunnel.HubConfig{}, "Logger", "Events"),
 	cmpopts.IgnoreFields(tunnel.EdgeConfig{}, "Logger", "Events"),
+	cmpopts.IgnoreUnexported(tunnel.Tuning{}),
 }
 
 func TestStartHubParams(t *testing.T) {

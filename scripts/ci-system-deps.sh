@@ -7,6 +7,8 @@
 #   coturn          a real STUN server (turnserver), also for tunnel/stun's TestCoturn
 #   iproute2        ip (network namespaces, veth, TUN) and tc (netem)
 #   iptables        cutting a link without a clean close
+#   systemd         systemd-analyze verify on deploy/systemd's units
+#   podman          builds the container image (make image-check)
 #
 # Idempotent and quiet: it does nothing when every tool is there. The
 # packages' own services (nginx, haproxy, coturn) are never started: the
@@ -32,7 +34,7 @@ have() {
 }
 
 missing=
-for pair in nginx:nginx haproxy:haproxy wrk:wrk turnserver:coturn ip:iproute2 tc:iproute2 iptables:iptables; do
+for pair in nginx:nginx haproxy:haproxy wrk:wrk turnserver:coturn ip:iproute2 tc:iproute2 iptables:iptables systemd-analyze:systemd podman:podman; do
 	tool=${pair%%:*}
 	pkg=${pair#*:}
 	if ! have "$tool"; then
@@ -86,4 +88,5 @@ if ! grep -q '^sch_netem ' /proc/modules 2>/dev/null; then
 fi
 
 echo "ci-system-deps: nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'), $(haproxy -v 2>/dev/null | head -n1 | cut -d' ' -f1-3)," \
-	"wrk $(wrk -v 2>&1 | head -n1 | cut -d' ' -f2), coturn $(turnserver --version 2>/dev/null || echo '?'), $(ip -V 2>/dev/null), $(iptables --version 2>/dev/null)"
+	"wrk $(wrk -v 2>&1 | head -n1 | cut -d' ' -f2), coturn $(turnserver --version 2>/dev/null || echo '?'), $(ip -V 2>/dev/null), $(iptables --version 2>/dev/null)," \
+	"$(systemd-analyze --version 2>/dev/null | head -n1), $(podman --version 2>/dev/null)"

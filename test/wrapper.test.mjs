@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { RemoteIngressHub, RemoteIngressEdge } from '../dist_ts/index.js';
-import { binarySearch, localBinaryPaths, platformSuffix, packageDir } from '../dist_ts/paths.js';
+import { binarySearch, localBinaryPaths, platformSuffix, packageDir, platformPackageName } from '../dist_ts/paths.js';
 import { waitForEvent, recordEvents, waitProcessGone } from './fixtures/helpers';
 
 const FAKE = fileURLToPath(new URL('./fixtures/fake-engine', import.meta.url));
@@ -75,9 +75,17 @@ test('binary search order follows the contract', (t) => {
 
   const search = binarySearch(undefined);
   assert.equal(search.source, 'search');
-  assert.equal(search.locatorOptions.envVarName, 'REMOTEINGRESS_BINARY');
-  assert.deepEqual(search.locatorOptions.localPaths, locals);
-  assert.equal(search.locatorOptions.searchSystemPath, true);
+  // dist_bin/ first, then the platform package, then the PATH (two passes,
+  // since smartrust's locator checks a platform package before local paths).
+  assert.equal(search.passes.length, 2);
+  const [first, second] = search.passes;
+  assert.deepEqual(first.localPaths, locals);
+  assert.equal(first.platformPackagePrefix, undefined);
+  assert.equal(first.searchSystemPath, false);
+  assert.equal(second.platformPackagePrefix, '@serve.zone/remoteingress');
+  assert.equal(`${second.platformPackagePrefix}-${process.platform}-${process.arch}`, platformPackageName());
+  assert.equal(second.searchSystemPath, true);
+  assert.match(search.notFoundMessage, new RegExp(platformPackageName()));
 
   process.env.REMOTEINGRESS_BINARY = '/somewhere/remoteingress-bin';
   assert.equal(binarySearch(undefined).source, 'env');

@@ -95,13 +95,24 @@ export class EngineProcess {
       },
     };
 
-    const locator = new RustBinaryLocator(search.locatorOptions, bridgeLogger);
-    const found = await locator.findBinary();
+    let found: string | null = null;
+    for (const pass of search.passes) {
+      // A miss in an early pass is no error: the next one may find it.
+      const passLogger: IRustBridgeLogger = {
+        log: (level, message, data) => {
+          if (level !== 'error') bridgeLogger.log(level, message, data);
+        },
+      };
+      found = await new RustBinaryLocator(pass, passLogger).findBinary();
+      if (found) break;
+    }
     if (!found) throw new Error(search.notFoundMessage);
 
     const bridge = new RustBridge({
-      ...search.locatorOptions,
+      binaryName: search.locatorOptions.binaryName,
       binaryPath: found,
+      localPaths: [],
+      searchSystemPath: false,
       cliArgs: ['--management'],
       requestTimeoutMs: opts.requestTimeoutMs ?? 30000,
       readyTimeoutMs: opts.readyTimeoutMs ?? 10000,

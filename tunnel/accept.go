@@ -30,8 +30,8 @@ func acceptConns(ctx context.Context, ln net.Listener, log *slog.Logger, handle 
 			handle(conn)
 			continue
 		}
-		if ctx.Err() != nil {
-			return
+		if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+			return // closed on purpose (Close, Shutdown)
 		}
 		var ne net.Error
 		if !(errors.As(err, &ne) && ne.Timeout()) && !isTemporaryAcceptError(err) {

@@ -54,6 +54,11 @@ const (
 	DefaultKeepaliveTimeout  = 30 * time.Second
 	DefaultHandshakeTimeout  = 10 * time.Second
 	DefaultMaxStreams        = 1 << 16
+	// DefaultIdleAfter: a stream whose socket has been silent this long (one
+	// to two times it, as the sweep runs at this interval) hibernates: its
+	// upstream goroutine ends and the session's idle poller watches the
+	// socket instead (hibernate_linux.go).
+	DefaultIdleAfter = time.Second
 )
 
 // ConfigError is a configuration value the engine refuses. Field names it the
@@ -132,6 +137,10 @@ type Tuning struct {
 	// The edge refuses clients beyond it; an edge that opens more is in
 	// violation of the protocol.
 	MaxStreams int
+
+	// idleAfter is how long a stream waits silent in a read before it
+	// hibernates (default DefaultIdleAfter; tests shorten it).
+	idleAfter time.Duration
 }
 
 // DefaultTuning returns a Tuning with every field at its default.
@@ -161,6 +170,9 @@ func (t Tuning) withDefaults() Tuning {
 	}
 	if t.MaxStreams <= 0 {
 		t.MaxStreams = DefaultMaxStreams
+	}
+	if t.idleAfter <= 0 {
+		t.idleAfter = DefaultIdleAfter
 	}
 	return t
 }

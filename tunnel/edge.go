@@ -41,6 +41,7 @@ type Edge struct {
 	firewallRefused atomic.Uint64 // stays 0 until the edge has a firewall
 
 	mu        sync.Mutex
+	lnClosed  bool       // the listeners are closed (Shutdown or Close)
 	tunnel    *edgeConns // nil while disconnected
 	publicIP  string
 	lastError string
@@ -121,19 +122,56 @@ func (e *Edge) Close() error {
 	e.closed = true
 	e.cancel()
 	tunnel := e.tunnel
+	errs := e.closeListenersLocked()
 	e.mu.Unlock()
-	var errs error
-	for i, ln := range e.listeners {
-		if err := ln.Close(); err != nil {
-			errs = multierror.Append(errs, fmt.Errorf("closing listener on port %d: %w", e.ports[i], err))
-		}
-	}
 	if tunnel != nil {
 		tunnel.close("edge stopping")
 	}
 	e.wg.Wait()
 	e.log.Info("edge stopped")
 	return errs
+}
+
+// closeListenersLocked closes the listeners once; e.mu is held.
+func (e *Edge) closeListenersLocked() error {
+	if e.lnClosed {
+		return nil
+	}
+	e.lnClosed = true
+	var errs error
+	for i, ln := range e.listeners {
+		if err := ln.Close(); err != nil {
+			errs = multierror.Append(errs, fmt.Errorf("closing listener on port %d: %w", e.ports[i], err))
+		}
+	}
+	return errs
+}
+
+// Shutdown stops the edge gracefully, in the manner of http.Server.Shutdown:
+// it closes the listeners at once (new clients are refused by the kernel),
+// lets the streams already open run until none is left or ctx ends, then
+// closes everything (Close). It returns ctx's error when streams were still
+// open at the end.
+func (e *Edge) Shutdown(ctx context.Context) error {
+	return drain(ctx, e.log, "edge", func() error {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if e.closed {
+			return nil
+		}
+		return e.closeListenersLocked()
+	}, e.activeStreams, e.Close)
+}
+
+// activeStreams counts the streams of the tunnel (0 while disconnected).
+func (e *Edge) activeStreams() int {
+	e.mu.Lock()
+	t := e.tunnel
+	e.mu.Unlock()
+	if t == nil {
+		return 0
+	}
+	return t.activeStreams()
 }
 
 func (e *Edge) emit(name string, data any) {

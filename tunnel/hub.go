@@ -37,7 +37,11 @@ type Hub struct {
 	junkLog  *ratelog.Limiter // connections refused before authentication
 	authLog  *ratelog.Limiter // edges refused at authentication
 
+	// draining is set by Shutdown: streams the edges open are refused.
+	draining atomic.Bool
+
 	mu          sync.Mutex
+	lnClosed    bool // the tunnel listener is closed (Shutdown or Close)
 	allowed     map[string]string
 	edges       map[string]*hubEdge
 	handshaking map[net.Conn]*pendingConn
@@ -240,7 +244,7 @@ func (h *Hub) Close() error {
 	h.closed = true
 	h.cancel()
 	var errs error
-	if err := h.ln.Close(); err != nil {
+	if err := h.closeListenerLocked(); err != nil {
 		errs = multierror.Append(errs, fmt.Errorf("closing tunnel listener: %w", err))
 	}
 	for c := range h.handshaking {
@@ -257,6 +261,46 @@ func (h *Hub) Close() error {
 	h.authLog.Flush()
 	h.log.Info("hub stopped")
 	return errs
+}
+
+// closeListenerLocked closes the tunnel listener once; h.mu is held.
+func (h *Hub) closeListenerLocked() error {
+	if h.lnClosed {
+		return nil
+	}
+	h.lnClosed = true
+	return h.ln.Close()
+}
+
+// Shutdown stops the hub gracefully, in the manner of http.Server.Shutdown:
+// it closes the tunnel listener at once and refuses every stream the edges
+// open from then on (the edge resets that client), lets the streams already
+// open run until none is left or ctx ends, then closes everything (Close).
+// Connected tunnels stay up meanwhile, so open streams keep flowing. It
+// returns ctx's error when streams were still open at the end.
+func (h *Hub) Shutdown(ctx context.Context) error {
+	h.draining.Store(true)
+	return drain(ctx, h.log, "hub", func() error {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if h.closed {
+			return nil
+		}
+		return h.closeListenerLocked()
+	}, h.activeStreams, h.Close)
+}
+
+// activeStreams counts the streams of every connected edge.
+func (h *Hub) activeStreams() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, e := range h.edges {
+		for _, c := range e.connsLocked() {
+			n += c.ActiveStreams()
+		}
+	}
+	return n
 }
 
 func (h *Hub) emit(name string, data any) {
@@ -362,7 +406,12 @@ func (h *Hub) serveTunnel(c *hubConn) {
 		h.log.Info("edge connected", "edgeId", e.id, "remote", c.remote, "connections", int(c.set.Size))
 		h.emit(EventEdgeConnected, EdgeEvent{EdgeID: e.id, RemoteAddr: c.remote})
 	}
-	reason := c.conn.Serve(func(ctx context.Context, st tunnelStream) { h.serveStream(ctx, e.id, st) })
+	id := e.id
+	reason := c.conn.Serve(&streamHandler{
+		opened: func(st tunnelStream) { h.emit(EventStreamOpened, StreamEvent{EdgeID: id, StreamID: st.ID()}) },
+		serve:  func(ctx context.Context, st tunnelStream) { h.serveStream(ctx, id, st) },
+		closed: func(st tunnelStream) { h.emit(EventStreamClosed, StreamEvent{EdgeID: id, StreamID: st.ID()}) },
+	})
 	h.mu.Lock()
 	e.conns[c.set.Index] = nil
 	last := len(e.connsLocked()) == 0
@@ -441,7 +490,7 @@ func (h *Hub) authenticate(ctx context.Context, hc handshakeConn, addr netip.Add
 func (h *Hub) register(c *hubConn) (*hubEdge, bool) {
 	for {
 		h.mu.Lock()
-		if h.closed {
+		if h.closed || h.draining.Load() {
 			h.mu.Unlock()
 			return nil, false
 		}
@@ -493,10 +542,12 @@ func (h *Hub) register(c *hubConn) (*hubEdge, bool) {
 
 // serveStream serves a stream the edge opened: it connects it to
 // targetHost:<edge port>, writes the PROXY header in one write before any
-// client byte, then relays until the stream ends. ctx ends with the tunnel.
+// client byte, then hands the stream the connection. ctx ends with the tunnel.
 func (h *Hub) serveStream(ctx context.Context, edgeID string, st tunnelStream) {
-	h.emit(EventStreamOpened, StreamEvent{EdgeID: edgeID, StreamID: st.ID()})
-	defer h.emit(EventStreamClosed, StreamEvent{EdgeID: edgeID, StreamID: st.ID()})
+	if h.draining.Load() {
+		st.Reset("hub shutting down")
+		return
+	}
 	hdr := st.Header()
 	addr := net.JoinHostPort(h.cfg.TargetHost, strconv.Itoa(int(hdr.Destination.Port())))
 	d := net.Dialer{Timeout: h.cfg.DialTimeout}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,10 +46,12 @@ type localCloseError struct{ Reason string }
 
 func (e *localCloseError) Error() string { return e.Reason }
 
-// sessionHooks lets the hub react to new streams (see Serve).
+// sessionHooks lets the hub react to stream life (see Serve).
 type sessionHooks struct {
 	// open is called by the hub's reader for each valid OPEN; it must not block.
 	open func(st *stream, hdr proxyproto.Header)
+	// closed is called once per stream when it is gone.
+	closed func(st *stream)
 }
 
 // session is one authenticated tunnel: a reader goroutine that dispatches
@@ -90,6 +93,9 @@ type session struct {
 	writerDone chan struct{}
 	wg         sync.WaitGroup // stream goroutines
 
+	pollerOnce sync.Once
+	poller     *idlePoller // the sockets of hibernating streams; see idle
+
 	stats *streamCounters // streams and bytes, for metrics (see countInto)
 }
 
@@ -130,8 +136,83 @@ func (s *session) run() error {
 	<-s.writerDone
 	<-kaDone
 	s.abortAll()
+	s.pollerOnce.Do(func() {}) // no poller from now on
+	if s.poller != nil {
+		s.poller.close()
+	}
 	s.wg.Wait()
 	return s.closeErr
+}
+
+// idle returns the session's idle poller, made at first use; nil where
+// streams cannot hibernate, and once the session has ended.
+func (s *session) idle() *idlePoller {
+	s.pollerOnce.Do(func() { s.poller = newIdlePoller(s) })
+	return s.poller
+}
+
+// sweepIdle asks the streams whose upstream has waited in one read since
+// the last sweep to hibernate: a read deadline in the past wakes the read,
+// and upstream hands the socket to the idle poller (stream.hibernate).
+func (s *session) sweepIdle() {
+	var sleepers []*stream
+	s.mu.Lock()
+	for _, st := range s.streams {
+		seq := st.readSeq.Load()
+		if seq == st.sweptSeq && st.inRead.Load() && !st.sleepy.Load() {
+			st.sleepy.Store(true)
+			sleepers = append(sleepers, st)
+		}
+		st.sweptSeq = seq
+	}
+	s.mu.Unlock()
+	past := time.Unix(1, 0)
+	for _, st := range sleepers {
+		_ = st.conn.SetReadDeadline(past)
+	}
+	if len(sleepers) >= releaseAfterSleepers {
+		scheduleMemoryRelease()
+	}
+}
+
+// After a wave of streams hibernated, the stacks their goroutines grew (4 to
+// 8 KiB each, on TLS writes and dials) are free but still held by the
+// process. Go's scavenger hands such memory back slowly and keeps a heap's
+// worth; a process holding thousands of idle connections would keep the
+// peak of their arrival for good. So after a sweep that put at least
+// releaseAfterSleepers streams to sleep, the memory is handed back to the
+// kernel, a moment later (when they have hibernated) and at most once per
+// releaseEvery (a wave within that time waits for its end): a garbage
+// collection of a heap that holds idle streams takes milliseconds.
+const (
+	releaseAfterSleepers = 256
+	releaseDelay         = time.Second
+	releaseEvery         = 5 * time.Second
+)
+
+var memoryRelease struct {
+	mu      sync.Mutex
+	pending bool
+	last    time.Time
+}
+
+// scheduleMemoryRelease returns free memory to the kernel soon, unless a
+// release is already due.
+func scheduleMemoryRelease() {
+	r := &memoryRelease
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.pending {
+		return
+	}
+	r.pending = true
+	delay := max(releaseDelay, time.Until(r.last.Add(releaseEvery)))
+	time.AfterFunc(delay, func() {
+		debug.FreeOSMemory()
+		r.mu.Lock()
+		r.pending, r.last = false, time.Now()
+		r.mu.Unlock()
+	})
 }
 
 // close ends the session once; the first reason wins. A local reason is
@@ -421,12 +502,16 @@ func (s *session) keepalive(done chan struct{}) {
 	slack := tick / 2
 	t := time.NewTicker(tick)
 	defer t.Stop()
+	idle := time.NewTicker(s.tuning.idleAfter)
+	defer idle.Stop()
 	lastCount, lastSeen, lastPing := s.recvFrames.Load(), time.Now(), time.Now()
 	var seq uint64
 	for {
 		select {
 		case <-s.done():
 			return
+		case <-idle.C:
+			s.sweepIdle()
 		case now := <-t.C:
 			if c := s.recvFrames.Load(); c != lastCount {
 				lastCount, lastSeen = c, now

@@ -41,6 +41,15 @@ func rawConn(c net.Conn) syscall.RawConn {
 	return nil
 }
 
+// fd is the connection's file descriptor, or -1 when it has none.
+func (r *connReader) fd() int {
+	fd := -1
+	if r.rc != nil {
+		_ = r.rc.Control(func(f uintptr) { fd = int(f) })
+	}
+	return fd
+}
+
 func (r *connReader) readFD(fd uintptr) bool {
 	bp := getBuf(headerLen + r.limit)
 	for {

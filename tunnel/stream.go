@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/serve-zone/remoteingress/tunnel/proxyproto"
 )
@@ -42,6 +44,14 @@ type stream struct {
 	recvUnacked uint32        // received and not yet credited back
 	consumed    uint32        // written to conn, not yet credited back
 	doneCh      chan struct{} // closed when the stream has finished
+	sleepFD     int           // the socket's descriptor while hibernating
+
+	// Idleness, for session.sweepIdle: upstream counts its reads and says
+	// when it waits in one; the sweeper asks an idle stream to hibernate.
+	readSeq  atomic.Uint32
+	inRead   atomic.Bool
+	sleepy   atomic.Bool // hibernation asked for: the read deadline is in the past
+	sweptSeq uint32      // readSeq at the last sweep; the sweeper's own
 }
 
 // streamState is the state of a stream, guarded by stream.mu: one bit per
@@ -50,7 +60,7 @@ type stream struct {
 // both sides at once, which is no reset; it has ended normally when both
 // directions are closed, or at once when aborted. Every bit but writing and
 // blockedSent is set once and never cleared.
-type streamState uint8
+type streamState uint16
 
 const (
 	stReady       streamState = 1 << iota // conn is attached (hub: dialled and header written)
@@ -61,6 +71,7 @@ const (
 	stLocalFin                            // our FIN is sent
 	stAborted                             // ended at once: conn reset, queued bytes dropped
 	stFinished                            // gone: doneCh closed, removed from the session
+	stHibernating                         // idle: no upstream goroutine, the socket is in the idle poller
 )
 
 // has reports whether every bit of f is set.
@@ -380,7 +391,16 @@ func (st *stream) upstream() {
 			return
 		}
 		limit := min(credit, chunk)
+		st.inRead.Store(true)
 		bp, n, err := st.rd.read(limit)
+		st.inRead.Store(false)
+		st.readSeq.Add(1)
+		if n == 0 && st.sleepy.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
+			if st.hibernate() {
+				return
+			}
+			continue
+		}
 		chunk = nextReadChunk(chunk, limit, n)
 		if n > 0 {
 			st.mu.Lock()
@@ -426,6 +446,45 @@ func (st *stream) upstream() {
 		st.abort(fmt.Sprintf("read failed: %v", err), true)
 		return
 	}
+}
+
+// hibernate ends the upstream goroutine of a stream that the sweeper found
+// idle, and hands its socket to the session's idle poller, which starts
+// upstream again when the socket becomes readable: an idle stream then costs
+// no goroutine, and no stack grown by its last write through TLS. It reports
+// false when the stream must go on as it was (no poller, no descriptor).
+func (st *stream) hibernate() bool {
+	_ = st.conn.SetReadDeadline(time.Time{})
+	st.sleepy.Store(false)
+	p := st.sess.idle()
+	if p == nil {
+		return false
+	}
+	fd := st.rd.fd()
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.state.ended() {
+		return true // aborted meanwhile: upstream has nothing left to do
+	}
+	if fd < 0 || !p.add(fd, st) {
+		return false
+	}
+	st.state.set(stHibernating)
+	st.sleepFD = fd
+	return true
+}
+
+// wakeUp starts upstream again for a hibernating stream whose socket is
+// readable. The idle poller calls it.
+func (st *stream) wakeUp() {
+	st.mu.Lock()
+	if !st.state.has(stHibernating) || st.state.ended() {
+		st.mu.Unlock()
+		return
+	}
+	st.state.clear(stHibernating)
+	st.mu.Unlock()
+	st.sess.goSafe(st.upstream)
 }
 
 // nextReadChunk is the read size after a read of n bytes with the given
@@ -487,6 +546,10 @@ func (st *stream) abort(reason string, sendReset bool) {
 	}
 	st.recvQ = nil
 	conn := st.conn
+	if st.state.has(stHibernating) {
+		st.state.clear(stHibernating)
+		st.sess.idle().remove(st.sleepFD, st)
+	}
 	st.mu.Unlock()
 	if sendReset && st.id != 0 {
 		st.sess.ctrl.reset(st.id, reason)
@@ -526,6 +589,9 @@ func (st *stream) finish() {
 	st.sess.removeStream(st)
 	st.sess.slots.release()
 	st.sess.stats.closed.Add(1)
+	if st.sess.hooks.closed != nil {
+		st.sess.hooks.closed(st)
+	}
 }
 
 type closeWriter interface{ CloseWrite() error }

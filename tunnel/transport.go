@@ -31,17 +31,29 @@ type tunnelConn interface {
 	// background until both directions have ended (half-closes and resets
 	// pass through), then closes local. On error local was not taken.
 	OpenStream(hdr proxyproto.Header, local net.Conn) error
-	// Serve runs the connection until it ends and returns why. For each
-	// stream the peer opens it calls accept on a goroutine of its own, with a
-	// context that ends with the connection; accept may be nil where the
-	// peer opens none (the edge).
-	Serve(accept func(ctx context.Context, st tunnelStream)) error
+	// Serve runs the connection until it ends and returns why, serving the
+	// streams the peer opens with h; h is nil where the peer opens none (the
+	// edge), and then a stream the peer opens is reset.
+	Serve(h *streamHandler) error
 	// Close ends the connection and its streams, telling the peer reason.
 	Close(reason string)
 	// ActiveStreams counts the streams open now.
 	ActiveStreams() int
 	// ConnectionState is the TLS state the connection runs on.
 	ConnectionState() tls.ConnectionState
+}
+
+// streamHandler serves the streams a peer opens (the hub's side).
+type streamHandler struct {
+	// opened is called for each stream as it opens, in the order the peer
+	// opened them, before anything else happens to it; it must not block.
+	opened func(st tunnelStream)
+	// serve runs on a goroutine of its own for each stream, with a context
+	// that ends with the connection: it connects the stream (Attach) or
+	// refuses it (Reset).
+	serve func(ctx context.Context, st tunnelStream)
+	// closed is called once for each stream, when it has ended both ways.
+	closed func(st tunnelStream)
 }
 
 // tunnelStream is a stream the peer opened, waiting for its local end.
@@ -51,9 +63,9 @@ type tunnelStream interface {
 	// Header is the PROXY header the stream was opened with.
 	Header() proxyproto.Header
 	// Attach hands the stream its local connection (the target, the PROXY
-	// header already written) and relays until the stream has ended both
-	// ways; local is closed then. A stream reset meanwhile closes local at
-	// once.
+	// header already written); the stream relays until it has ended both
+	// ways and closes local then. A stream reset meanwhile closes local at
+	// once. Attach may return before the stream ends.
 	Attach(local net.Conn)
 	// Reset refuses or aborts the stream: the peer's side is reset, with reason.
 	Reset(reason string)
@@ -70,12 +82,14 @@ func (s *session) OpenStream(hdr proxyproto.Header, local net.Conn) error {
 }
 
 // Serve implements tunnelConn.
-func (s *session) Serve(accept func(ctx context.Context, st tunnelStream)) error {
+func (s *session) Serve(h *streamHandler) error {
 	s.hooks.open = func(st *stream, _ proxyproto.Header) { st.abort("this side accepts no streams", true) }
-	if accept != nil {
+	if h != nil {
 		s.hooks.open = func(st *stream, _ proxyproto.Header) {
-			s.goSafe(func() { accept(s.ctx, st) })
+			h.opened(st)
+			s.goSafe(func() { h.serve(s.ctx, st) })
 		}
+		s.hooks.closed = func(st *stream) { h.closed(st) }
 	}
 	return s.run()
 }
@@ -107,7 +121,6 @@ func (st *stream) Attach(local net.Conn) {
 		return
 	}
 	st.upstream()
-	<-st.doneCh
 }
 
 // Reset implements tunnelStream.

@@ -175,6 +175,7 @@ func (b *bench) setup() error {
 		if err != nil {
 			return err
 		}
+		m.idleKiB = sum
 		b.res.set("rss_idle_mib", m.name, float64(sum)/1024)
 		b.res.detail(m.name, "rssIdleKiB", each)
 	}

@@ -13,17 +13,15 @@ const (
 
 // measureMemory holds cfg.MemLevels idle connections (each after one round
 // trip, so the target side exists) and reads the RSS of the set-up's
-// processes at each level. The client side of the connections lives in a
+// processes at each level, in its steady state (steadyRSS); per connection
+// is that RSS less the fresh processes' idle RSS, over the connections. The client side of the connections lives in a
 // hold process. The direct set-up has no process of its own and is skipped.
 func (b *bench) measureMemory(m *mode) error {
 	if len(m.procs) == 0 {
 		return nil
 	}
 	capacity, limitedBy := b.connCapacity(m)
-	base, _, err := m.rssKiB()
-	if err != nil {
-		return err
-	}
+	base := m.idleKiB
 	h, err := startHolder(b.kids, m.addr, b.cfg.Workers)
 	if err != nil {
 		return err
@@ -52,12 +50,14 @@ func (b *bench) measureMemory(m *mode) error {
 				b.res.problem("memory, %s: %v", m.name, err)
 			}
 		}
-		time.Sleep(500 * time.Millisecond)
-		sum, each, err := m.rssKiB()
+		sum, each, err := b.steadyRSS(m)
 		if err != nil {
 			return err
 		}
 		b.res.set(fmt.Sprintf("rss_%d_mib", level), m.name, float64(sum)/1024)
+		if held > 0 {
+			b.res.set(fmt.Sprintf("mem_kib_per_conn_%d", level), m.name, float64(sum-base)/float64(held))
+		}
 		levels[fmt.Sprint(level)] = map[string]any{"held": held, "rssKiB": each}
 		top, topRSS = held, sum
 		if held < want {
@@ -112,4 +112,43 @@ func (b *bench) waitStreams(m *mode, n int) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// Held connections are measured in their steady state, the one a server
+// holding idle connections lives in: the RSS is read every rssPoll once
+// rssSettleMin has passed, until two reads agree within 1% (or rssSettleMax).
+// The tunnel hibernates a stream whose socket has been silent for a second
+// or two; the relay has nothing of the kind, and waiting costs it nothing.
+const (
+	rssSettleMin = 3 * time.Second
+	rssSettleMax = 10 * time.Second
+	rssPoll      = 500 * time.Millisecond
+)
+
+// steadyRSS waits for the set-up's RSS to settle and returns it.
+func (b *bench) steadyRSS(m *mode) (int64, map[string]int64, error) {
+	start := time.Now()
+	time.Sleep(rssSettleMin)
+	last, each, err := m.rssKiB()
+	for err == nil && time.Since(start) < rssSettleMax {
+		time.Sleep(rssPoll)
+		var sum int64
+		sum, each, err = m.rssKiB()
+		if err != nil {
+			break
+		}
+		settled := abs(sum-last)*100 <= last
+		last = sum
+		if settled {
+			break
+		}
+	}
+	return last, each, err
+}
+
+func abs(v int64) int64 {
+	if v < 0 {
+		return -v
+	}
+	return v
 }

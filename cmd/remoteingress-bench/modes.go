@@ -15,6 +15,10 @@ type mode struct {
 	hub   *mgmt    // tunnel only
 	edge  *mgmt    // tunnel only
 	info  map[string]any
+	// idleKiB is the RSS of the fresh processes, before any row ran: the
+	// base of the memory rows, so that what earlier rows left in a heap (and
+	// a process may or may not have handed back since) counts for no side.
+	idleKiB int64
 
 	metricsAddrs []string // the hub's and the edge's metricsListen, when on
 }

@@ -56,6 +56,9 @@ func rowDefs(cfg config) []rowDef {
 	for _, n := range cfg.MemLevels {
 		defs = append(defs, rowDef{Key: fmt.Sprintf("rss_%d_mib", n), Label: fmt.Sprintf("memory, RSS holding %d connections", n), Unit: "MiB", Better: "lower", decimals: 1, modes: procs})
 	}
+	for _, n := range cfg.MemLevels[:len(cfg.MemLevels)-1] {
+		defs = append(defs, rowDef{Key: fmt.Sprintf("mem_kib_per_conn_%d", n), Label: fmt.Sprintf("memory per connection (at %d)", n), Unit: "KiB", Better: "lower", decimals: 1, modes: procs})
+	}
 	top := cfg.MemLevels[len(cfg.MemLevels)-1]
 	defs = append(defs,
 		rowDef{Key: "mem_conns_reached", Label: "memory, connections reached", Unit: "conns", Better: "higher", decimals: 0, modes: procs},

@@ -227,17 +227,24 @@ func (p *proc) answer(id any) map[string]any {
 // waitExit waits for the process to exit within limit and returns its code.
 func (p *proc) waitExit(limit time.Duration) int {
 	p.t.Helper()
+	return waitExited(p.t, "the process", p.exited, &p.err, limit)
+}
+
+// waitExited waits for exited to close within limit, then returns the exit
+// code that *err (the result of Wait) holds.
+func waitExited(t *testing.T, name string, exited <-chan struct{}, err *error, limit time.Duration) int {
+	t.Helper()
 	select {
-	case <-p.exited:
+	case <-exited:
 	case <-time.After(limit):
-		p.t.Fatalf("the process did not exit within %s", limit)
+		t.Fatalf("%s did not exit within %s", name, limit)
 	}
 	var ee *exec.ExitError
-	if errors.As(p.err, &ee) {
+	if errors.As(*err, &ee) {
 		return ee.ExitCode()
 	}
-	if p.err != nil {
-		p.t.Fatalf("wait: %v", p.err)
+	if *err != nil {
+		t.Fatalf("wait: %v", *err)
 	}
 	return 0
 }

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+
+	"golang.org/x/sys/unix"
 )
 
 // Ready sends READY=1: the service is up (listening). It reports whether a
@@ -17,6 +19,25 @@ func Ready() (bool, error) { return Notify("READY=1") }
 
 // Stopping sends STOPPING=1: the service is shutting down.
 func Stopping() (bool, error) { return Notify("STOPPING=1") }
+
+// Reloading sends RELOADING=1 with MONOTONIC_USEC (which Type=notify-reload
+// units want): a reload begins; Ready ends it.
+func Reloading() (bool, error) {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return Notify("RELOADING=1")
+	}
+	return Notify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", ts.Nano()/1000))
+}
+
+// Service is Ready, Reloading and Stopping as methods, their results
+// dropped (systemd not listening changes nothing for the service): the
+// shape of standalone.Notifier.
+type Service struct{}
+
+func (Service) Ready()     { _, _ = Ready() }
+func (Service) Reloading() { _, _ = Reloading() }
+func (Service) Stopping()  { _, _ = Stopping() }
 
 // Notify sends state, newline-separated VAR=value assignments, to
 // $NOTIFY_SOCKET. It reports whether it sent anything.

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -42,6 +43,25 @@ func TestReadyAndStoppingOnAPathSocket(t *testing.T) {
 	if sent, err := Stopping(); !sent || err != nil {
 		t.Fatalf("Stopping: %v, %v", sent, err)
 	}
+	if got := read(); got != "STOPPING=1" {
+		t.Fatalf("got %q", got)
+	}
+}
+
+func TestReloadingAndTheServiceMethods(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "notify.sock")
+	read := listen(t, path)
+	t.Setenv("NOTIFY_SOCKET", path)
+	var s Service
+	s.Reloading()
+	if got := read(); !strings.HasPrefix(got, "RELOADING=1\nMONOTONIC_USEC=") {
+		t.Fatalf("got %q", got)
+	}
+	s.Ready()
+	if got := read(); got != "READY=1" {
+		t.Fatalf("got %q", got)
+	}
+	s.Stopping()
 	if got := read(); got != "STOPPING=1" {
 		t.Fatalf("got %q", got)
 	}
