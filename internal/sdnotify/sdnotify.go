@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-
-	"golang.org/x/sys/unix"
 )
 
 // Ready sends READY=1: the service is up (listening). It reports whether a
@@ -23,11 +21,11 @@ func Stopping() (bool, error) { return Notify("STOPPING=1") }
 // Reloading sends RELOADING=1 with MONOTONIC_USEC (which Type=notify-reload
 // units want): a reload begins; Ready ends it.
 func Reloading() (bool, error) {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+	usec, ok := monotonicUsec()
+	if !ok {
 		return Notify("RELOADING=1")
 	}
-	return Notify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", ts.Nano()/1000))
+	return Notify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", usec))
 }
 
 // Service is Ready, Reloading and Stopping as methods, their results
