@@ -1,29 +1,17 @@
 package deploy
 
-// The config keys a standalone config file may hold (CONTRACT section 11: the
-// params of startHub / startEdge, plus the standalone keys). Written out here
-// until the config schema exists in code; then this list should come from it.
+import "github.com/serve-zone/remoteingress/internal/standalone"
+
+// The config keys a standalone config file may hold: the schema's own lists
+// (the params of startHub / startEdge and the standalone keys), so that a
+// manifest naming a key the binary does not know fails here.
 var (
-	hubKeys = keySet(
-		// startHub
-		"tunnelPort", "targetHost", "listenHost", "tlsCertPem", "tlsKeyPem",
-		"proxyProtocol", "udpProxyProtocol", "udpIdleTimeoutSecs", "maxUdpFlows", "quic",
-		"metricsListen",
-		// standalone
-		"allowedEdges", "allowedEdgesFile", "gracePeriodSecs", "logFormat", "logLevel",
-	)
-	edgeKeys = keySet(
-		// startEdge
-		"hubHost", "hubPort", "edgeId", "secret", "token", "hubs", "hubMode",
-		"listenPorts", "listenPortsUdp", "listenHost", "stunIntervalSecs", "stunServer",
-		"hubCertSha256", "hubCa", "hubServerName", "tunnelConnections",
-		"transport", "quicFallbackMs", "udpIdleTimeoutSecs", "maxUdpFlows", "metricsListen",
-		// standalone
-		"secretFile", "tokenFile", "gracePeriodSecs", "logFormat", "logLevel",
-	)
-	// An entry of allowedEdges / allowedEdgesFile (updateAllowedEdges).
-	edgeEntryKeys = keySet("id", "secret", "secretFile", "listenPorts", "listenPortsUdp", "firewall")
-	firewallKeys  = keySet("blockedIps", "allowedIps", "maxConnectionsPerIp", "connectionRatePerIp")
+	hubKeys       = keySet(standalone.Keys(standalone.KindHub)...)
+	edgeKeys      = keySet(standalone.Keys(standalone.KindEdge)...)
+	edgeEntryKeys = keySet(standalone.Keys(standalone.KindAllowedEdges)...)
+	// firewallKeys are those of an entry's firewall (README "Hub-managed
+	// edges"), checked once an entry may carry one.
+	firewallKeys = keySet("blockedIps", "allowedIps", "maxConnectionsPerIp", "connectionRatePerIp")
 	// Keys whose value is a secret: never in a file that is not one (a
 	// ConfigMap, a world-readable config).
 	secretKeys = keySet("secret", "token", "tlsKeyPem")

@@ -134,6 +134,20 @@ var (
 	edgeKeys = keySet(params.StartEdge.Names(), edgeExtra.Names())
 )
 
+// Keys lists, sorted, the keys a file of kind may hold; for
+// KindAllowedEdges, the keys of one entry.
+func Keys(kind Kind) []string {
+	switch kind {
+	case KindHub:
+		return keysOf(hubKeys)
+	case KindEdge:
+		return keysOf(edgeKeys)
+	case KindAllowedEdges:
+		return keysOf(keySet(entryKeys))
+	}
+	return nil
+}
+
 // Error is a problem with a config file: File and Line (1-based, 0 when
 // unknown) say where, Key names the key ("listenPorts[1]"). It never holds a
 // secret.
