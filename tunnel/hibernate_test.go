@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"runtime"
 	"syscall"
 	"testing"
@@ -90,4 +91,45 @@ func TestIdleStreamsHibernateAndWake(t *testing.T) {
 		}
 	}
 	testutil.Eventually(t, 10*time.Second, "every stream to end on the hub", func() bool { return hubStreams(r.hub) == 0 })
+}
+
+// A session whose idle streams have all ended holds no idle poller: neither
+// its goroutine nor its epoll descriptor (a process back at rest looks as it
+// did before the traffic).
+func TestIdlePollerEndsWithItsLastStream(t *testing.T) {
+	r := startRig(t, rigOptions{tuning: Tuning{idleAfter: 20 * time.Millisecond}, connections: 1})
+	base := runtime.NumGoroutine()
+	fds := openFDs(t)
+	const n = 4
+	var conns []*net.TCPConn
+	buf := make([]byte, 2)
+	for i := 0; i < n; i++ {
+		c := r.dial(t)
+		c.Write([]byte("hi"))
+		if _, err := io.ReadFull(c, buf); err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	// Awake: 3 goroutines a stream (upstream on each side, the target's
+	// handler); hibernating: the handler, and one poller on each side.
+	testutil.Eventually(t, 10*time.Second, "the streams to hibernate", func() bool {
+		return runtime.NumGoroutine() == base+n+2
+	})
+	for _, c := range conns {
+		c.Close()
+	}
+	testutil.Eventually(t, 10*time.Second, "goroutines and descriptors back to their count before the streams", func() bool {
+		return hubStreams(r.hub) == 0 && runtime.NumGoroutine() == base && openFDs(t) == fds
+	})
+}
+
+// openFDs counts this process's open file descriptors.
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
 }
