@@ -14,12 +14,21 @@ const (
 // measureMemory holds cfg.MemLevels idle connections (each after one round
 // trip, so the target side exists) and reads the RSS of the set-up's
 // processes at each level, in its steady state (steadyRSS); per connection
-// is that RSS less the fresh processes' idle RSS, over the connections. The client side of the connections lives in a
+// is that RSS less the processes' idle RSS, over the connections. The row
+// runs on fresh processes of the set-up, started for it alone and stopped
+// after it: what the rows before it left in a heap counts for neither side,
+// and a relay that held 10 000 connections slows no row after it. The client side of the connections lives in a
 // hold process. The direct set-up has no process of its own and is skipped.
-func (b *bench) measureMemory(m *mode) error {
-	if len(m.procs) == 0 {
+func (b *bench) measureMemory(orig *mode) error {
+	if len(orig.procs) == 0 {
 		return nil
 	}
+	m, err := b.freshCopy(orig)
+	if err != nil {
+		return fmt.Errorf("fresh processes for the memory row: %w", err)
+	}
+	defer b.stopCopy(m)
+	m.name = orig.name // the row's results are the set-up's
 	capacity, limitedBy := b.connCapacity(m)
 	base := m.idleKiB
 	h, err := startHolder(b.kids, m.addr, b.cfg.Workers)
@@ -151,4 +160,45 @@ func abs(v int64) int64 {
 		return -v
 	}
 	return v
+}
+
+// freshCopy starts new processes of set-up m (relay or tunnel), as the
+// bench's set-up does, and records their idle RSS.
+func (b *bench) freshCopy(m *mode) (*mode, error) {
+	var fresh *mode
+	var err error
+	switch m.name {
+	case modeRelay:
+		fresh, err = setupRelay(b.kids, b.tmpdir, m.tgt)
+	case modeTunnel:
+		fresh, err = setupTunnel(b.kids, b.cfg.Bin, modeTunnel, "-mem", 1, false)
+		if fresh != nil {
+			b.targets = append(b.targets, fresh.tgt)
+		}
+	default:
+		return nil, fmt.Errorf("no fresh copy of set-up %s", m.name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	time.Sleep(time.Second) // let the fresh processes reach their idle state
+	if fresh.idleKiB, _, err = fresh.rssKiB(); err != nil {
+		b.stopCopy(fresh)
+		return nil, err
+	}
+	return fresh, nil
+}
+
+// stopCopy stops the processes of a fresh copy: the tunnel's hub and edge
+// are stopped over the management dialect first, like the set-ups at the end.
+func (b *bench) stopCopy(m *mode) {
+	if m.edge != nil {
+		_, _ = m.edge.call("stopEdge", map[string]any{}, 10*time.Second)
+	}
+	if m.hub != nil {
+		_, _ = m.hub.call("stopHub", map[string]any{}, 10*time.Second)
+	}
+	for _, p := range m.procs {
+		p.stop()
+	}
 }

@@ -214,6 +214,8 @@ type standaloneRig struct {
 	edgePort   int
 	target     *holdTarget
 	edgeAddr   string
+	// hubMetrics and edgeMetrics are the metricsListen addresses (rigConfig.metrics).
+	hubMetrics, edgeMetrics string
 }
 
 type rigConfig struct {
@@ -225,6 +227,9 @@ type rigConfig struct {
 	hubGrace     int
 	edgeGrace    int
 	skipConnWait bool
+	// metrics adds metricsListen: 127.0.0.1:0 to both configs; the bound
+	// addresses are the rig's hubMetrics and edgeMetrics.
+	metrics bool
 }
 
 const allowEdge1 = `- id: edge-1
@@ -235,6 +240,10 @@ func startStandaloneRig(t *testing.T, rc rigConfig) *standaloneRig {
 	t.Helper()
 	r := &standaloneRig{dir: t.TempDir()}
 	writeFile(t, filepath.Join(r.dir, "edge-1.secret"), testSecret+"\n")
+	metricsKey := ""
+	if rc.metrics {
+		metricsKey = "metricsListen: 127.0.0.1:0\n"
+	}
 	if rc.hubAllowed == "" {
 		rc.hubAllowed = "allowedEdgesFile: allowed.yaml\n"
 		rc.allowedFile = "allowed.yaml"
@@ -246,10 +255,13 @@ func startStandaloneRig(t *testing.T, rc rigConfig) *standaloneRig {
 tunnelPort: 0
 listenHost: 127.0.0.1
 targetHost: 127.0.0.2
-%sgracePeriodSecs: %d
+%s%sgracePeriodSecs: %d
 logLevel: debug
-`, rc.hubAllowed, rc.hubGrace))
+`, rc.hubAllowed, metricsKey, rc.hubGrace))
 	r.hub = startStandalone(t, "hub", nil, "hub", "--config", r.hubConfig)
+	if rc.metrics {
+		r.hubMetrics = metricsAddress(t, r.hub)
+	}
 	line := r.hub.waitLog(waitLimit, "hub listening")
 	m := regexp.MustCompile(`tunnelPort=(\d+)`).FindStringSubmatch(line)
 	if m == nil {
@@ -268,9 +280,12 @@ secretFile: edge-1.secret
 listenHost: 127.0.0.1
 listenPorts: [%d]
 stunIntervalSecs: 0
-gracePeriodSecs: %d
-`, r.tunnelPort, r.edgePort, rc.edgeGrace))
+%sgracePeriodSecs: %d
+`, r.tunnelPort, r.edgePort, metricsKey, rc.edgeGrace))
 	r.edge = startStandalone(t, "edge", nil, "edge", "--config", r.edgeConfig)
+	if rc.metrics {
+		r.edgeMetrics = metricsAddress(t, r.edge)
+	}
 	r.edge.waitLog(waitLimit, "edge ready")
 	if !rc.skipConnWait {
 		r.edge.waitLog(waitLimit, "tunnel connected")
