@@ -110,7 +110,7 @@ func (s *server) getHubStatus(*json.RawMessage) (any, error) {
 // startEdge starts the edge: hubHost, hubPort? (8443), edgeId, secret,
 // listenPorts, listenHost?, stunIntervalSecs? (300; 0 disables STUN), stunServer?,
 // optional hub verification: hubCertSha256?, hubCa?, hubServerName?, and
-// tunnelConnections? (default 1), metricsListen?. Absent params take the engine's defaults
+// tunnelConnections? (default 2), metricsListen?. Absent params take the engine's defaults
 // (tunnel.DefaultEdgeConfig).
 func (s *server) startEdge(raw *json.RawMessage) (any, error) {
 	cfg := tunnel.DefaultEdgeConfig()

@@ -261,7 +261,7 @@ func TestStartEdgeParams(t *testing.T) {
 	// Absent params take the engine's defaults, which are the documented ones.
 	edge := func(f func(c *tunnel.EdgeConfig)) tunnel.EdgeConfig {
 		c := tunnel.DefaultEdgeConfig()
-		if c.HubPort != 8443 || c.StunServer != "stun.cloudflare.com:3478" || c.StunInterval != 300*time.Second || c.Connections != 1 {
+		if c.HubPort != 8443 || c.StunServer != "stun.cloudflare.com:3478" || c.StunInterval != 300*time.Second || c.Connections != 2 {
 			t.Fatalf("the engine's edge defaults are not the documented ones: %+v", c)
 		}
 		c.HubHost, c.EdgeID, c.Secret = "127.0.0.1", "edge-1", "s3cr3t-edge"

@@ -42,7 +42,7 @@ const (
 	DefaultReconnectMin = time.Second
 	DefaultReconnectMax = 30 * time.Second
 	// DefaultConnections is the number of TLS connections of one tunnel.
-	DefaultConnections = 1
+	DefaultConnections = 2
 )
 
 // Defaults of Tuning.

@@ -23,7 +23,6 @@ import (
 func TestIdleStreamsHibernateAndWake(t *testing.T) {
 	const n = 40
 	r := startRig(t, rigOptions{tuning: Tuning{idleAfter: 20 * time.Millisecond}})
-	base := runtime.NumGoroutine()
 	conns := make([]*net.TCPConn, n)
 	buf := make([]byte, 5)
 	for i := range conns {
@@ -35,12 +34,17 @@ func TestIdleStreamsHibernateAndWake(t *testing.T) {
 			t.Fatalf("stream %d: %v", i, err)
 		}
 	}
-	// Awake: upstream on the edge and on the hub, and the target's handler.
-	// Hibernating: the target's handler alone, beside one idle poller per
-	// tunnel connection and side (four) and a little slack.
-	testutil.Eventually(t, 10*time.Second, "idle streams to hibernate", func() bool {
-		return runtime.NumGoroutine() <= base+n+8
-	})
+	awake := runtime.NumGoroutine()
+	allAsleep := func() bool {
+		hub, edge := hibernating(r)
+		return hub == n && edge == n
+	}
+	testutil.Eventually(t, 10*time.Second, "idle streams to hibernate on both sides", allAsleep)
+	// Awake, a stream has an upstream goroutine on each side; asleep none,
+	// beside one idle poller per tunnel connection and side (four).
+	if asleep := runtime.NumGoroutine(); awake-asleep < 2*n-4 {
+		t.Fatalf("%d goroutines with %d streams awake, %d with them hibernating: want %d fewer", awake, n, asleep, 2*n-4)
+	}
 	if got := hubStreams(r.hub); got != n {
 		t.Fatalf("%d streams on the hub after hibernating, want %d", got, n)
 	}
@@ -56,9 +60,7 @@ func TestIdleStreamsHibernateAndWake(t *testing.T) {
 			t.Fatalf("stream %d after waking: %v", i, err)
 		}
 	}
-	testutil.Eventually(t, 10*time.Second, "woken streams to hibernate again", func() bool {
-		return runtime.NumGoroutine() <= base+n+8
-	})
+	testutil.Eventually(t, 10*time.Second, "woken streams to hibernate again", allAsleep)
 
 	// A half-close of a hibernating stream reaches the target as EOF; the
 	// target's own half-close (the echo handler's answer) reaches the client.
@@ -97,9 +99,13 @@ func TestIdleStreamsHibernateAndWake(t *testing.T) {
 // its goroutine nor its epoll descriptor (a process back at rest looks as it
 // did before the traffic).
 func TestIdlePollerEndsWithItsLastStream(t *testing.T) {
+	// Only Go's own netpoller once the pollers of earlier tests are gone.
+	testutil.Eventually(t, 10*time.Second, "earlier tests' pollers to end", func() bool { return epollFDs(t) == 1 })
 	r := startRig(t, rigOptions{tuning: Tuning{idleAfter: 20 * time.Millisecond}, connections: 1})
-	base := runtime.NumGoroutine()
-	fds := openFDs(t)
+	// The rig's last goroutines (the hub session's writer and keepalive)
+	// start a moment after it reports the tunnel up.
+	testutil.Eventually(t, 10*time.Second, "the hub's session to run", func() bool { return runtime.NumGoroutine() >= 11 })
+	base, epolls := runtime.NumGoroutine(), epollFDs(t)
 	const n = 4
 	var conns []*net.TCPConn
 	buf := make([]byte, 2)
@@ -111,25 +117,73 @@ func TestIdlePollerEndsWithItsLastStream(t *testing.T) {
 		}
 		conns = append(conns, c)
 	}
-	// Awake: 3 goroutines a stream (upstream on each side, the target's
-	// handler); hibernating: the handler, and one poller on each side.
-	testutil.Eventually(t, 10*time.Second, "the streams to hibernate", func() bool {
-		return runtime.NumGoroutine() == base+n+2
+	testutil.Eventually(t, 10*time.Second, "the streams to hibernate on both sides", func() bool {
+		hub, edge := hibernating(r)
+		return hub == n && edge == n
 	})
+	if got := epollFDs(t); got != epolls+2 {
+		t.Fatalf("%d epoll descriptors with streams hibernating on both sides, want %d", got, epolls+2)
+	}
 	for _, c := range conns {
 		c.Close()
 	}
-	testutil.Eventually(t, 10*time.Second, "goroutines and descriptors back to their count before the streams", func() bool {
-		return hubStreams(r.hub) == 0 && runtime.NumGoroutine() == base && openFDs(t) == fds
-	})
+	if !testutil.Poll(10*time.Second, func() bool {
+		return hubStreams(r.hub) == 0 && epollFDs(t) == epolls && runtime.NumGoroutine() <= base
+	}) {
+		hub, edge := hibernating(r)
+		t.Fatalf("after the streams ended: %d streams on the hub (%d, %d hibernating), %d epoll descriptors (before %d), %d goroutines (before %d)",
+			hubStreams(r.hub), hub, edge, epollFDs(t), epolls, runtime.NumGoroutine(), base)
+	}
 }
 
-// openFDs counts this process's open file descriptors.
-func openFDs(t *testing.T) int {
+// hibernating counts the hibernating streams of the rig's hub and edge.
+func hibernating(r *rig) (hub, edge int) {
+	count := func(sessions []*session) int {
+		n := 0
+		for _, s := range sessions {
+			s.mu.Lock()
+			for _, st := range s.streams {
+				st.mu.Lock()
+				if st.state.has(stHibernating) {
+					n++
+				}
+				st.mu.Unlock()
+			}
+			s.mu.Unlock()
+		}
+		return n
+	}
+	var hs, es []*session
+	r.hub.mu.Lock()
+	for _, e := range r.hub.edges {
+		for _, c := range e.connsLocked() {
+			hs = append(hs, c.(*session))
+		}
+	}
+	r.hub.mu.Unlock()
+	r.edge.mu.Lock()
+	if r.edge.tunnel != nil {
+		for _, c := range r.edge.tunnel.conns {
+			es = append(es, c.(*session))
+		}
+	}
+	r.edge.mu.Unlock()
+	return count(hs), count(es)
+}
+
+// epollFDs counts this process's epoll descriptors: Go's own netpoller's
+// and the idle pollers'.
+func epollFDs(t *testing.T) int {
 	t.Helper()
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return len(ents)
+	n := 0
+	for _, e := range ents {
+		if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && l == "anon_inode:[eventpoll]" {
+			n++
+		}
+	}
+	return n
 }

@@ -140,7 +140,7 @@ func (b *bench) setup() error {
 				return fmt.Errorf("relay: %w", err)
 			}
 		case modeTunnel:
-			if m, err = setupTunnel(b.kids, b.cfg.Bin, modeTunnel, "", 1, false); err != nil {
+			if m, err = setupTunnel(b.kids, b.cfg.Bin, modeTunnel, "", 0, false); err != nil {
 				return fmt.Errorf("tunnel: %w", err)
 			}
 			b.targets = append(b.targets, m.tgt)
@@ -157,7 +157,7 @@ func (b *bench) setup() error {
 		b.modes = append(b.modes, m)
 		b.logf("%-7s ready: clients connect to %s", m.name, m.addr)
 	}
-	if b.cfg.SetConns > 1 && slices.Contains(b.cfg.Modes, modeTunnel) && slices.Contains(b.cfg.Rows, "streams") {
+	if b.cfg.SetConns > 0 && slices.Contains(b.cfg.Modes, modeTunnel) && slices.Contains(b.cfg.Rows, "streams") {
 		m, err := setupTunnel(b.kids, b.cfg.Bin, modeTunnelSet, "-set", b.cfg.SetConns, false)
 		if err != nil {
 			return fmt.Errorf("tunnel over %d connections: %w", b.cfg.SetConns, err)

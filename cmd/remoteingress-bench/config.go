@@ -78,7 +78,7 @@ func parseFlags(args []string) (config, error) {
 	streams := fs.Int("streams", 8, "streams of the aggregate throughput row")
 	mem := fs.String("mem", "1000,10000", "idle connections held for the memory row, ascending (quick: 100,1000)")
 	modes := fs.String("modes", strings.Join(allModes, ","), "set-ups to measure")
-	setConns := fs.Int("tunnel-connections", 2, "the N-stream row is measured once more on a tunnel whose edge uses this many TLS connections (startEdge tunnelConnections); 1 skips it")
+	setConns := fs.Int("tunnel-connections", 1, "the N-stream row is measured once more on a tunnel whose edge uses this many TLS connections (startEdge tunnelConnections; the other rows use the binary's default); 0 skips it")
 	rows := fs.String("rows", strings.Join(allRows, ","), "rows to measure, for profiling one of them")
 	metricsAB := fs.Bool("metrics-ab", false, "instead of the table: two tunnels, metricsListen off and on (scraped), measured in alternating ABBA rounds on the rows up1, streams and connrate")
 	abRounds := fs.Int("ab-rounds", 6, "rounds per set-up of each -metrics-ab row (quick: 2)")
@@ -152,7 +152,7 @@ func parseFlags(args []string) (config, error) {
 		cfg.Rows = append(cfg.Rows, r)
 	}
 	if cfg.Duration <= 0 || cfg.LatencyRT <= 0 || cfg.LatencyConns <= 0 || cfg.LatencyDur <= 0 ||
-		cfg.Conns <= 0 || cfg.Workers <= 0 || cfg.Streams <= 0 || cfg.SetConns < 1 || cfg.SetConns > 16 ||
+		cfg.Conns <= 0 || cfg.Workers <= 0 || cfg.Streams <= 0 || cfg.SetConns < 0 || cfg.SetConns > 16 ||
 		cfg.ABRounds <= 0 || cfg.ScrapeInterval <= 0 {
 		return config{}, errors.New("sizes and durations must be positive")
 	}

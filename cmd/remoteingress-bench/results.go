@@ -50,7 +50,7 @@ func rowDefs(cfg config) []rowDef {
 		{Key: "conn_rate", Label: fmt.Sprintf("connection rate, %d workers", cfg.Workers), Unit: "conn/s", Better: "higher", decimals: 0},
 		{Key: "rss_idle_mib", Label: "memory, RSS idle", Unit: "MiB", Better: "lower", decimals: 1, modes: procs},
 	}
-	if cfg.SetConns <= 1 {
+	if cfg.SetConns <= 0 {
 		defs = slices.DeleteFunc(defs, func(d rowDef) bool { return d.Key == "throughput_n_up_set_gbps" })
 	}
 	for _, n := range cfg.MemLevels {

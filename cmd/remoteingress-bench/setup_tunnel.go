@@ -17,7 +17,7 @@ const tunnelEdgeID = "bench-edge"
 // setupTunnel starts a hub and an edge process of bin: the edge listens on
 // 127.0.0.1:P, the hub dials 127.0.0.2:P where the PROXY-parsing target
 // listens, STUN points at a closed local UDP port. The edge uses conns TLS
-// connections; name is the set-up's and suffix its processes' (hub<suffix>).
+// connections (0: the binary's default); name is the set-up's and suffix its processes' (hub<suffix>).
 // With metrics, hub and edge each run a metricsListen on 127.0.0.1:0; their
 // bound addresses are in the mode's metricsAddrs.
 func setupTunnel(kids *children, bin, name, suffix string, conns int, metrics bool) (*mode, error) {
@@ -75,13 +75,16 @@ func setupTunnel(kids *children, bin, name, suffix string, conns int, metrics bo
 		if err != nil {
 			return nil, err
 		}
-		raw, err = edge.call("startEdge", withMetrics(map[string]any{
+		params := map[string]any{
 			"hubHost": "127.0.0.1", "hubPort": hr.TunnelPort,
 			"edgeId": tunnelEdgeID, "secret": secret,
 			"listenPorts": []int{tgt.port()}, "listenHost": "127.0.0.1",
 			"stunServer": "127.0.0.1:" + strconv.Itoa(stunPort), "stunIntervalSecs": 300,
-			"tunnelConnections": conns,
-		}), 10*time.Second)
+		}
+		if conns > 0 {
+			params["tunnelConnections"] = conns // else the binary's default
+		}
+		raw, err = edge.call("startEdge", withMetrics(params), 10*time.Second)
 		if err == nil {
 			var er struct {
 				MetricsAddress string `json:"metricsAddress"`
