@@ -240,6 +240,7 @@ type HubStatus struct {
 		EdgeID        string `json:"edgeId"`
 		ConnectedAt   int64  `json:"connectedAt"`
 		ActiveStreams int    `json:"activeStreams"`
+		Connections   int    `json:"connections"`
 		RemoteAddr    string `json:"remoteAddr"`
 	} `json:"connectedEdges"`
 	EventsDropped uint64 `json:"eventsDropped"`

@@ -382,13 +382,29 @@ func TestTwoHostsHalfOpenTunnelReplaced(t *testing.T) {
 	if len(st.ConnectedEdges) != 1 {
 		t.Fatalf("hub status: %+v", st.ConnectedEdges)
 	}
-	_, oldPort, err := net.SplitHostPort(st.ConnectedEdges[0].RemoteAddr)
-	if err != nil {
-		t.Fatal(err)
+	// Everything the edge host sends on the old tunnel's connections (a
+	// tunnel set: every TCP connection to the hub's tunnel port now) is lost
+	// from now on; a new process's connections come from other ports.
+	ss := requireTool(t, "ss", "iproute2")
+	out := mustRun(t, h.tp.ip, "netns", "exec", h.tp.Edge, ss, "-Htn", "state", "established",
+		"dst", net.JoinHostPort(hubIP, fmt.Sprint(h.r.TunnelPort)))
+	var oldPorts []string
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) < 4 {
+			continue
+		}
+		if _, port, err := net.SplitHostPort(fields[len(fields)-2]); err == nil {
+			oldPorts = append(oldPorts, port)
+		}
 	}
-	// Everything the edge host sends on the old tunnel's connection is lost from now on.
-	mustRun(t, h.tp.ip, "netns", "exec", h.tp.Edge, ipt, "-w", "-I", "OUTPUT", "-p", "tcp",
-		"--sport", oldPort, "-d", hubIP, "--dport", fmt.Sprint(h.r.TunnelPort), "-j", "DROP")
+	if want := st.ConnectedEdges[0].Connections; len(oldPorts) != want || want == 0 {
+		t.Fatalf("the edge host has %d connections to the hub (%q), the hub counts %d", len(oldPorts), out, want)
+	}
+	for _, port := range oldPorts {
+		mustRun(t, h.tp.ip, "netns", "exec", h.tp.Edge, ipt, "-w", "-I", "OUTPUT", "-p", "tcp",
+			"--sport", port, "-d", hubIP, "--dport", fmt.Sprint(h.r.TunnelPort), "-j", "DROP")
+	}
 	killAt := time.Now()
 	h.edge.Kill()
 	hm := h.r.Hub.Mark()
