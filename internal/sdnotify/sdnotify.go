@@ -33,9 +33,14 @@ func Reloading() (bool, error) {
 // shape of standalone.Notifier.
 type Service struct{}
 
-func (Service) Ready()     { _, _ = Ready() }
+// Ready sends READY=1.
+func (Service) Ready() { _, _ = Ready() }
+
+// Reloading sends RELOADING=1.
 func (Service) Reloading() { _, _ = Reloading() }
-func (Service) Stopping()  { _, _ = Stopping() }
+
+// Stopping sends STOPPING=1.
+func (Service) Stopping() { _, _ = Stopping() }
 
 // Notify sends state, newline-separated VAR=value assignments, to
 // $NOTIFY_SOCKET. It reports whether it sent anything.
