@@ -151,8 +151,8 @@ func TestMetricsListenOnATakenPortChangesNothing(t *testing.T) {
 func TestFailedStartReleasesTheMetricsListener(t *testing.T) {
 	eng := &fakeEngine{startHubErr: errors.New("cannot listen on tunnel port 1"), startEdgeErr: errors.New("cannot listen on port 1")}
 	mons := &monitors{version: "v"}
-	hub := &hubRole{eng: eng.engine(), log: discardLogger(), mons: mons}
-	edge := &edgeRole{eng: eng.engine(), log: discardLogger(), mons: mons}
+	hub := newHubRole(eng.engine(), discardLogger(), nil, mons)
+	edge := newEdgeRole(eng.engine(), discardLogger(), nil, mons)
 	if _, _, err := hub.start(tunnel.HubConfig{MetricsListen: "127.0.0.1:0"}); err == nil {
 		t.Fatal("hub start succeeded")
 	}

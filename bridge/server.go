@@ -38,8 +38,8 @@ func newServer(eng engine, events *eventQueue, params *paramStore, log *slog.Log
 		failLog: ratelog.New(log, slog.LevelWarn, "%d more requests failed"),
 		events:  events,
 		params:  params,
-		hub:     &hubRole{eng: eng, log: log.With("role", "hub"), sink: events.sink, mons: mons},
-		edge:    &edgeRole{eng: eng, log: log.With("role", "edge"), sink: events.sink, mons: mons},
+		hub:     newHubRole(eng, log.With("role", "hub"), events.sink, mons),
+		edge:    newEdgeRole(eng, log.With("role", "edge"), events.sink, mons),
 	}
 	s.methods = map[string]method{
 		"ping":               s.ping,
