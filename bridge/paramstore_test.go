@@ -15,7 +15,7 @@ func TestParamsTravelBesideTheConn(t *testing.T) {
 	store := &paramStore{}
 	params := `{"blob":"` + strings.Repeat("p", 1000) + `","n":1.50}`
 	in := strings.NewReader(`{"id":"a","method":"startHub","params":` + params + "}\n" + `{"id":"b","method":"ping"}` + "\n")
-	st := newStream(in, &bytes.Buffer{}, managementCodec{}, 1<<20, store, discardLogger())
+	st := newLineStream(in, &bytes.Buffer{}, managementCodec{}, 1<<20, store, discardLogger())
 
 	var req jsonrpc2.Request
 	if err := st.ReadObject(&req); err != nil {
@@ -57,7 +57,7 @@ func TestEveryRequestLeavesTheStoreEmpty(t *testing.T) {
 		`{"id":"3","method":"startEdge","params":[1]}`,
 		`{"id":"4","method":"getHubStatus","params":null}`,
 	}, "\n"))
-	st := newStream(in, &out, managementCodec{}, 1<<20, store, discardLogger())
+	st := newLineStream(in, &out, managementCodec{}, 1<<20, store, discardLogger())
 	conn := jsonrpc2.NewConn(t.Context(), st, jsonrpc2.AsyncHandler(srv))
 	<-conn.DisconnectNotify() // the input ended after every answer was written
 	if n := strings.Count(out.String(), "\n"); n != 4 {

@@ -49,7 +49,7 @@ func run(ctx context.Context, in io.Reader, out io.Writer, opts Options, eng eng
 	}
 	log := opts.Logger.With("dialect", opts.Dialect.String())
 	params := &paramStore{}
-	st := newStream(in, out, newCodec(opts.Dialect), opts.maxLineBytes, params, log)
+	st := newLineStream(in, out, newCodec(opts.Dialect), opts.maxLineBytes, params, log)
 
 	ready := &jsonrpc2.Request{Method: EventReady, Notif: true}
 	if err := ready.SetParams(readyData{Version: opts.Version}); err != nil {

@@ -15,10 +15,10 @@ import (
 	"github.com/serve-zone/remoteingress/internal/ratelog"
 )
 
-// stream is the jsonrpc2.ObjectStream of both dialects: it reads request
+// lineStream is the jsonrpc2.ObjectStream of both dialects: it reads request
 // lines, handles bad ones itself (ReadObject fails only when the input ends),
 // and writes each message as one line.
-type stream struct {
+type lineStream struct {
 	lines     *lineReader
 	codec     codec
 	log       *slog.Logger
@@ -35,11 +35,11 @@ type stream struct {
 	werr error // the first write error; later writes fail at once
 }
 
-var _ jsonrpc2.ObjectStream = (*stream)(nil)
+var _ jsonrpc2.ObjectStream = (*lineStream)(nil)
 
-// newStream returns a stream reading lines of at most max bytes from in and writing to out.
-func newStream(in io.Reader, out io.Writer, c codec, max int, params *paramStore, log *slog.Logger) *stream {
-	return &stream{
+// newLineStream returns a stream reading lines of at most max bytes from in and writing to out.
+func newLineStream(in io.Reader, out io.Writer, c codec, max int, params *paramStore, log *slog.Logger) *lineStream {
+	return &lineStream{
 		lines: newLineReader(in, max), codec: c, log: log, rejectLog: ratelog.New(log, slog.LevelWarn, "%d more lines rejected"),
 		max: max, params: params, out: out,
 	}
@@ -49,7 +49,7 @@ func newStream(in io.Reader, out io.Writer, c codec, max int, params *paramStore
 // request; bad lines are logged, answered where possible and skipped. It
 // returns an error only when the input ends (io.EOF) or fails, after the
 // requests already read are answered (at most answerGrace).
-func (s *stream) ReadObject(v any) error {
+func (s *lineStream) ReadObject(v any) error {
 	for {
 		l, err := s.lines.next()
 		if err != nil {
@@ -89,7 +89,7 @@ func (s *stream) ReadObject(v any) error {
 
 // rejected logs a rejected line (never its content; at most logBurst a
 // second, then a count) and writes its answer, if any.
-func (s *stream) rejected(r *rejection, size int64) {
+func (s *lineStream) rejected(r *rejection, size int64) {
 	attrs := []any{"reason", r.message, "bytes", size}
 	if r.id != nil {
 		attrs = append(attrs, "id", logID(r.id))
@@ -104,7 +104,7 @@ func (s *stream) rejected(r *rejection, size int64) {
 }
 
 // WriteObject implements jsonrpc2.ObjectStream.
-func (s *stream) WriteObject(obj any) error {
+func (s *lineStream) WriteObject(obj any) error {
 	msg, err := json.Marshal(obj)
 	if err != nil {
 		return err
@@ -125,7 +125,7 @@ func (s *stream) WriteObject(obj any) error {
 
 // writeLine writes b and a newline in one write. After a failed write (the
 // reader went away) every later write fails at once; the failure is logged once.
-func (s *stream) writeLine(b []byte) error {
+func (s *lineStream) writeLine(b []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed.Load() {
@@ -145,7 +145,7 @@ func (s *stream) writeLine(b []byte) error {
 }
 
 // readErr is the error that ended reading, nil for the end of input.
-func (s *stream) readErr() error {
+func (s *lineStream) readErr() error {
 	if err := s.lines.err; err != nil && !errors.Is(err, io.EOF) {
 		return err
 	}
@@ -155,7 +155,7 @@ func (s *stream) readErr() error {
 // Close implements jsonrpc2.ObjectStream: nothing more is read or written.
 // The underlying streams belong to the caller of Run and stay open; a read
 // already under way finishes when its reader returns.
-func (s *stream) Close() error {
+func (s *lineStream) Close() error {
 	s.closed.Store(true)
 	return nil
 }

@@ -13,7 +13,7 @@ import (
 func TestClosedStreamNeitherReadsNorWrites(t *testing.T) {
 	var out bytes.Buffer
 	in := strings.NewReader("garbage\n" + `{"id":"a","method":"ping"}` + "\n")
-	st := newStream(in, &out, managementCodec{}, 1<<20, &paramStore{}, discardLogger())
+	st := newLineStream(in, &out, managementCodec{}, 1<<20, &paramStore{}, discardLogger())
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +37,7 @@ func TestRejectedLinesShareTheWriteLock(t *testing.T) {
 	for range 200 {
 		lines = append(lines, `{"id":"bad","params":{}}`)
 	}
-	st := newStream(strings.NewReader(strings.Join(lines, "\n")), &out, managementCodec{}, 1<<20, &paramStore{}, discardLogger())
+	st := newLineStream(strings.NewReader(strings.Join(lines, "\n")), &out, managementCodec{}, 1<<20, &paramStore{}, discardLogger())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
