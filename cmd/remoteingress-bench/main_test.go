@@ -42,25 +42,7 @@ func TestQuickRun(t *testing.T) {
 	build(bin, "../remoteingress-bin")
 	build(bench, ".")
 
-	jsonPath := filepath.Join(dir, "bench.json")
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bench, "-quick", "-bin", bin, "-json", jsonPath)
-	var stdout, stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	runErr := cmd.Run()
-	t.Logf("table:\n%s", stdout.String())
-	if runErr != nil {
-		t.Fatalf("bench: %v\nstderr:\n%s", runErr, stderr.String())
-	}
-	if left := processesOf(bin, bench); len(left) > 0 {
-		t.Errorf("processes left after the bench: %v", left)
-	}
-
-	raw, err := os.ReadFile(jsonPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw := runBench(t, bench, bin, filepath.Join(dir, "bench.json"), 4*time.Minute, "-quick")
 	var rep struct {
 		Rows []struct {
 			Key       string              `json:"key"`
@@ -122,25 +104,8 @@ func TestQuickRun(t *testing.T) {
 // quickMetricsAB runs -metrics-ab on one small row: both set-ups measured,
 // the metrics listeners scraped, every process gone afterwards.
 func quickMetricsAB(t *testing.T, bench, bin, dir string) {
-	jsonPath := filepath.Join(dir, "bench-metrics.json")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bench, "-metrics-ab", "-quick", "-rows", "connrate", "-conns", "300",
-		"-scrape-interval", "50ms", "-bin", bin, "-json", jsonPath)
-	var stdout, stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	runErr := cmd.Run()
-	t.Logf("table:\n%s", stdout.String())
-	if runErr != nil {
-		t.Fatalf("bench -metrics-ab: %v\nstderr:\n%s", runErr, stderr.String())
-	}
-	if left := processesOf(bin, bench); len(left) > 0 {
-		t.Errorf("processes left after the bench: %v", left)
-	}
-	raw, err := os.ReadFile(jsonPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw := runBench(t, bench, bin, filepath.Join(dir, "bench-metrics.json"), 2*time.Minute,
+		"-metrics-ab", "-quick", "-rows", "connrate", "-conns", "300", "-scrape-interval", "50ms")
 	var rep struct {
 		Rows []struct {
 			Key string    `json:"key"`
@@ -175,4 +140,29 @@ func processesOf(paths ...string) []string {
 		}
 	}
 	return found
+}
+
+// runBench runs the bench binary with args (plus -bin and -json) within
+// limit, logs its table, checks that it left no process behind, and returns
+// the JSON it wrote.
+func runBench(t *testing.T, bench, bin, jsonPath string, limit time.Duration, args ...string) []byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bench, append(args, "-bin", bin, "-json", jsonPath)...)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	runErr := cmd.Run()
+	t.Logf("table:\n%s", stdout.String())
+	if runErr != nil {
+		t.Fatalf("bench %v: %v\nstderr:\n%s", args, runErr, stderr.String())
+	}
+	if left := processesOf(bin, bench); len(left) > 0 {
+		t.Errorf("processes left after the bench: %v", left)
+	}
+	raw, err := os.ReadFile(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
 }
