@@ -45,6 +45,7 @@ type Hub struct {
 	allowed     map[string]string
 	edges       map[string]*hubEdge
 	handshaking map[net.Conn]*pendingConn
+	evicted     int // entries of handshaking already evicted, not yet gone
 	closed      bool
 	wg          sync.WaitGroup
 
@@ -209,7 +210,7 @@ func (h *Hub) lookupSecret(id string) (string, bool) {
 func (h *Hub) Status() HubStatus {
 	h.mu.Lock()
 	st := HubStatus{Running: !h.closed, TunnelPort: h.port, ConnectedEdges: []ConnectedEdge{}, CertSha256: h.fingerprint,
-		PendingHandshakes: len(h.handshaking), RejectedHandshakes: h.rejected.Load(), AuthFailures: h.throttle.failed()}
+		PendingHandshakes: len(h.handshaking) - h.evicted, RejectedHandshakes: h.rejected.Load(), AuthFailures: h.throttle.failed()}
 	for _, e := range h.edges {
 		conns := e.connsLocked()
 		active := 0
@@ -324,7 +325,7 @@ func (h *Hub) admit(conn net.Conn) {
 		_ = conn.Close()
 		return
 	}
-	if len(h.handshaking) >= h.cfg.MaxPendingHandshakes {
+	if len(h.handshaking)-h.evicted >= h.cfg.MaxPendingHandshakes {
 		h.evictOldestLocked()
 	}
 	h.handshaking[conn] = &pendingConn{since: time.Now()}
@@ -346,6 +347,7 @@ func (h *Hub) evictOldestLocked() {
 	}
 	if oldest != nil {
 		h.handshaking[oldest].evicted = true
+		h.evicted++
 		_ = oldest.Close()
 	}
 }
@@ -364,6 +366,9 @@ func (h *Hub) serveConn(conn net.Conn) {
 	c, err := h.authenticateTLS(conn)
 	h.mu.Lock()
 	evicted := h.handshaking[conn].evicted
+	if evicted {
+		h.evicted--
+	}
 	delete(h.handshaking, conn)
 	closed := h.closed
 	h.mu.Unlock()

@@ -55,8 +55,7 @@ func TestEdgeStreamLimit(t *testing.T) {
 		c.Write([]byte("x"))
 	}
 	testutil.Eventually(t, 5*time.Second, "two streams", func() bool { return hubStreams(r.hub) == 2 })
-	extra := r.dial(t)
-	expectClosed(t, extra)
+	expectRefused(t, r.edgeAddr)
 	held[0].CloseWrite()
 	if got, _ := io.ReadAll(held[0]); string(got) != "x" {
 		t.Fatalf("held stream got %q", got)
