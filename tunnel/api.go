@@ -24,6 +24,8 @@ const (
 	EventTunnelConnected    = "tunnelConnected"
 	EventTunnelDisconnected = "tunnelDisconnected"
 	EventPublicIPDiscovered = "publicIpDiscovered"
+	EventPortsAssigned      = "portsAssigned"
+	EventPortError          = "portError"
 )
 
 // EdgeEvent is the data of edgeConnected.
@@ -60,6 +62,21 @@ type PublicIPEvent struct {
 	IP string `json:"ip"`
 }
 
+// PortsAssignedEvent is the data of portsAssigned, which follows every
+// assignment the edge receives: the ports it was told to listen on (its own
+// when the hub assigns none). Those it could not bind had a portError.
+type PortsAssignedEvent struct {
+	ListenPorts    []int `json:"listenPorts"`
+	ListenPortsUDP []int `json:"listenPortsUdp"`
+}
+
+// PortErrorEvent is the data of portError: a port the edge cannot bind.
+type PortErrorEvent struct {
+	Port     int    `json:"port"`
+	Protocol string `json:"protocol"` // "tcp" or "udp"
+	Error    string `json:"error"`
+}
+
 // HubStatus is the result of getHubStatus.
 type HubStatus struct {
 	Running        bool            `json:"running"`
@@ -83,6 +100,10 @@ type ConnectedEdge struct {
 	RemoteAddr    string `json:"remoteAddr"`
 	// Connections is how many tunnel connections the edge has up.
 	Connections int `json:"connections"`
+	// ListenPorts and ListenPortsUDP are the ports the edge reports bound
+	// (empty for an edge that does not report them).
+	ListenPorts    []int `json:"listenPorts"`
+	ListenPortsUDP []int `json:"listenPortsUdp"`
 }
 
 // EdgeStatus is the result of getEdgeStatus.
@@ -91,7 +112,11 @@ type EdgeStatus struct {
 	Connected     bool    `json:"connected"`
 	PublicIP      *string `json:"publicIp"`
 	ActiveStreams int     `json:"activeStreams"`
-	ListenPorts   []int   `json:"listenPorts"`
+	// ListenPorts and ListenPortsUDP are the TCP and UDP ports bound now.
+	ListenPorts    []int `json:"listenPorts"`
+	ListenPortsUDP []int `json:"listenPortsUdp"`
+	// FirewallRefused counts the clients and flows the firewall refused.
+	FirewallRefused uint64 `json:"firewallRefused"`
 	// LastError says why the tunnel is down ("" while connected or never tried).
 	LastError string `json:"lastError,omitempty"`
 	// ReconnectAttempts counts failed connection attempts since the last success.

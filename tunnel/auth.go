@@ -24,9 +24,12 @@ const (
 	// capConnectionSet: HELLO ends with the edge's setPlace, so that one
 	// edge can spread its streams over several connections.
 	capConnectionSet uint32 = 1 << 1
+	// capAssign: the peer sends (hub) or takes (edge) ASSIGN and BOUND: the
+	// hub decides the edge's ports and firewall (assign.go).
+	capAssign uint32 = 1 << 2
 
 	// ourCaps is what this implementation announces.
-	ourCaps = capWindowAutotune | capConnectionSet
+	ourCaps = capWindowAutotune | capConnectionSet | capAssign
 
 	// MaxTunnelConnections is the most connections one edge may use at once.
 	MaxTunnelConnections = 16

@@ -1,12 +1,15 @@
 package tunnel
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"strconv"
 	"time"
+
+	"github.com/serve-zone/remoteingress/tunnel/firewall"
 )
 
 // Configuration of hubs and edges: every default, the config types, and the
@@ -287,11 +290,29 @@ func certPairError(certPEM, keyPEM string) error {
 	return nil
 }
 
-// EdgeCredential is one entry of the hub's allow list.
+// EdgeCredential is one entry of the hub's allow list: an edge's identity
+// and, optionally, what the hub decides for it (CONTRACT section 7).
 type EdgeCredential struct {
 	ID     string `json:"id"`
 	Secret string `json:"secret"`
+	// Ports, when not nil, are the ports the hub assigns to the edge: it
+	// listens on exactly these, whatever its own config says. Nil leaves the
+	// edge's ports to the edge.
+	Ports *PortAssignment `json:"-"`
+	// Firewall, when not nil, is enforced by the edge on every new client
+	// connection and UDP flow.
+	Firewall *firewall.Rules `json:"-"`
 }
+
+// PortAssignment is the ports the hub assigns to an edge.
+type PortAssignment struct {
+	TCP []int // listenPorts
+	UDP []int // listenPortsUdp
+}
+
+// managed reports whether the hub decides anything for the edge beside
+// letting it in: an older edge that cannot take an assignment is refused.
+func (c EdgeCredential) managed() bool { return c.Ports != nil || c.Firewall != nil }
 
 // String never shows the secret.
 func (c EdgeCredential) String() string { return "EdgeCredential{" + c.ID + "}" }
@@ -315,6 +336,41 @@ func ValidateEdgeList(edges []EdgeCredential) error {
 			return &ConfigError{Field: field + ".ID", Msg: fmt.Sprintf("%q duplicates", e.ID), Ref: indexed("Edges", first) + ".ID"}
 		}
 		seen[e.ID] = i
+		if e.Ports != nil {
+			if err := checkPortList(field+".ListenPorts", e.Ports.TCP); err != nil {
+				return err
+			}
+			if err := checkPortList(field+".ListenPortsUDP", e.Ports.UDP); err != nil {
+				return err
+			}
+		}
+		if e.Firewall != nil {
+			if err := e.Firewall.Validate(); err != nil {
+				var fe *firewall.FieldError
+				if errors.As(err, &fe) {
+					return configErr(field+".Firewall."+fe.Field, "%s (edge %q)", fe.Msg, e.ID)
+				}
+				return configErr(field+".Firewall", "%v (edge %q)", err, e.ID)
+			}
+		}
+		if n := len(encodeAssign(assignFor(e), 0)); n > maxAssignLen {
+			return configErr(field, "assigns too much to send to the edge: %d bytes encoded, at most %d (edge %q)", n, maxAssignLen, e.ID)
+		}
+	}
+	return nil
+}
+
+// checkPortList checks a list of listen ports: each 1-65535, none twice.
+func checkPortList(field string, ports []int) error {
+	seen := make(map[int]bool, len(ports))
+	for i, p := range ports {
+		if err := checkPort(indexed(field, i), p, 1); err != nil {
+			return err
+		}
+		if seen[p] {
+			return configErr(field, "lists port %d twice", p)
+		}
+		seen[p] = true
 	}
 	return nil
 }
@@ -326,9 +382,13 @@ type EdgeConfig struct {
 	HubPort int
 	EdgeID  string
 	Secret  string
-	// ListenPorts are the public ports; ListenHost the address they bind to (default all interfaces).
-	ListenPorts []int
-	ListenHost  string
+	// ListenPorts are the public TCP ports and ListenPortsUDP the UDP ports,
+	// until the hub assigns others (both may be empty: the edge then waits
+	// for the hub's assignment); ListenHost is the address they bind to
+	// (default all interfaces).
+	ListenPorts    []int
+	ListenPortsUDP []int
+	ListenHost     string
 	// StunServer is host:port of a STUN server (default stun.cloudflare.com:3478);
 	// StunInterval how often to ask it (default 300 s; negative turns STUN off).
 	StunServer   string
@@ -411,18 +471,12 @@ func (c EdgeConfig) Validate() error {
 		return configErr("EdgeID", "must be at most %d bytes", maxEdgeIDLen)
 	case c.Secret == "":
 		return configErr("Secret", "must not be empty")
-	case len(c.ListenPorts) == 0:
-		return configErr("ListenPorts", "must not be empty")
 	}
-	seen := make(map[int]bool, len(c.ListenPorts))
-	for i, p := range c.ListenPorts {
-		if err := checkPort(indexed("ListenPorts", i), p, 1); err != nil {
-			return err
-		}
-		if seen[p] {
-			return configErr("ListenPorts", "lists port %d twice", p)
-		}
-		seen[p] = true
+	if err := checkPortList("ListenPorts", c.ListenPorts); err != nil {
+		return err
+	}
+	if err := checkPortList("ListenPortsUDP", c.ListenPortsUDP); err != nil {
+		return err
 	}
 	if c.StunInterval > 0 && c.StunServer == "" {
 		return configErr("StunServer", "must not be empty")

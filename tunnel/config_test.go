@@ -9,6 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/serve-zone/remoteingress/internal/testutil"
+	"github.com/serve-zone/remoteingress/tunnel/firewall"
 )
 
 func TestDefaultConfigsAreValid(t *testing.T) {
@@ -76,7 +77,7 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"empty edge id", edge(func(c *EdgeConfig) { c.EdgeID = "" }), ConfigError{Field: "EdgeID", Msg: "must not be empty"}},
 		{"long edge id", edge(func(c *EdgeConfig) { c.EdgeID = strings.Repeat("e", 256) }), ConfigError{Field: "EdgeID", Msg: "must be at most 255 bytes"}},
 		{"empty secret", edge(func(c *EdgeConfig) { c.Secret = "" }), ConfigError{Field: "Secret", Msg: "must not be empty"}},
-		{"no listen ports", edge(func(c *EdgeConfig) { c.ListenPorts = nil }), ConfigError{Field: "ListenPorts", Msg: "must not be empty"}},
+		{"duplicate UDP listen port", edge(func(c *EdgeConfig) { c.ListenPortsUDP = []int{53, 53} }), ConfigError{Field: "ListenPortsUDP", Msg: "lists port 53 twice"}},
 		{"listen port 0", edge(func(c *EdgeConfig) { c.ListenPorts = []int{80, 443, 0} }), ConfigError{Field: "ListenPorts[2]", Msg: "must be an integer 1-65535"}},
 		{"listen port twice", edge(func(c *EdgeConfig) { c.ListenPorts = []int{80, 443, 80} }), ConfigError{Field: "ListenPorts", Msg: "lists port 80 twice"}},
 		{"no STUN server", edge(func(c *EdgeConfig) { c.StunServer = "" }), ConfigError{Field: "StunServer", Msg: "must not be empty"}},
@@ -93,10 +94,14 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"dial timeout", hub(func(c *HubConfig) { c.DialTimeout = 0 }), ConfigError{Field: "DialTimeout", Msg: "must be positive"}},
 		{"pending handshakes", hub(func(c *HubConfig) { c.MaxPendingHandshakes = 0 }), ConfigError{Field: "MaxPendingHandshakes", Msg: "must be positive"}},
 		{"hub tuning", hub(func(c *HubConfig) { c.Window = 1 }), ConfigError{Field: "Window", Msg: "must be 65536-16777216 bytes"}},
-		{"empty edge id in list", ValidateEdgeList([]EdgeCredential{{"a", "1"}, {"", "2"}}), ConfigError{Field: "Edges[1].ID", Msg: "must not be empty"}},
-		{"long edge id in list", ValidateEdgeList([]EdgeCredential{{strings.Repeat("i", 300), "1"}}), ConfigError{Field: "Edges[0].ID", Msg: "must be at most 255 bytes"}},
-		{"empty secret in list", ValidateEdgeList([]EdgeCredential{{"a", "1"}, {"b", ""}}), ConfigError{Field: "Edges[1].Secret", Msg: `must not be empty (edge "b")`}},
-		{"duplicate id in list", ValidateEdgeList([]EdgeCredential{{"a", "1"}, {"b", "2"}, {"a", "3"}}), ConfigError{Field: "Edges[2].ID", Msg: `"a" duplicates`, Ref: "Edges[0].ID"}},
+		{"empty edge id in list", ValidateEdgeList([]EdgeCredential{{ID: "a", Secret: "1"}, {ID: "", Secret: "2"}}), ConfigError{Field: "Edges[1].ID", Msg: "must not be empty"}},
+		{"long edge id in list", ValidateEdgeList([]EdgeCredential{{ID: strings.Repeat("i", 300), Secret: "1"}}), ConfigError{Field: "Edges[0].ID", Msg: "must be at most 255 bytes"}},
+		{"empty secret in list", ValidateEdgeList([]EdgeCredential{{ID: "a", Secret: "1"}, {ID: "b", Secret: ""}}), ConfigError{Field: "Edges[1].Secret", Msg: `must not be empty (edge "b")`}},
+		{"port out of range in an assignment", ValidateEdgeList([]EdgeCredential{{ID: "a", Secret: "1", Ports: &PortAssignment{TCP: []int{80, 70000}}}}), ConfigError{Field: "Edges[0].ListenPorts[1]", Msg: "must be an integer 1-65535"}},
+		{"duplicate UDP port in an assignment", ValidateEdgeList([]EdgeCredential{{ID: "a", Secret: "1", Ports: &PortAssignment{UDP: []int{53, 53}}}}), ConfigError{Field: "Edges[0].ListenPortsUDP", Msg: "lists port 53 twice"}},
+		{"bad CIDR in a firewall", ValidateEdgeList([]EdgeCredential{{ID: "a", Secret: "1", Firewall: &firewall.Rules{BlockedIPs: []string{"10.0.0.0/8", "10.0.0.0/33"}}}}), ConfigError{Field: "Edges[0].Firewall.blockedIps[1]", Msg: `is not an IP address or CIDR: "10.0.0.0/33" (edge "a")`}},
+		{"negative firewall limit", ValidateEdgeList([]EdgeCredential{{ID: "a", Secret: "1", Firewall: &firewall.Rules{MaxConnectionsPerIP: -1}}}), ConfigError{Field: "Edges[0].Firewall.maxConnectionsPerIp", Msg: `must not be negative (edge "a")`}},
+		{"duplicate id in list", ValidateEdgeList([]EdgeCredential{{ID: "a", Secret: "1"}, {ID: "b", Secret: "2"}, {ID: "a", Secret: "3"}}), ConfigError{Field: "Edges[2].ID", Msg: `"a" duplicates`, Ref: "Edges[0].ID"}},
 	}
 	for _, tc := range tests {
 		var ce *ConfigError
@@ -119,7 +124,7 @@ func TestStartRefusesInvalidConfig(t *testing.T) {
 	if _, err := StartHub(HubConfig{ListenHost: "127.0.0.1", TunnelPort: 70000}, nil); !errors.As(err, &ce) || ce.Field != "TunnelPort" {
 		t.Errorf("StartHub with port 70000: %v", err)
 	}
-	if _, err := StartHub(HubConfig{ListenHost: "127.0.0.1"}, []EdgeCredential{{"a", ""}}); !errors.As(err, &ce) || ce.Field != "Edges[0].Secret" {
+	if _, err := StartHub(HubConfig{ListenHost: "127.0.0.1"}, []EdgeCredential{{ID: "a", Secret: ""}}); !errors.As(err, &ce) || ce.Field != "Edges[0].Secret" {
 		t.Errorf("StartHub with an empty secret: %v", err)
 	}
 	port := testutil.FreePort(t, "127.0.0.1", "127.0.0.2")

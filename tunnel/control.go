@@ -21,7 +21,14 @@ type controlQueue struct {
 	blockedQ           []uint32 // streams to send BLOCKED for
 	ping, pong         bool
 	pingData, pongData [8]byte
+	msgQ               []controlMsg // ASSIGN and BOUND, in order
 	goAway             string
+}
+
+// controlMsg is a stream-0 frame with a payload of its own (ASSIGN, BOUND).
+type controlMsg struct {
+	t frameType
+	p []byte
 }
 
 type resetReq struct {
@@ -89,6 +96,12 @@ func (q *controlQueue) pongFor(p []byte) {
 	})
 }
 
+// message queues a stream-0 frame of type t carrying p, which the queue
+// then owns; such frames go out in the order they were queued.
+func (q *controlQueue) message(t frameType, p []byte) {
+	q.push(func() { q.msgQ = append(q.msgQ, controlMsg{t: t, p: p}) })
+}
+
 // setGoAway sets the reason the final GOAWAY gives.
 func (q *controlQueue) setGoAway(reason string) {
 	q.mu.Lock()
@@ -121,6 +134,9 @@ func (q *controlQueue) take(b *controlBatch) bool {
 	}
 	clear(q.wuQ)
 	q.wuQ = q.wuQ[:0]
+	b.msgs = append(b.msgs[:0], q.msgQ...)
+	clear(q.msgQ)
+	q.msgQ = q.msgQ[:0]
 	b.ping, b.pong = q.ping, q.pong
 	b.pingData, b.pongData = q.pingData, q.pongData
 	q.ping, q.pong = false, false
@@ -137,11 +153,13 @@ type controlBatch struct {
 	blocked            []uint32
 	wus                []*stream
 	wuVals             []uint32
+	msgs               []controlMsg
 	u32                [4]byte
 }
 
 // writeTo writes the batch in the order of PROTOCOL.md §6: PONG, PING,
-// RESETs, BLOCKEDs, WINDOW_UPDATEs. It stops at the first error.
+// RESETs, BLOCKEDs, WINDOW_UPDATEs, then ASSIGN and BOUND. It stops at the
+// first error.
 func (b *controlBatch) writeTo(fw *frameWriter) error {
 	var err error
 	if b.pong {
@@ -167,5 +185,11 @@ func (b *controlBatch) writeTo(fw *frameWriter) error {
 		}
 	}
 	clear(b.wus)
+	for _, m := range b.msgs {
+		if err == nil {
+			err = fw.WriteFrame(0, m.t, m.p)
+		}
+	}
+	clear(b.msgs)
 	return err
 }

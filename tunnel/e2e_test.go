@@ -457,7 +457,13 @@ func TestKeepaliveDetectsDeadHub(t *testing.T) {
 				return
 			}
 			tc := tls.Server(c, hubTLSConfig(cert))
-			if _, err := hubHandshake(tc, DefaultWindow, func(string) (string, bool) { return "k", true }, nil); err != nil {
+			res, err := hubHandshake(tc, DefaultWindow, func(string) (string, bool) { return "k", true }, nil)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			// The first assignment, on the first connection of the set, as a real hub sends it (assign.go).
+			if err := sendFirstAssignLike(tc, res.set); err != nil {
 				c.Close()
 				continue
 			}

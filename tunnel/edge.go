@@ -13,8 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/go-multierror"
-
 	"github.com/serve-zone/remoteingress/internal/backoff"
 	"github.com/serve-zone/remoteingress/tunnel/proxyproto"
 	"github.com/serve-zone/remoteingress/tunnel/stun"
@@ -25,15 +23,14 @@ const stunRetryMin = 5 * time.Second
 
 // Edge listens on public ports and carries each connection over the tunnel.
 type Edge struct {
-	cfg       EdgeConfig
-	tlsConf   *tls.Config
-	log       *slog.Logger
-	listeners []net.Listener
-	ports     []int
-	backoff   backoff.Exponential
-	ctx       context.Context
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
+	cfg     EdgeConfig
+	tlsConf *tls.Config
+	log     *slog.Logger
+	own     portLists // the ports of cfg, used while the hub assigns none
+	backoff backoff.Exponential
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
 
 	// Counters of Metrics (metrics.go).
 	traffic         streamCounters
@@ -41,7 +38,9 @@ type Edge struct {
 	firewallRefused atomic.Uint64 // stays 0 until the edge has a firewall
 
 	mu        sync.Mutex
-	lnClosed  bool       // the listeners are closed (Shutdown or Close)
+	ports     edgePorts  // the listening sockets (edgeports.go)
+	portsOK   bool       // every port of the current assignment is bound
+	lnClosed  bool       // the listeners are closed for good (Shutdown or Close)
 	tunnel    *edgeConns // nil while disconnected
 	publicIP  string
 	lastError string
@@ -61,22 +60,21 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 		return nil, err
 	}
 	e := &Edge{cfg: cfg, tlsConf: tlsConf, log: cfg.Logger.With("side", "edge", "edgeId", cfg.EdgeID),
-		backoff: backoff.Exponential{Min: cfg.ReconnectMin, Max: cfg.ReconnectMax}}
-	for _, p := range cfg.ListenPorts {
-		ln, err := net.Listen("tcp", net.JoinHostPort(cfg.ListenHost, strconv.Itoa(p)))
-		if err != nil {
-			for _, l := range e.listeners {
-				_ = l.Close()
-			}
-			return nil, fmt.Errorf("cannot listen on port %d: %v", p, unwrapOpError(err))
-		}
-		e.listeners = append(e.listeners, ln)
-		e.ports = append(e.ports, p)
-	}
+		own:     portLists{TCP: nonNil(cfg.ListenPorts), UDP: nonNil(cfg.ListenPortsUDP)},
+		backoff: backoff.Exponential{Min: cfg.ReconnectMin, Max: cfg.ReconnectMax}, ports: newEdgePorts()}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
-	for _, ln := range e.listeners {
-		e.wg.Add(1)
-		go e.acceptLoop(ln)
+	e.mu.Lock()
+	errs := e.setPortsLocked(e.own)
+	if len(errs) > 0 {
+		_ = e.closePortsLocked()
+		e.mu.Unlock()
+		e.cancel()
+		e.wg.Wait()
+		return nil, errors.New(errs[0].Error)
+	}
+	e.mu.Unlock()
+	if len(e.own.TCP) == 0 && len(e.own.UDP) == 0 {
+		e.log.Info("no listen ports given: waiting for the hub to assign them")
 	}
 	e.wg.Add(1)
 	go e.tunnelLoop()
@@ -84,7 +82,7 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 		e.wg.Add(1)
 		go e.stunLoop()
 	}
-	e.log.Info("edge started", "listenPorts", e.ports, "hub", net.JoinHostPort(cfg.HubHost, strconv.Itoa(cfg.HubPort)))
+	e.log.Info("edge started", "listenPorts", e.own.TCP, "listenPortsUdp", e.own.UDP, "hub", net.JoinHostPort(cfg.HubHost, strconv.Itoa(cfg.HubPort)))
 	return e, nil
 }
 
@@ -92,8 +90,9 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 func (e *Edge) Status() EdgeStatus {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	st := EdgeStatus{Running: !e.closed, Connected: e.tunnel != nil, ListenPorts: append([]int{}, e.ports...),
-		LastError: e.lastError, ReconnectAttempts: e.attempts}
+	bound := e.boundLocked()
+	st := EdgeStatus{Running: !e.closed, Connected: e.tunnel != nil, ListenPorts: bound.TCP, ListenPortsUDP: bound.UDP,
+		FirewallRefused: e.firewallRefused.Load(), LastError: e.lastError, ReconnectAttempts: e.attempts}
 	if e.publicIP != "" {
 		ip := e.publicIP
 		st.PublicIP = &ip
@@ -132,20 +131,8 @@ func (e *Edge) Close() error {
 	return errs
 }
 
-// closeListenersLocked closes the listeners once; e.mu is held.
-func (e *Edge) closeListenersLocked() error {
-	if e.lnClosed {
-		return nil
-	}
-	e.lnClosed = true
-	var errs error
-	for i, ln := range e.listeners {
-		if err := ln.Close(); err != nil {
-			errs = multierror.Append(errs, fmt.Errorf("closing listener on port %d: %w", e.ports[i], err))
-		}
-	}
-	return errs
-}
+// closeListenersLocked closes the listening sockets once; e.mu is held.
+func (e *Edge) closeListenersLocked() error { return e.closePortsLocked() }
 
 // Shutdown stops the edge gracefully, in the manner of http.Server.Shutdown:
 // it closes the listeners at once (new clients are refused by the kernel),
@@ -228,7 +215,7 @@ func (e *Edge) tunnelLoop() {
 		if tries > 0 {
 			e.reconnects.Add(1)
 		}
-		tunnel, err := e.connectSet(hubAddr)
+		tunnel, assign, err := e.connectSet(hubAddr)
 		if err != nil {
 			if e.ctx.Err() != nil {
 				return
@@ -252,16 +239,19 @@ func (e *Edge) tunnelLoop() {
 		if e.closed {
 			e.mu.Unlock()
 			tunnel.close("edge stopping")
-			tunnel.run()
+			tunnel.run(nil)
 			return
 		}
+		e.mu.Unlock()
+		handler := e.takeAssignments(tunnel, assign)
+		e.mu.Lock()
 		e.tunnel = tunnel
 		e.lastError, e.attempts = "", 0
 		e.mu.Unlock()
 		e.log.Info("tunnel connected", "hub", hubAddr, "connections", len(tunnel.conns))
 		e.emit(EventTunnelConnected, TunnelConnectedEvent{HubAddr: hubAddr})
 		reported = false
-		reason := tunnel.run()
+		reason := tunnel.run(handler)
 		e.setDown(reason.Error(), 0)
 		e.log.Warn("tunnel disconnected", "reason", reason.Error())
 		e.emit(EventTunnelDisconnected, TunnelDisconnectedEvent{Reason: reason.Error()})
@@ -293,13 +283,20 @@ func (e *Edge) sleep(d time.Duration) bool {
 // connectSet connects a new set of cfg.Connections tunnel connections: the
 // first one decides (its failure is the set's), the others are added at
 // once beside each other; one of them that fails is left out, with a warning.
-func (e *Edge) connectSet(hubAddr string) (*edgeConns, error) {
+func (e *Edge) connectSet(hubAddr string) (*edgeConns, *assignMsg, error) {
 	n := e.cfg.Connections
 	set := setPlace{ID: newSetID(), Size: uint8(n)}
 	slots := newStreamSlots(e.cfg.MaxStreams) // the limit is the edge's, over all its connections
-	first, err := e.connectTLS(hubAddr, set, slots)
+	assigned := make(chan assignMsg, 1)
+	first, err := e.connectTLS(hubAddr, set, slots, assigned)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	var assign *assignMsg
+	select {
+	case m := <-assigned:
+		assign = &m
+	default: // the hub does not assign
 	}
 	conns := make([]tunnelConn, n)
 	conns[0] = first
@@ -310,7 +307,7 @@ func (e *Edge) connectSet(hubAddr string) (*edgeConns, error) {
 			defer wg.Done()
 			one := set
 			one.Index = uint8(i)
-			c, err := e.connectTLS(hubAddr, one, slots)
+			c, err := e.connectTLS(hubAddr, one, slots, nil)
 			if err != nil {
 				if e.ctx.Err() == nil {
 					e.log.Warn("extra tunnel connection failed; running with fewer", "index", i, "reason", err.Error())
@@ -327,13 +324,15 @@ func (e *Edge) connectSet(hubAddr string) (*edgeConns, error) {
 			t.conns = append(t.conns, c)
 		}
 	}
-	return t, nil
+	return t, assign, nil
 }
 
 // connectTLS dials the hub, runs TLS and the mutual authentication under one
 // deadline, and returns the frame mux over that connection, ready to serve:
 // connection set.Index of set, counting its streams in slots.
-func (e *Edge) connectTLS(hubAddr string, set setPlace, slots *streamSlots) (conn tunnelConn, err error) {
+// On the first connection of a set, the hub's first assignment is read as
+// part of the handshake and sent to first (which has room for it).
+func (e *Edge) connectTLS(hubAddr string, set setPlace, slots *streamSlots, first chan<- assignMsg) (conn tunnelConn, err error) {
 	defer recoverInto(e.log, "connecting to the hub", &err)
 	ctx, cancel := context.WithTimeout(e.ctx, e.cfg.HandshakeTimeout)
 	defer cancel()
@@ -361,6 +360,14 @@ func (e *Edge) connectTLS(hubAddr string, set setPlace, slots *streamSlots) (con
 	if peer.window < minWindow || peer.window > maxWindow {
 		_ = raw.Close()
 		return nil, fmt.Errorf("hub announced a window of %d bytes (allowed %d-%d)", peer.window, minWindow, maxWindow)
+	}
+	if set.Index == 0 && peer.caps&capAssign != 0 {
+		m, err := readFirstAssign(tc)
+		if err != nil {
+			_ = raw.Close()
+			return nil, err
+		}
+		first <- m
 	}
 	_ = raw.SetDeadline(time.Time{})
 	sess := newSession(tc, false, e.cfg.Tuning, peer, e.log, sessionHooks{})

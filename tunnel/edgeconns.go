@@ -46,18 +46,23 @@ func (t *edgeConns) close(reason string) {
 }
 
 // run serves every connection until the first one ends, closes the others
-// and returns, once all have ended, why the first one ended.
-func (t *edgeConns) run() error {
+// and returns, once all have ended, why the first one ended. h, if not nil,
+// handles the hub's messages on the connection of index 0.
+func (t *edgeConns) run(h *streamHandler) error {
 	if len(t.conns) == 1 {
-		return t.conns[0].Serve(nil)
+		return t.conns[0].Serve(h)
 	}
 	reasons := make(chan error, len(t.conns))
 	var wg sync.WaitGroup
-	for _, c := range t.conns {
+	for i, c := range t.conns {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			reasons <- c.Serve(nil)
+			if i == 0 {
+				reasons <- c.Serve(h)
+			} else {
+				reasons <- c.Serve(nil)
+			}
 		}()
 	}
 	first := <-reasons

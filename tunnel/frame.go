@@ -29,6 +29,9 @@ const (
 	frameChallenge frameType = 0x11 // hub→edge, stream 0: the hub's nonce
 	frameAuth      frameType = 0x12 // edge→hub, stream 0: the edge's proof
 	frameAuthOK    frameType = 0x13 // hub→edge, stream 0: the hub's proof
+
+	frameAssign frameType = 0x14 // hub→edge, stream 0: the edge's ports and firewall (assign.go)
+	frameBound  frameType = 0x15 // edge→hub, stream 0: the ports the edge has bound (assign.go)
 )
 
 // headerLen is the size of a frame header.
@@ -41,7 +44,7 @@ var frameNames = map[frameType]string{
 	frameOpen: "OPEN", frameData: "DATA", frameClose: "CLOSE", frameDataBack: "DATA_BACK",
 	frameCloseBack: "CLOSE_BACK", frameWindowUpdate: "WINDOW_UPDATE", frameReset: "RESET",
 	framePing: "PING", framePong: "PONG", frameGoAway: "GOAWAY", frameBlocked: "BLOCKED", frameHello: "HELLO",
-	frameChallenge: "CHALLENGE", frameAuth: "AUTH", frameAuthOK: "AUTH_OK",
+	frameChallenge: "CHALLENGE", frameAuth: "AUTH", frameAuthOK: "AUTH_OK", frameAssign: "ASSIGN", frameBound: "BOUND",
 }
 
 // String names the frame type.

@@ -28,3 +28,13 @@ func edgeTLSConfig(serverName string) *tls.Config {
 	c, _ := edgeTLSConfigFor(serverName, "", "")
 	return c
 }
+
+// sendFirstAssignLike ends a test hub's handshake as Hub.sendFirstAssign
+// does for an edge without an assignment: an empty ASSIGN on the set's first
+// connection.
+func sendFirstAssignLike(hc handshakeConn, set setPlace) error {
+	if set.Index != 0 {
+		return nil
+	}
+	return newHandshakeIO(hc).send(frameAssign, encodeAssign(assignMsg{}, 1))
+}

@@ -40,9 +40,11 @@ type Hub struct {
 	// draining is set by Shutdown: streams the edges open are refused.
 	draining atomic.Bool
 
+	listMu      sync.Mutex // held by SetAllowedEdges
 	mu          sync.Mutex
 	lnClosed    bool // the tunnel listener is closed (Shutdown or Close)
-	allowed     map[string]string
+	allowed     map[string]allowedEdge
+	assignGen   uint64 // counts the allow lists that changed an assignment (assign.go)
 	edges       map[string]*hubEdge
 	handshaking map[net.Conn]*pendingConn
 	evicted     int // entries of handshaking already evicted, not yet gone
@@ -52,6 +54,13 @@ type Hub struct {
 	// Guarded by mu too; read by Metrics (metrics.go).
 	allowedLoaded bool                       // an allowed list was given
 	traffic       map[string]*streamCounters // per allowed edge id
+}
+
+// allowedEdge is an entry of the allow list.
+type allowedEdge struct {
+	secret  string
+	managed bool      // the hub assigns ports or a firewall: the edge must take ASSIGN
+	assign  assignMsg // Seq is the assignGen of its last change
 }
 
 // pendingConn is a connection that has not authenticated yet.
@@ -68,6 +77,9 @@ type hubEdge struct {
 	secret      string
 	set         uint64
 	conns       []tunnelConn // by setPlace.Index; nil where none; guarded by Hub.mu
+	caps        uint32       // the edge's capability bits
+	sentSeq     uint64       // Seq of the last ASSIGN sent to it; guarded by Hub.mu
+	bound       portLists    // the ports it reports bound (BOUND); guarded by Hub.mu
 	connectedAt time.Time
 	remote      string
 	ended       chan struct{} // closed when the last connection has ended
@@ -86,11 +98,13 @@ func (e *hubEdge) connsLocked() []tunnelConn {
 
 // hubConn is one authenticated connection, before it joins its edge.
 type hubConn struct {
-	edgeID string
-	secret string
-	set    setPlace
-	remote string
-	conn   tunnelConn
+	edgeID    string
+	secret    string
+	set       setPlace
+	caps      uint32 // the edge's capability bits
+	assignSeq uint64 // Seq of the ASSIGN sent in the handshake, 0 if none
+	remote    string
+	conn      tunnelConn
 }
 
 // StartHub validates cfg, loads or generates the TLS certificate, binds the
@@ -105,7 +119,7 @@ func startHub(cfg HubConfig, allowed []EdgeCredential, limits proofLimits) (*Hub
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	allow, err := allowMap(allowed)
+	allow, err := allowMap(allowed, nil, 1)
 	if err != nil {
 		return nil, err
 	}
@@ -124,7 +138,7 @@ func startHub(cfg HubConfig, allowed []EdgeCredential, limits proofLimits) (*Hub
 		cfg: cfg, log: log, ln: ln, tlsConf: hubTLSConfig(cert),
 		fingerprint: certFingerprint(cert), port: ln.Addr().(*net.TCPAddr).Port,
 		ctx: ctx, cancel: cancel,
-		allowed: allow, edges: make(map[string]*hubEdge), handshaking: make(map[net.Conn]*pendingConn),
+		allowed: allow, assignGen: 1, edges: make(map[string]*hubEdge), handshaking: make(map[net.Conn]*pendingConn),
 		throttle: newProofThrottle(limits),
 		junkLog:  ratelog.New(log, slog.LevelInfo, "%d more connections rejected before authentication"),
 		authLog:  ratelog.New(log, slog.LevelWarn, "%d more edges rejected at authentication"),
@@ -152,14 +166,21 @@ func (h *Hub) Port() int { return h.port }
 // CertFingerprint is the SHA-256 of the hub's certificate, hex encoded.
 func (h *Hub) CertFingerprint() string { return h.fingerprint }
 
-// allowMap validates an allow list (ValidateEdgeList) and maps ids to secrets.
-func allowMap(edges []EdgeCredential) (map[string]string, error) {
+// allowMap validates an allow list (ValidateEdgeList) and maps ids to
+// entries. An assignment that differs from the one in old is stamped gen;
+// one that is the same keeps its Seq, so that the edge is not told again.
+func allowMap(edges []EdgeCredential, old map[string]allowedEdge, gen uint64) (map[string]allowedEdge, error) {
 	if err := ValidateEdgeList(edges); err != nil {
 		return nil, err
 	}
-	m := make(map[string]string, len(edges))
+	m := make(map[string]allowedEdge, len(edges))
 	for _, e := range edges {
-		m[e.ID] = e.Secret
+		a := allowedEdge{secret: e.Secret, managed: e.managed(), assign: assignFor(e)}
+		a.assign.Seq = gen
+		if prev, ok := old[e.ID]; ok && sameAssign(prev.assign, a.assign) {
+			a.assign.Seq = prev.assign.Seq
+		}
+		m[e.ID] = a
 	}
 	return m, nil
 }
@@ -167,7 +188,13 @@ func allowMap(edges []EdgeCredential) (map[string]string, error) {
 // SetAllowedEdges replaces the allow list; edges no longer allowed, or whose
 // secret changed, are disconnected at once. An invalid list changes nothing.
 func (h *Hub) SetAllowedEdges(edges []EdgeCredential) error {
-	m, err := allowMap(edges)
+	h.listMu.Lock() // one list at a time, so that each is stamped against the one before
+	defer h.listMu.Unlock()
+	h.mu.Lock()
+	gen := h.assignGen + 1
+	old := h.allowed
+	h.mu.Unlock()
+	m, err := allowMap(edges, old, gen)
 	if err != nil {
 		return err
 	}
@@ -178,15 +205,20 @@ func (h *Hub) SetAllowedEdges(edges []EdgeCredential) error {
 	}
 	var kicks []kick
 	h.mu.Lock()
+	h.assignGen = gen
 	h.allowed, h.allowedLoaded = m, true
 	h.setTrafficLocked(m)
 	for id, e := range h.edges {
-		secret, ok := m[id]
+		a, ok := m[id]
 		switch {
 		case !ok:
 			kicks = append(kicks, kick{id, e.connsLocked(), "edge no longer allowed"})
-		case subtle.ConstantTimeCompare([]byte(secret), []byte(e.secret)) != 1:
+		case subtle.ConstantTimeCompare([]byte(a.secret), []byte(e.secret)) != 1:
 			kicks = append(kicks, kick{id, e.connsLocked(), "edge credentials changed"})
+		case a.managed && e.caps&capAssign == 0:
+			kicks = append(kicks, kick{id, e.connsLocked(), errNoAssign})
+		default:
+			h.sendAssignLocked(e, a.assign)
 		}
 	}
 	h.mu.Unlock()
@@ -202,8 +234,22 @@ func (h *Hub) SetAllowedEdges(edges []EdgeCredential) error {
 func (h *Hub) lookupSecret(id string) (string, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	s, ok := h.allowed[id]
-	return s, ok
+	a, ok := h.allowed[id]
+	return a.secret, ok
+}
+
+// errNoAssign is why an edge that cannot take an assignment is refused
+// when its allow list entry has one.
+const errNoAssign = "the hub assigns this edge's ports or firewall, and the edge does not support that (protocol capability bit 2): upgrade the edge"
+
+// sendAssignLocked sends a to edge e unless e has it already; h.mu is held.
+// It goes on the connection of index 0, which every set has.
+func (h *Hub) sendAssignLocked(e *hubEdge, a assignMsg) {
+	if e.caps&capAssign == 0 || a.Seq == e.sentSeq || len(e.conns) == 0 || e.conns[0] == nil {
+		return
+	}
+	e.sentSeq = a.Seq
+	e.conns[0].Send(frameAssign, encodeAssign(a, a.Seq))
 }
 
 // Status reports the hub's state.
@@ -219,7 +265,7 @@ func (h *Hub) Status() HubStatus {
 		}
 		st.ConnectedEdges = append(st.ConnectedEdges, ConnectedEdge{
 			EdgeID: e.id, ConnectedAt: e.connectedAt.Unix(), ActiveStreams: active, RemoteAddr: e.remote,
-			Connections: len(conns),
+			Connections: len(conns), ListenPorts: slices.Clone(e.bound.TCP), ListenPortsUDP: slices.Clone(e.bound.UDP),
 		})
 	}
 	h.mu.Unlock()
@@ -416,6 +462,17 @@ func (h *Hub) serveTunnel(c *hubConn) {
 		opened: func(st tunnelStream) { h.emit(EventStreamOpened, StreamEvent{EdgeID: id, StreamID: st.ID()}) },
 		serve:  func(ctx context.Context, st tunnelStream) { h.serveStream(ctx, id, st) },
 		closed: func(st tunnelStream) { h.emit(EventStreamClosed, StreamEvent{EdgeID: id, StreamID: st.ID()}) },
+		message: func(t frameType, p []byte) error {
+			m, err := parseBound(p)
+			if err != nil {
+				return err
+			}
+			h.mu.Lock()
+			e.bound = m.portLists
+			h.mu.Unlock()
+			h.log.Debug("edge ports bound", "edgeId", id, "listenPorts", m.TCP, "listenPortsUdp", m.UDP)
+			return nil
+		},
 	})
 	h.mu.Lock()
 	e.conns[c.set.Index] = nil
@@ -483,7 +540,32 @@ func (h *Hub) authenticate(ctx context.Context, hc handshakeConn, addr netip.Add
 	if res.peer.window < minWindow || res.peer.window > maxWindow {
 		return nil, peerParams{}, fmt.Errorf("edge %q announced a window of %d bytes (allowed %d-%d)", res.edgeID, res.peer.window, minWindow, maxWindow)
 	}
-	return &hubConn{edgeID: res.edgeID, secret: usedSecret, set: res.set}, res.peer, nil
+	c := &hubConn{edgeID: res.edgeID, secret: usedSecret, set: res.set, caps: res.peer.caps}
+	if err := h.sendFirstAssign(hc, c); err != nil {
+		return nil, peerParams{}, err
+	}
+	return c, res.peer, nil
+}
+
+// sendFirstAssign ends the handshake of an edge that takes assignments
+// with its current one, on the first connection of its set, so that the
+// edge binds its ports and arms its firewall before its tunnel is up. An
+// edge that cannot take the assignment its entry has is refused (GOAWAY).
+func (h *Hub) sendFirstAssign(hc handshakeConn, c *hubConn) error {
+	h.mu.Lock()
+	a, ok := h.allowed[c.edgeID]
+	h.mu.Unlock()
+	switch {
+	case !ok: // the list changed meanwhile: register refuses it
+		return nil
+	case a.managed && c.caps&capAssign == 0:
+		_ = newHandshakeIO(hc).send(frameGoAway, []byte(errNoAssign))
+		return fmt.Errorf("edge %q refused: %s", c.edgeID, errNoAssign)
+	case c.caps&capAssign == 0 || c.set.Index != 0:
+		return nil
+	}
+	c.assignSeq = a.assign.Seq
+	return newHandshakeIO(hc).send(frameAssign, encodeAssign(a.assign, a.assign.Seq))
 }
 
 // register adds c to its edge. A connection of the edge's current set joins
@@ -499,7 +581,8 @@ func (h *Hub) register(c *hubConn) (*hubEdge, bool) {
 			h.mu.Unlock()
 			return nil, false
 		}
-		if s, ok := h.allowed[c.edgeID]; !ok || subtle.ConstantTimeCompare([]byte(s), []byte(c.secret)) != 1 {
+		a, ok := h.allowed[c.edgeID]
+		if !ok || subtle.ConstantTimeCompare([]byte(a.secret), []byte(c.secret)) != 1 || a.managed && c.caps&capAssign == 0 {
 			h.mu.Unlock()
 			h.log.Warn("edge rejected", "edgeId", c.edgeID, "reason", "allow list changed during authentication")
 			return nil, false
@@ -507,9 +590,11 @@ func (h *Hub) register(c *hubConn) (*hubEdge, bool) {
 		old := h.edges[c.edgeID]
 		if old == nil {
 			e := &hubEdge{id: c.edgeID, secret: c.secret, set: c.set.ID, conns: make([]tunnelConn, c.set.Size),
+				caps: c.caps, sentSeq: c.assignSeq, bound: portLists{TCP: []int{}, UDP: []int{}},
 				connectedAt: time.Now(), remote: c.remote, ended: make(chan struct{})}
 			e.conns[c.set.Index] = c.conn
 			h.edges[c.edgeID] = e
+			h.sendAssignLocked(e, a.assign) // if the list changed since the handshake
 			h.mu.Unlock()
 			return e, true
 		}
@@ -523,6 +608,10 @@ func (h *Hub) register(c *hubConn) (*hubEdge, bool) {
 			}
 			if why == "" {
 				old.conns[c.set.Index] = c.conn
+				if c.set.Index == 0 {
+					old.sentSeq = c.assignSeq
+					h.sendAssignLocked(old, a.assign)
+				}
 			}
 			h.mu.Unlock()
 			if why != "" {

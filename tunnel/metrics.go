@@ -127,7 +127,7 @@ func (h *Hub) Metrics() HubMetrics {
 // setTrafficLocked keeps the counters of the edge ids in allow, adds zero
 // ones for new ids and drops the rest; the caller holds h.mu. Sessions of a
 // dropped id (being disconnected) keep counting into counters nobody reads.
-func (h *Hub) setTrafficLocked(allow map[string]string) {
+func (h *Hub) setTrafficLocked(allow map[string]allowedEdge) {
 	next := make(map[string]*streamCounters, len(allow))
 	for id := range allow {
 		if c := h.traffic[id]; c != nil {
@@ -155,10 +155,11 @@ func (e *Edge) Metrics() EdgeMetrics {
 	e.mu.Lock()
 	up := e.tunnel != nil
 	running := !e.closed
+	portsOK := e.portsOK
 	e.mu.Unlock()
 	return EdgeMetrics{
 		EdgeID:          e.cfg.EdgeID,
-		Ready:           running && up && len(e.listeners) == len(e.cfg.ListenPorts),
+		Ready:           running && up && portsOK,
 		TunnelUp:        up,
 		Reconnects:      e.reconnects.Load(),
 		FirewallRefused: e.firewallRefused.Load(),

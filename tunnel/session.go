@@ -65,8 +65,10 @@ type session struct {
 	tuning     Tuning
 	peerWindow uint32       // initial send credit of each stream
 	autotune   bool         // the peer grows windows on BLOCKED: send them
+	peerCaps   uint32       // the capability bits the peer announced
 	grown      atomic.Int64 // growth beyond tuning.Window of the live streams' windows
 	hooks      sessionHooks
+	message    func(t frameType, p []byte) error // handles ASSIGN and BOUND (Serve); nil: refused
 
 	fr *frameReader
 	bw *bufio.Writer
@@ -103,14 +105,14 @@ func newSession(conn net.Conn, isHub bool, tuning Tuning, peer peerParams, log *
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &session{
 		conn: conn, isHub: isHub, log: log, tuning: tuning, peerWindow: peer.window, hooks: hooks,
-		autotune: peer.caps&capWindowAutotune != 0,
-		ctrl:     newControlQueue(), streams: make(map[uint32]*stream), ids: idSeq{next: 1, step: 1},
+		autotune: peer.caps&capWindowAutotune != 0, peerCaps: peer.caps,
+		ctrl: newControlQueue(), streams: make(map[uint32]*stream), ids: idSeq{next: 1, step: 1},
 		slots: newStreamSlots(tuning.MaxStreams),
 		ctx:   ctx, cancel: cancel, writerDone: make(chan struct{}),
 	}
 	s.stats = new(streamCounters)
 	s.fr = newFrameReader(conn)
-	s.fr.Limit = max(tuning.MaxWindow, maxGoAway) // DATA is checked against its stream's window before it is read
+	s.fr.Limit = max(tuning.MaxWindow, maxGoAway, maxAssignLen) // every type checks its own length; DATA against its stream's window, before it is read
 	s.bw = bufio.NewWriterSize(conn, writeBufSize)
 	s.fw = newFrameWriter(s.bw)
 	return s
@@ -328,8 +330,34 @@ func (s *session) dispatchControl(h frameHeader) error {
 			return s.readError(err)
 		}
 		return &remoteCloseError{Reason: sanitizeReason(p)}
+	case frameAssign, frameBound:
+		return s.readMessage(h)
 	}
 	return protoErr("%s on stream 0", h.Type)
+}
+
+// readMessage reads an ASSIGN or a BOUND and hands it to s.message. Each
+// goes one way only (ASSIGN to the edge, BOUND to the hub), to a peer that
+// announced capAssign; an error of the handler is a protocol error.
+func (s *session) readMessage(h frameHeader) error {
+	limit, to := uint32(maxAssignLen), false
+	if h.Type == frameBound {
+		limit, to = maxBoundLen, true
+	}
+	if s.isHub != to || s.message == nil {
+		return protoErr("unexpected %s", h.Type)
+	}
+	if h.Length > limit {
+		return protoErr("%s of %d bytes", h.Type, h.Length)
+	}
+	p := make([]byte, h.Length) // rare and possibly large: not kept in the reader's buffer
+	if err := s.fr.ReadPayloadInto(p); err != nil {
+		return s.readError(err)
+	}
+	if err := s.message(h.Type, p); err != nil {
+		return protoErr("%v", err)
+	}
+	return nil
 }
 
 // dispatchStream handles a frame on a stream: the frames of both sides,

@@ -41,6 +41,12 @@ type tunnelConn interface {
 	ActiveStreams() int
 	// ConnectionState is the TLS state the connection runs on.
 	ConnectionState() tls.ConnectionState
+	// PeerCaps is the capability bits the peer announced in the handshake.
+	PeerCaps() uint32
+	// Send queues a control message for the peer, t being frameAssign (hub)
+	// or frameBound (edge), and returns without waiting for the write. It is
+	// lost if the connection ends first.
+	Send(t frameType, payload []byte)
 }
 
 // streamHandler serves the streams a peer opens (the hub's side).
@@ -54,6 +60,10 @@ type streamHandler struct {
 	serve func(ctx context.Context, st tunnelStream)
 	// closed is called once for each stream, when it has ended both ways.
 	closed func(st tunnelStream)
+	// message, if not nil, handles each ASSIGN (edge) or BOUND (hub) the
+	// peer sends, in order, on the connection's reader; an error ends the
+	// connection as a protocol error.
+	message func(t frameType, payload []byte) error
 }
 
 // tunnelStream is a stream the peer opened, waiting for its local end.
@@ -85,6 +95,9 @@ func (s *session) OpenStream(hdr proxyproto.Header, local net.Conn) error {
 func (s *session) Serve(h *streamHandler) error {
 	s.hooks.open = func(st *stream, _ proxyproto.Header) { st.abort("this side accepts no streams", true) }
 	if h != nil {
+		s.message = h.message
+	}
+	if h != nil && h.serve != nil {
 		s.hooks.open = func(st *stream, _ proxyproto.Header) {
 			h.opened(st)
 			s.goSafe(func() { h.serve(s.ctx, st) })
@@ -108,6 +121,12 @@ func (s *session) ConnectionState() tls.ConnectionState {
 	}
 	return tls.ConnectionState{}
 }
+
+// PeerCaps implements tunnelConn.
+func (s *session) PeerCaps() uint32 { return s.peerCaps }
+
+// Send implements tunnelConn.
+func (s *session) Send(t frameType, payload []byte) { s.ctrl.message(t, payload) }
 
 // ID implements tunnelStream.
 func (st *stream) ID() uint32 { return st.id }

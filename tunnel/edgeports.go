@@ -1,0 +1,209 @@
+package tunnel
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"slices"
+	"strconv"
+
+	"github.com/hashicorp/go-multierror"
+)
+
+// The edge's listening sockets. The ports come from the edge's own config
+// (startEdge) until the hub assigns others (assign.go); a new assignment
+// takes effect without touching the tunnel: an added port is bound, a
+// removed one stops accepting while the connections it accepted run to
+// their end, an unchanged one is left alone.
+
+// edgePorts holds the edge's listeners by port; guarded by Edge.mu.
+type edgePorts struct {
+	tcp map[int]net.Listener
+	udp map[int]net.PacketConn
+}
+
+func newEdgePorts() edgePorts {
+	return edgePorts{tcp: make(map[int]net.Listener), udp: make(map[int]net.PacketConn)}
+}
+
+// boundLocked is the ports bound now, sorted; e.mu is held.
+func (e *Edge) boundLocked() portLists {
+	return portLists{TCP: slices.Sorted(maps.Keys(e.ports.tcp)), UDP: slices.Sorted(maps.Keys(e.ports.udp))}
+}
+
+// bindTCPLocked binds TCP port p on the listen host and starts accepting
+// on it; e.mu is held.
+func (e *Edge) bindTCPLocked(p int) error {
+	ln, err := net.Listen("tcp", net.JoinHostPort(e.cfg.ListenHost, strconv.Itoa(p)))
+	if err != nil {
+		return unwrapOpError(err)
+	}
+	e.ports.tcp[p] = ln
+	e.wg.Add(1)
+	go e.acceptLoop(ln)
+	return nil
+}
+
+// bindUDPLocked binds UDP port p on the listen host; e.mu is held. What
+// arrives on it is read and dropped: flows through the tunnel are not
+// carried yet.
+func (e *Edge) bindUDPLocked(p int) error {
+	pc, err := net.ListenPacket("udp", net.JoinHostPort(e.cfg.ListenHost, strconv.Itoa(p)))
+	if err != nil {
+		return unwrapOpError(err)
+	}
+	e.ports.udp[p] = pc
+	e.wg.Add(1)
+	go e.drainUDP(pc)
+	return nil
+}
+
+// drainUDP reads and drops the datagrams of pc until it is closed.
+func (e *Edge) drainUDP(pc net.PacketConn) {
+	defer e.wg.Done()
+	buf := make([]byte, 2048)
+	for {
+		if _, _, err := pc.ReadFrom(buf); err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					continue
+				}
+				e.log.Warn("UDP socket failed", "addr", pc.LocalAddr().String(), "err", err)
+			}
+			return
+		}
+	}
+}
+
+// setPortsLocked makes the bound ports those of want: it closes the
+// listeners of ports no longer wanted and binds the new ones, leaving the
+// others alone. A port that cannot be bound is left out and reported; e.mu
+// is held. Once the listeners are closed for good (Shutdown, Close) it does
+// nothing.
+func (e *Edge) setPortsLocked(want portLists) []PortErrorEvent {
+	if e.lnClosed {
+		return nil
+	}
+	for p, ln := range e.ports.tcp {
+		if !slices.Contains(want.TCP, p) {
+			_ = ln.Close()
+			delete(e.ports.tcp, p)
+		}
+	}
+	for p, pc := range e.ports.udp {
+		if !slices.Contains(want.UDP, p) {
+			_ = pc.Close()
+			delete(e.ports.udp, p)
+		}
+	}
+	var errs []PortErrorEvent
+	for _, p := range want.TCP {
+		if _, ok := e.ports.tcp[p]; !ok {
+			if err := e.bindTCPLocked(p); err != nil {
+				errs = append(errs, PortErrorEvent{Port: p, Protocol: "tcp", Error: fmt.Sprintf("cannot listen on TCP port %d: %v", p, err)})
+			}
+		}
+	}
+	for _, p := range want.UDP {
+		if _, ok := e.ports.udp[p]; !ok {
+			if err := e.bindUDPLocked(p); err != nil {
+				errs = append(errs, PortErrorEvent{Port: p, Protocol: "udp", Error: fmt.Sprintf("cannot listen on UDP port %d: %v", p, err)})
+			}
+		}
+	}
+	e.portsOK = len(errs) == 0
+	return errs
+}
+
+// closePortsLocked closes every listening socket once; e.mu is held.
+func (e *Edge) closePortsLocked() error {
+	if e.lnClosed {
+		return nil
+	}
+	e.lnClosed = true
+	var errs error
+	for p, ln := range e.ports.tcp {
+		if err := ln.Close(); err != nil {
+			errs = multierror.Append(errs, fmt.Errorf("closing listener on port %d: %w", p, err))
+		}
+	}
+	for p, pc := range e.ports.udp {
+		if err := pc.Close(); err != nil {
+			errs = multierror.Append(errs, fmt.Errorf("closing UDP socket on port %d: %w", p, err))
+		}
+	}
+	return errs
+}
+
+// applyAssign makes m the edge's assignment: its ports (the edge's own when
+// m has none) and its firewall. It reports each port it cannot bind
+// (portError) and then the assignment (portsAssigned) when received says
+// the hub sent it, and returns what is bound now, for BOUND.
+func (e *Edge) applyAssign(m assignMsg, received bool) boundMsg {
+	want := e.own
+	if m.Ports != nil {
+		want = *m.Ports
+	}
+	e.mu.Lock()
+	errs := e.setPortsLocked(want)
+	bound := e.boundLocked()
+	e.mu.Unlock()
+	for _, pe := range errs {
+		e.log.Warn("port not bound", "port", pe.Port, "protocol", pe.Protocol, "err", pe.Error)
+		e.emit(EventPortError, pe)
+	}
+	if len(want.TCP) == 0 && len(want.UDP) == 0 {
+		e.log.Warn("no ports to listen on: neither the hub nor the edge's config gives any")
+	}
+	if received {
+		e.log.Info("ports assigned", "listenPorts", want.TCP, "listenPortsUdp", want.UDP, "boundTcp", bound.TCP, "boundUdp", bound.UDP)
+		e.emit(EventPortsAssigned, PortsAssignedEvent{ListenPorts: nonNil(want.TCP), ListenPortsUDP: nonNil(want.UDP)})
+	}
+	return boundMsg{Seq: m.Seq, portLists: bound}
+}
+
+// takeAssignments applies the hub's first assignment of a new tunnel (or,
+// from a hub that assigns nothing, the edge's own ports), tells the hub
+// what is bound, and returns the handler of the assignments that follow on
+// the tunnel's connection of index 0.
+func (e *Edge) takeAssignments(t *edgeConns, first *assignMsg) *streamHandler {
+	if first == nil {
+		e.applyAssign(assignMsg{}, false)
+		return nil
+	}
+	conn := t.conns[0]
+	conn.Send(frameBound, encodeBound(e.applyAssign(*first, true)))
+	last := first.Seq
+	return &streamHandler{message: func(_ frameType, p []byte) error {
+		m, err := parseAssign(p)
+		if err != nil {
+			return err
+		}
+		if m.Seq <= last {
+			return nil // sent twice, as the hub may around a change of its list
+		}
+		last = m.Seq
+		conn.Send(frameBound, encodeBound(e.applyAssign(m, true)))
+		return nil
+	}}
+}
+
+// readFirstAssign reads the ASSIGN a hub that assigns sends right after
+// AUTH_OK, or the GOAWAY that refuses the edge instead.
+func readFirstAssign(conn handshakeConn) (assignMsg, error) {
+	fr := newFrameReader(conn)
+	fr.Limit = maxAssignLen
+	h, p, err := fr.ReadFrame()
+	if err != nil {
+		return assignMsg{}, fmt.Errorf("reading the hub's assignment: %w", err)
+	}
+	switch {
+	case h.Type == frameGoAway:
+		return assignMsg{}, &remoteCloseError{Reason: sanitizeReason(p)}
+	case h.Type != frameAssign || h.StreamID != 0:
+		return assignMsg{}, fmt.Errorf("%w: got %s on stream %d, want ASSIGN", errBadHandshake, h.Type, h.StreamID)
+	}
+	return parseAssign(p)
+}
