@@ -137,7 +137,7 @@ func TestWrongProofsAreThrottledButNotTheRealEdge(t *testing.T) {
 			return err
 		}
 		defer c.Close()
-		_, err = edgeHandshake(c, "edge-1", secret, DefaultWindow, setPlace{Size: 1})
+		_, err = edgeHandshake(c, "edge-1", secret, DefaultWindow, setPlace{Size: 1}, ourCaps)
 		return err
 	}
 

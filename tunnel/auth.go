@@ -257,11 +257,12 @@ func sanitizeReason(p []byte) string {
 	return string(out)
 }
 
-// edgeHandshake runs the edge's side after the TLS handshake. It returns the
-// hub's window and capabilities once the hub has proven it knows the secret.
-func edgeHandshake(conn handshakeConn, edgeID, secret string, window uint32, set setPlace) (peer peerParams, err error) {
+// edgeHandshake runs the edge's side after the TLS handshake, announcing
+// caps (ourCaps but in tests). It returns the hub's window and capabilities
+// once the hub has proven it knows the secret.
+func edgeHandshake(conn handshakeConn, edgeID, secret string, window uint32, set setPlace, caps uint32) (peer peerParams, err error) {
 	hio := newHandshakeIO(conn)
-	hello := helloMsg{Version: protocolVersion, Caps: ourCaps, Window: window, EdgeID: edgeID, Set: set}
+	hello := helloMsg{Version: protocolVersion, Caps: caps, Window: window, EdgeID: edgeID, Set: set}
 	if _, err := rand.Read(hello.Nonce[:]); err != nil {
 		return peerParams{}, err
 	}

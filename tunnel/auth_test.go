@@ -164,7 +164,7 @@ func authFullHandshake(t *testing.T, hubC, edgeC *tls.Conn, edgeID, edgeSecret s
 	o.hubErr, o.edgeErr = authRun(hubC, edgeC,
 		func(c *tls.Conn) (err error) { o.hub, err = hubHandshake(c, authHubWindow, lookup, nil); return err },
 		func(c *tls.Conn) (err error) {
-			o.edgePeer, err = edgeHandshake(c, edgeID, edgeSecret, authEdgeWindow, setPlace{Size: 1})
+			o.edgePeer, err = edgeHandshake(c, edgeID, edgeSecret, authEdgeWindow, setPlace{Size: 1}, ourCaps)
 			return err
 		})
 	authNoSecretIn(t, o.hubErr, o.edgeErr)
@@ -341,7 +341,7 @@ func TestHandshakeEdgeRejectsUnprovenHub(t *testing.T) {
 			hubC, edgeC := authTLSPair(t, nil, nil)
 			var peer peerParams
 			hubErr, edgeErr := authRun(hubC, edgeC, authFakeHub(tc.authOK), func(c *tls.Conn) (err error) {
-				peer, err = edgeHandshake(c, authEdgeID, authSecret, authEdgeWindow, setPlace{Size: 1})
+				peer, err = edgeHandshake(c, authEdgeID, authSecret, authEdgeWindow, setPlace{Size: 1}, ourCaps)
 				return err
 			})
 			authNoSecretIn(t, hubErr, edgeErr)
@@ -542,7 +542,7 @@ func TestHandshakeEdgeRejectsBadChallenge(t *testing.T) {
 				}
 				return authRawPeer(tc.reply)(c)
 			}, func(c *tls.Conn) (err error) {
-				peer, err = edgeHandshake(c, authEdgeID, authSecret, authEdgeWindow, setPlace{Size: 1})
+				peer, err = edgeHandshake(c, authEdgeID, authSecret, authEdgeWindow, setPlace{Size: 1}, ourCaps)
 				return err
 			})
 			if !errors.Is(edgeErr, tc.want) {
@@ -559,7 +559,7 @@ func TestHandshakeGoAwayReasonSanitized(t *testing.T) {
 	hubC, edgeC := authTLSPair(t, nil, nil)
 	reason := append([]byte("maintenance\x00\r\n\x1b[31m\xff"), bytes.Repeat([]byte("y"), 300)...)
 	_, edgeErr := authRun(hubC, edgeC, authRawPeer(appendFrame(nil, 0, frameGoAway, reason)), func(c *tls.Conn) error {
-		_, err := edgeHandshake(c, authEdgeID, authSecret, authEdgeWindow, setPlace{Size: 1})
+		_, err := edgeHandshake(c, authEdgeID, authSecret, authEdgeWindow, setPlace{Size: 1}, ourCaps)
 		return err
 	})
 	var rc *remoteCloseError

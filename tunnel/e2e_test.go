@@ -395,7 +395,7 @@ func rawEdge(t *testing.T, hubPort int, id, secret string) *tls.Conn {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	if _, err := edgeHandshake(c, id, secret, DefaultWindow, setPlace{Size: 1}); err != nil {
+	if _, err := edgeHandshake(c, id, secret, DefaultWindow, setPlace{Size: 1}, ourCaps); err != nil {
 		t.Fatalf("handshake: %v", err)
 	}
 	return c

@@ -348,7 +348,7 @@ func (e *Edge) connectTLS(hubAddr string, set setPlace, slots *streamSlots, firs
 	err = tc.HandshakeContext(ctx)
 	var peer peerParams
 	if err == nil {
-		peer, err = edgeHandshake(tc, e.cfg.EdgeID, e.cfg.Secret, e.cfg.Window, set)
+		peer, err = edgeHandshake(tc, e.cfg.EdgeID, e.cfg.Secret, e.cfg.Window, set, ourCaps)
 	}
 	if !stop() || err != nil {
 		_ = raw.Close()

@@ -18,7 +18,7 @@ func dialSet(t *testing.T, hubPort int, set setPlace) *tls.Conn {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	if _, err := edgeHandshake(c, "edge-1", "s3cret-edge-1", DefaultWindow, set); err != nil {
+	if _, err := edgeHandshake(c, "edge-1", "s3cret-edge-1", DefaultWindow, set, ourCaps); err != nil {
 		t.Fatalf("handshake: %v", err)
 	}
 	return c

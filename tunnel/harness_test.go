@@ -83,7 +83,13 @@ type target struct {
 
 func startTarget(t testing.TB, handler func(hdr string, c net.Conn, br *bufio.Reader)) *target {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.2:0")
+	return startTargetAt(t, "127.0.0.2:0", handler)
+}
+
+// startTargetAt is startTarget listening on addr.
+func startTargetAt(t testing.TB, addr string, handler func(hdr string, c net.Conn, br *bufio.Reader)) *target {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatalf("target listen: %v", err)
 	}
