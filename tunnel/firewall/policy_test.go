@@ -418,8 +418,8 @@ func fuzzRules(b []byte) Rules {
 		}
 		bits := int(tag&0x3f) % (n*8 + 1)
 		if n == 16 {
-			bits = int(tag&0x3f)*2 + int(raw[15]&1)
-			bits %= 129
+			// 0..128 from the 6 bits and the last two address bits.
+			bits = int(tag&0x3f)*2 + int(raw[15]&1) + int(raw[14]&1)
 		}
 		if a.Is4In6() {
 			bits = max(bits, 96)
