@@ -40,7 +40,6 @@ type Firewall struct {
 	policy   atomic.Pointer[Policy]
 	updateMu sync.Mutex // serializes Update
 	refused  atomic.Uint64
-	open     atomic.Int64
 	shards   [shardCount]shard
 }
 
@@ -50,7 +49,8 @@ type shard struct {
 	idle    int // entries of ips with nothing open
 	sweepAt int // idle count past which Release sweeps
 	free    []*entry
-	_       [64]byte // keeps shards' locks off each other's cache lines
+	open    atomic.Int64 // tickets open in the shard, written under mu
+	_       [64]byte     // keeps shards' locks off each other's cache lines
 }
 
 // entry is the state of one client IP.
@@ -107,7 +107,13 @@ func (f *Firewall) Policy() *Policy { return f.policy.Load() }
 func (f *Firewall) Refused() uint64 { return f.refused.Load() }
 
 // Open returns how many tickets are open (admitted and not yet released).
-func (f *Firewall) Open() int { return int(f.open.Load()) }
+func (f *Firewall) Open() int {
+	n := int64(0)
+	for i := range f.shards {
+		n += f.shards[i].open.Load()
+	}
+	return int(n)
+}
 
 // Update puts p in force (nil: admit everyone) for every admission from
 // now on. Then, outside any lock and in the caller's goroutine, it calls
@@ -214,8 +220,8 @@ func (f *Firewall) Admit(a netip.Addr, onBlock func()) (*Ticket, Verdict) {
 		e.tickets.prev = t
 	}
 	e.tickets = t
+	s.open.Add(1)
 	s.mu.Unlock()
-	f.open.Add(1)
 	return t, OK
 }
 
@@ -248,8 +254,8 @@ func (t *Ticket) Release() {
 			}
 		}
 	}
+	s.open.Add(-1)
 	s.mu.Unlock()
-	f.open.Add(-1)
 }
 
 // recycle keeps e, just removed from s.ips, for reuse. s.mu is held.
