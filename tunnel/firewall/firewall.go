@@ -14,15 +14,15 @@ const (
 	shardCount = 32
 	// maxIdlePerShard bounds the entries of a shard that have nothing open
 	// and are kept only for their rate bucket (shardCount*maxIdlePerShard
-	// = 65 536 in all). Past it the shard first drops the entries whose
-	// bucket is full again, then evicts arbitrary idle ones down to 3/4 of
-	// the bound: an evicted address starts again with a full bucket, so a
-	// flood of distinct (spoofed) addresses can hand a rate-limited client
-	// its burst back early, but it cannot grow the state. Entries with open
-	// tickets are never evicted; they are bounded by what the edge holds
-	// open.
+	// = 65 536 in all). Past it a sweep first drops the entries whose
+	// bucket is full again, then evicts the longest idle ones down to 3/4
+	// of the bound: an evicted address starts again with a full bucket, so
+	// a flood of distinct (spoofed) addresses can hand a rate-limited
+	// client its burst back early, but it cannot grow the state. Entries
+	// with open tickets are never evicted; they are bounded by what the
+	// edge holds open.
 	maxIdlePerShard = 2048
-	// minSweep is the fewest idle entries of a shard at which a sweep for
+	// minSweep is the shortest idle queue of a shard at which a sweep for
 	// full buckets runs.
 	minSweep = 64
 	// maxFree is the most unused entries a shard keeps for reuse.
@@ -44,10 +44,12 @@ type Firewall struct {
 }
 
 type shard struct {
-	mu      sync.Mutex
-	ips     map[netip.Addr]*entry
-	idle    int // entries of ips with nothing open
-	sweepAt int // idle count past which Release sweeps
+	mu  sync.Mutex
+	ips map[netip.Addr]*entry
+	// idle holds every entry of ips with nothing open (and maybe some that
+	// opened again since), in the order they went idle, for sweep.
+	idle    []idleEntry
+	sweepAt int // length of idle past which Release sweeps
 	free    []*entry
 	open    atomic.Int64 // tickets open in the shard, written under mu
 	_       [64]byte     // keeps shards' locks off each other's cache lines
@@ -60,6 +62,13 @@ type entry struct {
 	tat     int64
 	open    int     // tickets open
 	tickets *Ticket // the open tickets, linked
+	queued  bool    // in shard.idle
+	gone    bool    // deleted from shard.ips while queued
+}
+
+type idleEntry struct {
+	addr netip.Addr
+	e    *entry
 }
 
 // Ticket is one admitted connection or flow, counted open for its client
@@ -208,8 +217,6 @@ func (f *Firewall) Admit(a netip.Addr, onBlock func()) (*Ticket, Verdict) {
 			e = new(entry)
 		}
 		s.ips[a] = e
-	case e.open == 0:
-		s.idle--
 	}
 	if interval > 0 {
 		e.tat = max(e.tat, now) + interval
@@ -244,12 +251,13 @@ func (t *Ticket) Release() {
 	t.prev, t.next, t.onBlock = nil, nil, nil
 	e.open--
 	if e.open == 0 {
-		if e.tat == 0 || e.tat <= f.now() {
-			delete(s.ips, t.addr)
-			s.recycle(e)
-		} else {
-			s.idle++
-			if s.idle > s.sweepAt {
+		switch {
+		case e.tat == 0 || e.tat <= f.now():
+			s.remove(t.addr, e)
+		case !e.queued:
+			e.queued = true
+			s.idle = append(s.idle, idleEntry{t.addr, e})
+			if len(s.idle) > s.sweepAt {
 				f.sweep(s)
 			}
 		}
@@ -258,40 +266,49 @@ func (t *Ticket) Release() {
 	s.mu.Unlock()
 }
 
-// recycle keeps e, just removed from s.ips, for reuse. s.mu is held.
-func (s *shard) recycle(e *entry) {
+// remove deletes the entry e of a from s.ips and keeps it for reuse
+// unless s.idle still holds it. s.mu is held.
+func (s *shard) remove(a netip.Addr, e *entry) {
+	delete(s.ips, a)
+	if e.queued {
+		e.gone = true
+		return
+	}
 	if len(s.free) < maxFree {
 		*e = entry{}
 		s.free = append(s.free, e)
 	}
 }
 
-// sweep drops the idle entries of s whose bucket is full again and, past
-// maxIdlePerShard, evicts idle ones (see maxIdlePerShard). s.mu is held.
+// sweep drops the entries of s.idle that opened again, and deletes those
+// whose bucket is full again; past maxIdlePerShard it evicts the oldest
+// (see maxIdlePerShard). s.mu is held.
 func (f *Firewall) sweep(s *shard) {
 	now := f.now()
-	for a, e := range s.ips {
-		if e.open == 0 && e.tat <= now {
-			delete(s.ips, a)
-			s.recycle(e)
-			s.idle--
+	kept := s.idle[:0]
+	for _, it := range s.idle {
+		e := it.e
+		switch {
+		case e.gone:
+		case e.open > 0:
+			e.queued = false
+		case e.tat <= now:
+			e.queued = false
+			s.remove(it.addr, e)
+		default:
+			kept = append(kept, it)
 		}
 	}
-	if s.idle > maxIdlePerShard {
-		// Map iteration starts at a random place: the evicted entries are
-		// an arbitrary part of the idle ones.
-		for a, e := range s.ips {
-			if s.idle <= maxIdlePerShard*3/4 {
-				break
-			}
-			if e.open == 0 {
-				delete(s.ips, a)
-				s.recycle(e)
-				s.idle--
-			}
+	if n := len(kept) - maxIdlePerShard*3/4; len(kept) > maxIdlePerShard {
+		for _, it := range kept[:n] {
+			it.e.queued = false
+			s.remove(it.addr, it.e)
 		}
+		kept = kept[:copy(kept, kept[n:])]
 	}
-	s.sweepAt = min(max(2*s.idle, minSweep), maxIdlePerShard)
+	clear(s.idle[len(kept):])
+	s.idle = kept
+	s.sweepAt = min(max(2*len(kept), minSweep), maxIdlePerShard)
 }
 
 // entries returns how many client IPs have state, for tests.

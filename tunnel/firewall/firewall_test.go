@@ -237,6 +237,28 @@ func TestMemoryBoundUnderAddressFlood(t *testing.T) {
 	if got, bound := f.entries(), shardCount*maxIdlePerShard; got > bound {
 		t.Fatalf("%d distinct addresses left %d entries, more than the bound %d", n, got, bound)
 	}
+	for i := range f.shards {
+		if q := len(f.shards[i].idle); q > maxIdlePerShard+1 {
+			t.Fatalf("shard %d queues %d idle entries", i, q)
+		}
+	}
+	// What goes first at the bound is the longest idle: the address used
+	// last is still counted (5 per second, 5 of them now).
+	last := netip.MustParseAddr("2001:db8::5")
+	for range 5 {
+		tk, _ := f.Admit(last, nil)
+		tk.Release()
+	}
+	for range 100 {
+		b[0] = 0x30
+		binary.BigEndian.PutUint64(b[8:], uint64(n))
+		n++
+		tk, _ := f.Admit(netip.AddrFrom16(b), nil)
+		tk.Release()
+	}
+	if _, v := f.Admit(last, nil); v != RateLimited {
+		t.Fatalf("the address used last: %v, want rate limited (its bucket was evicted)", v)
+	}
 	if f.Open() != 0 {
 		t.Fatalf("Open %d", f.Open())
 	}
