@@ -9,9 +9,10 @@ import (
 )
 
 const (
-	// shardCount is the number of independently locked parts of the
-	// per-IP state; an address's shard is a seeded hash of it.
-	shardCount = 32
+	// shardBits gives the number of independently locked parts of the
+	// per-IP state, shardCount; an address's shard is a seeded hash of it.
+	shardBits  = 5
+	shardCount = 1 << shardBits
 	// maxIdlePerShard bounds the entries of a shard that have nothing open
 	// and are kept only for their rate bucket (shardCount*maxIdlePerShard
 	// = 65 536 in all). Past it a sweep first drops the entries whose
@@ -103,10 +104,11 @@ func New(clock func() time.Time) *Firewall {
 func (f *Firewall) now() int64 { return max(0, int64(f.clock().Sub(f.base))) }
 
 func (f *Firewall) shardOf(a netip.Addr) *shard {
+	// The top bits of the second product depend on every bit of the
+	// address.
 	x := addr6(a)
-	h := (x.hi*0x9e3779b97f4a7c15 ^ x.lo ^ f.seed) * 0xbf58476d1ce4e5b9
-	h ^= h >> 31
-	return &f.shards[h%shardCount]
+	h := ((x.hi^f.seed)*0x9e3779b97f4a7c15 ^ x.lo) * 0xbf58476d1ce4e5b9
+	return &f.shards[h>>(64-shardBits)]
 }
 
 // Policy returns the policy in force, nil when there is none.

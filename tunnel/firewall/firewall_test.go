@@ -468,3 +468,27 @@ func TestConcurrentAdmitReleaseUpdate(t *testing.T) {
 		}
 	}
 }
+
+func TestShardsSpreadAddresses(t *testing.T) {
+	f := New(nil)
+	// Addresses that differ only in the high bits of their prefix, or
+	// only in their last byte, still spread over the shards.
+	for _, gen := range []func(i int) netip.Addr{
+		func(i int) netip.Addr { return netip.AddrFrom16([16]byte{0x20, 0x01, byte(i >> 8), byte(i), 15: 1}) },
+		func(i int) netip.Addr { return netip.AddrFrom4([4]byte{203, 0, byte(i >> 8), byte(i)}) },
+		func(i int) netip.Addr { return netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 14: byte(i >> 8), 15: byte(i)}) },
+	} {
+		counts := map[*shard]int{}
+		for i := range 4096 {
+			counts[f.shardOf(gen(i))]++
+		}
+		for s, n := range counts {
+			if n > 4096/shardCount*2 {
+				t.Fatalf("shard %p got %d of 4096 addresses", s, n)
+			}
+		}
+		if len(counts) != shardCount {
+			t.Fatalf("4096 addresses went to %d of %d shards", len(counts), shardCount)
+		}
+	}
+}
