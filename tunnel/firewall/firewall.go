@@ -210,8 +210,7 @@ func (f *Firewall) Admit(a netip.Addr, onBlock func()) (*Ticket, Verdict) {
 		s.mu.Unlock()
 		return f.refuse(TooManyConnections)
 	}
-	switch {
-	case e == nil:
+	if e == nil {
 		if n := len(s.free); n > 0 {
 			e = s.free[n-1]
 			s.free = s.free[:n-1]

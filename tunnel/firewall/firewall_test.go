@@ -476,7 +476,9 @@ func TestShardsSpreadAddresses(t *testing.T) {
 	for _, gen := range []func(i int) netip.Addr{
 		func(i int) netip.Addr { return netip.AddrFrom16([16]byte{0x20, 0x01, byte(i >> 8), byte(i), 15: 1}) },
 		func(i int) netip.Addr { return netip.AddrFrom4([4]byte{203, 0, byte(i >> 8), byte(i)}) },
-		func(i int) netip.Addr { return netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 14: byte(i >> 8), 15: byte(i)}) },
+		func(i int) netip.Addr {
+			return netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 14: byte(i >> 8), 15: byte(i)})
+		},
 	} {
 		counts := map[*shard]int{}
 		for i := range 4096 {
@@ -491,4 +493,26 @@ func TestShardsSpreadAddresses(t *testing.T) {
 			t.Fatalf("4096 addresses went to %d of %d shards", len(counts), shardCount)
 		}
 	}
+}
+
+func TestZeroAddress(t *testing.T) {
+	f := New(nil)
+	tk, v := f.Admit(netip.Addr{}, nil)
+	if v != OK {
+		t.Fatalf("no policy: the zero address is %v", v)
+	}
+	tk.Release()
+	f.Update(mustCompile(t, Rules{AllowedIPs: []string{"0.0.0.0/0", "::/0"}}))
+	if _, v := f.Admit(netip.Addr{}, nil); v != NotAllowed {
+		t.Fatalf("allow-list of everything: the zero address is %v, want not in allow-list", v)
+	}
+}
+
+func TestZoneIgnored(t *testing.T) {
+	f := New(nil)
+	f.Update(mustCompile(t, Rules{MaxConnectionsPerIP: 1, BlockedIPs: []string{"fe80::2"}}))
+	tk := admit(t, f, "fe80::1%eth0", OK)
+	admit(t, f, "fe80::1%eth1", TooManyConnections)
+	admit(t, f, "fe80::2%eth0", Blocked)
+	tk.Release()
 }
