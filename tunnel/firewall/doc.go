@@ -15,7 +15,9 @@
 //
 // A client address is first unmapped: an IPv4-mapped IPv6 address
 // (::ffff:203.0.113.7) is its IPv4 form, and is matched against IPv4 rules
-// only; IPv6 rules (even ::/0) never match an IPv4 address. Firewall.Admit
+// only; IPv6 rules never match an IPv4 address, not even those such as ::/0
+// or ::/80 that span ::ffff:0:0/96 (and an IPv4-mapped rule, such as
+// ::ffff:203.0.113.0/120, is the IPv4 rule 203.0.113.0/24). Firewall.Admit
 // then checks, in this order, and stops at the first refusal:
 //
 //  1. the allow-list: when allowedIps is not empty, an address outside it
