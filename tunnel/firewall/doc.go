@@ -26,7 +26,8 @@
 //     when it is in the allow-list;
 //  3. the rate bucket of the address (RateLimited): a token bucket holding
 //     connectionRatePerIp tokens, refilled at connectionRatePerIp per
-//     second, one token per admission;
+//     second (one token every second/rate, rounded down to the
+//     nanosecond), one token per admission;
 //  4. the concurrency cap (TooManyConnections): the address already holds
 //     maxConnectionsPerIp tickets.
 //
