@@ -40,4 +40,11 @@
 // address the new policy refuses by 1 or 2 get their onBlock called, for
 // the caller to close those connections. The package logs nothing: the
 // caller counts refusals (Firewall.Refused) and rate-limits its logs.
+//
+// # State
+//
+// A client IP has state while it holds a ticket or its rate bucket is not
+// full again; a refusal never creates any. The IPs kept only for their
+// bucket are bounded (65 536): past the bound the longest idle lose theirs
+// and start again with a full bucket.
 package firewall
