@@ -1,9 +1,3 @@
-// Package firewall is the edge's admission check for client connections and
-// UDP flows: blocked and allowed addresses (IPs and CIDRs, IPv4 and IPv6),
-// a cap on what one client IP holds open at once and a rate of new ones per
-// client IP. The hub sends the rules with an edge's assignment; the edge
-// checks every new TCP connection and UDP flow before any byte of it
-// crosses the tunnel.
 package firewall
 
 import (
