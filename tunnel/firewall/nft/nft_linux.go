@@ -265,9 +265,8 @@ func (t *Table) Close() error {
 // batch of about elems set elements.
 func newConn(elems int) (*nftables.Conn, error) {
 	return nftables.New(nftables.WithSockOptions(func(nc *netlink.Conn) error {
-		// Errors only on the kernel side: the short acks and the error
-		// strings are best effort (old kernels lack them).
-		_ = nc.SetOption(netlink.CapAcknowledge, true)
+		// The kernel's error strings are best effort (old kernels lack
+		// them). Not NETLINK_CAP_ACK: the library cannot parse its acks.
 		_ = nc.SetOption(netlink.ExtendedAcknowledge, true)
 		if need := 64*elems + 64<<10; need > 208<<10 {
 			setSendBuffer(nc, need)
