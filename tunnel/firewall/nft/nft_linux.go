@@ -57,7 +57,8 @@ var errClosed = errors.New("nft: table is closed")
 // the named counter and the empty sets. It fails with an error wrapping
 // ErrUnavailable when nftables cannot be used (not root, no nf_tables or a
 // part of it missing in the kernel); the probe for the parts the rules need
-// is in the same batch, so Open fails rather than a later Replace.
+// is in the same batch, so Open fails rather than a later Replace. One
+// process owns a table: a second Open of the same name replaces the first's.
 func Open(table string) (*Table, error) {
 	if table == "" || len(table) > unix.NFT_NAME_MAXLEN-1 || strings.IndexByte(table, 0) >= 0 {
 		return nil, fmt.Errorf("nft: open table %q: a table's name is 1 to %d bytes without NUL", table, unix.NFT_NAME_MAXLEN-1)
@@ -269,27 +270,32 @@ func newConn(elems int) (*nftables.Conn, error) {
 		// them). Not NETLINK_CAP_ACK: the library cannot parse its acks.
 		_ = nc.SetOption(netlink.ExtendedAcknowledge, true)
 		if need := 64*elems + 64<<10; need > 208<<10 {
-			setSendBuffer(nc, need)
+			setBuffers(nc, need)
 		}
 		return nil
 	}))
 }
 
-// setSendBuffer raises the socket's send buffer to n bytes, past
-// net.core.wmem_max where the process may (CAP_NET_ADMIN, which nftables
-// needs anyway). Should it fail, the batch's send says so (EMSGSIZE).
-func setSendBuffer(nc *netlink.Conn, n int) {
+// setBuffers raises the socket's send buffer to n bytes, so a big batch
+// goes out in one send, and its receive buffer too, as an error's ack
+// carries the message it refuses: past net.core.wmem_max and rmem_max
+// where the process may (CAP_NET_ADMIN, which nftables needs anyway).
+// Should it fail, the batch's send says so (EMSGSIZE).
+func setBuffers(nc *netlink.Conn, n int) {
 	rc, err := nc.SyscallConn()
 	if err == nil {
 		var serr error
 		err = rc.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, n)
+			serr = errors.Join(
+				unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, n),
+				unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n))
 		})
 		if err == nil && serr == nil {
 			return
 		}
 	}
 	_ = nc.SetWriteBuffer(n)
+	_ = nc.SetReadBuffer(n)
 }
 
 // classify wraps err with ErrUnavailable when it says nftables cannot be

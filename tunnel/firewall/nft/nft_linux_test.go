@@ -283,13 +283,8 @@ func decodeRanges(t *testing.T, es []nftables.SetElement) []addrRange {
 		open = &a
 	}
 	if open != nil {
-		last := netip.IPv6Unspecified()
-		if open.Is4() {
-			last = netip.AddrFrom4([4]byte{255, 255, 255, 255})
-		} else {
-			last = netip.AddrFrom16([16]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
-		}
-		rs = append(rs, addrRange{*open, last})
+		// No end: the interval runs to the family's last address.
+		rs = append(rs, addrRange{*open, lastAddr(netip.PrefixFrom(*open, 0).Masked())})
 	}
 	return rs
 }
@@ -936,6 +931,30 @@ func TestReplaceLarge(t *testing.T) {
 func TestCloseRemovesTable(t *testing.T) {
 	inNetns(t, func(t *testing.T) {
 		name := TableName("close")
+		// Open, Replace, Dropped and Close leave no socket open.
+		fds := openFDs(t)
+		for range 20 {
+			tab, err := Open(name)
+			if errors.Is(err, ErrUnavailable) {
+				t.Skipf("nftables unavailable in the namespace: %v", err)
+			}
+			if err != nil {
+				t.Fatalf("Open: %v", err)
+			}
+			if err := tab.Replace([]netip.Prefix{pfx("192.0.2.0/24")}, []int{1}, []int{1}); err != nil {
+				t.Fatalf("Replace: %v", err)
+			}
+			if _, err := tab.Dropped(); err != nil {
+				t.Fatalf("Dropped: %v", err)
+			}
+			if err := tab.Close(); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+		}
+		if now := openFDs(t); now != fds {
+			t.Errorf("open file descriptors went from %d to %d over 20 Open/Replace/Dropped/Close", fds, now)
+		}
+
 		tab, err := Open(name)
 		if errors.Is(err, ErrUnavailable) {
 			t.Skipf("nftables unavailable in the namespace: %v", err)
@@ -978,6 +997,16 @@ func TestCloseRemovesTable(t *testing.T) {
 			t.Errorf("Close of a table removed already: %v, want nil", err)
 		}
 	})
+}
+
+// openFDs is how many file descriptors the process has open.
+func openFDs(t *testing.T) int {
+	t.Helper()
+	es, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatalf("list open fds: %v", err)
+	}
+	return len(es)
 }
 
 const readyLine = "NFT-TEST-READY"
