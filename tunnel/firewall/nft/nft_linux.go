@@ -47,7 +47,22 @@ type Table struct {
 	chain              *nftables.Chain
 	set4, set6         *nftables.Set
 	tcpPorts, udpPorts *nftables.Set
+
+	// installed is what the last Replace put in, for a rebuild of a
+	// table removed behind the edge's back.
+	installed fill
+	// base is what the counters of the table's earlier incarnations
+	// (before rebuilds) counted; seen is the current counter's last value
+	// read.
+	base, seen uint64
 }
+
+// fill is the content of the sets, as set elements.
+type fill struct {
+	e4, e6, tcp, udp []nftables.SetElement
+}
+
+func (f fill) elems() int { return len(f.e4) + len(f.e6) + len(f.tcp) + len(f.udp) }
 
 // errClosed is returned by the methods of a Table after Close.
 var errClosed = errors.New("nft: table is closed")
@@ -68,6 +83,18 @@ func Open(table string) (*Table, error) {
 	if err != nil {
 		return nil, classify(fmt.Errorf("open table %q: %w", table, err))
 	}
+	if err := t.queueCreate(c); err != nil {
+		return nil, fmt.Errorf("nft: open table %q: %w", table, err)
+	}
+	if err := c.Flush(); err != nil {
+		return nil, classify(fmt.Errorf("open table %q: %w", table, err))
+	}
+	return t, nil
+}
+
+// queueCreate queues the removal of the table, whether it is there or
+// not, and its creation afresh with all its objects and no rule.
+func (t *Table) queueCreate(c *nftables.Conn) error {
 	// Adding before deleting makes the delete find a table whether or not
 	// a leftover was there; all of it is one batch, so the leftover's rules
 	// are in force until the fresh table is.
@@ -79,7 +106,7 @@ func Open(table string) (*Table, error) {
 	for i, s := range []*nftables.Set{t.set4, t.set6, t.tcpPorts, t.udpPorts} {
 		s.ID = uint32(i + 1) // batch-local ids, not the library's global counter
 		if err := c.AddSet(s, nil); err != nil {
-			return nil, fmt.Errorf("nft: open table %q: set %s: %w", table, s.Name, err)
+			return fmt.Errorf("set %s: %w", s.Name, err)
 		}
 	}
 	// Probe: one rule of each shape, flushed again in the same batch, so a
@@ -88,10 +115,56 @@ func Open(table string) (*Table, error) {
 		c.AddRule(r)
 	}
 	c.FlushChain(t.chain)
-	if err := c.Flush(); err != nil {
-		return nil, classify(fmt.Errorf("open table %q: %w", table, err))
+	return nil
+}
+
+// queueFill queues the replacement of the rules and the sets' elements by
+// f's: the chain and the sets are flushed and filled again.
+func (t *Table) queueFill(c *nftables.Conn, f fill) error {
+	c.FlushChain(t.chain)
+	for _, s := range []*nftables.Set{t.set4, t.set6, t.tcpPorts, t.udpPorts} {
+		c.FlushSet(s)
 	}
-	return t, nil
+	for _, add := range []struct {
+		set   *nftables.Set
+		elems []nftables.SetElement
+	}{{t.set4, f.e4}, {t.set6, f.e6}, {t.tcpPorts, f.tcp}, {t.udpPorts, f.udp}} {
+		for chunk := range slices.Chunk(add.elems, elemsPerMsg) {
+			if err := c.SetAddElements(add.set, chunk); err != nil {
+				return fmt.Errorf("set %s: %w", add.set.Name, err)
+			}
+		}
+	}
+	v4, v6 := len(f.e4) > 0, len(f.e6) > 0
+	tcp, udp := len(f.tcp) > 0, len(f.udp) > 0
+	for _, r := range t.rules(v4 && tcp, v4 && udp, v6 && tcp, v6 && udp) {
+		c.AddRule(r)
+	}
+	return nil
+}
+
+// rebuild makes the table again, filled with f, in one batch: for a table
+// someone removed (nft flush ruleset, a firewall manager's reload). The
+// counter starts again, so what the old one counted moves to base; the
+// drops between the last read and the removal are lost. Called with t.mu
+// held.
+func (t *Table) rebuild(f fill) error {
+	c, err := newConn(f.elems())
+	if err != nil {
+		return err
+	}
+	if err := t.queueCreate(c); err != nil {
+		return err
+	}
+	if err := t.queueFill(c, f); err != nil {
+		return err
+	}
+	if err := c.Flush(); err != nil {
+		return err
+	}
+	t.base += t.seen
+	t.seen = 0
+	return nil
 }
 
 // newTable is the description of the table's objects; nothing is sent.
@@ -164,6 +237,7 @@ func dropExprs(addrs, ports *nftables.Set, v6 bool, proto byte) []expr.Any {
 // as IPv4), masked here too; overlapping and adjacent ones are merged.
 // Ports are 1-65535. With no blocked prefix of a family or no port of a
 // protocol, that combination has no rule; the sets are loaded all the same.
+// A table removed behind the edge's back is made again.
 func (t *Table) Replace(blocked []netip.Prefix, tcpPorts, udpPorts []int) error {
 	r4, r6, err := mergePrefixes(blocked)
 	if err != nil {
@@ -177,58 +251,66 @@ func (t *Table) Replace(blocked []netip.Prefix, tcpPorts, udpPorts []int) error 
 	if err != nil {
 		return fmt.Errorf("nft: replace: udp ports: %w", err)
 	}
-	e4, e6 := intervalElems(r4), intervalElems(r6)
+	f := fill{e4: intervalElems(r4), e6: intervalElems(r6), tcp: tcp, udp: udp}
 
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
 		return errClosed
 	}
-	c, err := newConn(len(e4) + len(e6) + len(tcp) + len(udp))
+	c, err := newConn(f.elems())
 	if err != nil {
 		return fmt.Errorf("nft: replace rules of table %q: %w", t.table.Name, err)
 	}
-	c.FlushChain(t.chain)
-	for _, s := range []*nftables.Set{t.set4, t.set6, t.tcpPorts, t.udpPorts} {
-		c.FlushSet(s)
+	if err := t.queueFill(c, f); err != nil {
+		return fmt.Errorf("nft: replace rules of table %q: %w", t.table.Name, err)
 	}
-	for _, add := range []struct {
-		set   *nftables.Set
-		elems []nftables.SetElement
-	}{{t.set4, e4}, {t.set6, e6}, {t.tcpPorts, tcp}, {t.udpPorts, udp}} {
-		for chunk := range slices.Chunk(add.elems, elemsPerMsg) {
-			if err := c.SetAddElements(add.set, chunk); err != nil {
-				return fmt.Errorf("nft: replace rules of table %q: set %s: %w", t.table.Name, add.set.Name, err)
-			}
-		}
+	err = c.Flush()
+	if errors.Is(err, unix.ENOENT) {
+		// The table or a part of it is gone: make it again.
+		err = t.rebuild(f)
 	}
-	v4, v6 := len(e4) > 0, len(e6) > 0
-	haveTCP, haveUDP := len(tcp) > 0, len(udp) > 0
-	for _, r := range t.rules(v4 && haveTCP, v4 && haveUDP, v6 && haveTCP, v6 && haveUDP) {
-		c.AddRule(r)
-	}
-	if err := c.Flush(); err != nil {
+	if err != nil {
 		return fmt.Errorf("nft: replace rules of table %q (%d IPv4 and %d IPv6 ranges, %d TCP and %d UDP ports): %w",
 			t.table.Name, len(r4), len(r6), len(tcp), len(udp), err)
 	}
+	t.installed = f
 	return nil
 }
 
 // Dropped is the packets the table's rules dropped since Open, monotonic
 // across Replace (the rules count in one named counter that Replace keeps).
+// A table removed behind the edge's back is made again, with the last
+// Replace's content, and its count goes on from the last one read.
 func (t *Table) Dropped() (uint64, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
 		return 0, errClosed
 	}
+	n, err := t.readCounter()
+	if err == nil {
+		t.seen = n
+		return t.base + t.seen, nil
+	}
+	if present, lerr := t.present(); lerr != nil || present {
+		return 0, fmt.Errorf("nft: read counter %s of table %q: %w", counterName, t.table.Name, err)
+	}
+	if err := t.rebuild(t.installed); err != nil {
+		return 0, fmt.Errorf("nft: make table %q again (it was removed): %w", t.table.Name, err)
+	}
+	return t.base, nil
+}
+
+// readCounter is the named counter's packets.
+func (t *Table) readCounter() (uint64, error) {
 	c, err := newConn(0)
 	if err != nil {
-		return 0, fmt.Errorf("nft: read counter of table %q: %w", t.table.Name, err)
+		return 0, err
 	}
 	obj, err := c.GetObject(&nftables.CounterObj{Table: t.table, Name: counterName})
 	if err != nil {
-		return 0, fmt.Errorf("nft: read counter %s of table %q: %w", counterName, t.table.Name, err)
+		return 0, err
 	}
 	switch o := obj.(type) {
 	case *nftables.CounterObj:
@@ -238,7 +320,34 @@ func (t *Table) Dropped() (uint64, error) {
 			return ctr.Packets, nil
 		}
 	}
-	return 0, fmt.Errorf("nft: read counter %s of table %q: the kernel answered %T, not a counter", counterName, t.table.Name, obj)
+	return 0, fmt.Errorf("the kernel answered %T, not a counter", obj)
+}
+
+// present tells whether the table is in the kernel with its counter.
+func (t *Table) present() (bool, error) {
+	c, err := newConn(0)
+	if err != nil {
+		return false, err
+	}
+	tables, err := c.ListTablesOfFamily(t.table.Family)
+	if err != nil {
+		return false, err
+	}
+	for _, x := range tables {
+		if x.Name == t.table.Name {
+			objs, err := c.GetObjects(t.table)
+			if err != nil {
+				return false, err
+			}
+			for _, o := range objs {
+				if co, ok := o.(*nftables.CounterObj); ok && co.Name == counterName {
+					return true, nil
+				}
+			}
+			return false, nil
+		}
+	}
+	return false, nil
 }
 
 // Close removes the table, its rules, sets and counter. Idempotent; a table

@@ -644,7 +644,9 @@ func TestRulesListed(t *testing.T) {
 			ch.Priority == nil || *ch.Priority != chainPriority || ch.Policy == nil || *ch.Policy != nftables.ChainPolicyAccept {
 			t.Errorf("chain = %+v, want type filter hook input priority -10 policy accept", ch)
 		}
-		blocked := []netip.Prefix{pfx("198.51.100.0/24"), pfx("198.51.100.7/32"), pfx("203.0.113.0/25"), pfx("203.0.113.128/25"), pfx("2001:db8::/64")}
+		// Overlapping, adjacent, and reaching either end of the space.
+		blocked := []netip.Prefix{pfx("198.51.100.0/24"), pfx("198.51.100.7/32"), pfx("203.0.113.0/25"), pfx("203.0.113.128/25"),
+			pfx("0.0.0.0/8"), pfx("255.255.255.0/24"), pfx("2001:db8::/64"), pfx("::/16"), pfx("ffff::/16")}
 		if err := tab.Replace(blocked, []int{443, 80, 80}, []int{53}); err != nil {
 			t.Fatalf("Replace: %v", err)
 		}
@@ -1159,4 +1161,62 @@ func TestOpenUnavailableWithoutRoot(t *testing.T) {
 	default:
 		newNetns(t).run(t, "1")
 	}
+}
+
+// removeTable deletes the table directly, as nft flush ruleset or a
+// firewall manager's reload would.
+func removeTable(t *testing.T, name string) {
+	t.Helper()
+	c, err := nftables.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.DelTable(&nftables.Table{Name: name, Family: nftables.TableFamilyINet})
+	if err := c.Flush(); err != nil {
+		t.Fatalf("remove table %s directly: %v", name, err)
+	}
+}
+
+func TestRebuildAfterRemoval(t *testing.T) {
+	inNetns(t, func(t *testing.T) {
+		tab := openTable(t, "rebuild")
+		name := TableName("rebuild")
+		s := listenTCP(t)
+		list := []netip.Prefix{netip.PrefixFrom(blocked4, 32), netip.PrefixFrom(blocked6, 128)}
+		if err := tab.Replace(list, []int{s.port}, nil); err != nil {
+			t.Fatalf("Replace: %v", err)
+		}
+		wantBlockedTCP(t, s, blocked4)
+		d1 := dropped(t, tab)
+
+		// Removed: Dropped makes it again with the last Replace's content
+		// and counts on.
+		removeTable(t, name)
+		wantAllowedTCP(t, s, blocked4) // really gone
+		if d := dropped(t, tab); d != d1 {
+			t.Errorf("Dropped right after the rebuild = %d, want the %d counted before", d, d1)
+		}
+		st := readState(t, name)
+		want4, want6, _ := mergePrefixes(list)
+		if !st.exists || len(st.rules) != 2 || !slices.Equal(st.set4, want4) || !slices.Equal(st.set6, want6) || !slices.Equal(st.tcp, []int{s.port}) {
+			t.Fatalf("after Dropped on a removed table: exists %v, %d rules, sets %v %v %v; want it made again as it was",
+				st.exists, len(st.rules), st.set4, st.set6, st.tcp)
+		}
+		wantBlockedTCP(t, s, blocked6)
+		if d := dropped(t, tab); d < d1+1 {
+			t.Errorf("Dropped after the rebuild = %d, want more than %d", d, d1)
+		}
+
+		// Removed again: Replace makes it again with the new content.
+		d2 := dropped(t, tab)
+		removeTable(t, name)
+		if err := tab.Replace(list[1:], []int{s.port}, nil); err != nil {
+			t.Fatalf("Replace on a removed table: %v", err)
+		}
+		wantAllowedTCP(t, s, blocked4)
+		wantBlockedTCP(t, s, blocked6)
+		if d := dropped(t, tab); d < d2+1 {
+			t.Errorf("Dropped after Replace rebuilt the table = %d, want more than %d", d, d2)
+		}
+	})
 }
