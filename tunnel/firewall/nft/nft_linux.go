@@ -30,7 +30,8 @@ const (
 )
 
 // chainPriority is the base chain's: a little before the default filter
-// (0), so the drop comes before other filter chains' accepts count work.
+// priority (0), so blocked packets die before other filter chains spend
+// work on them.
 const chainPriority = nftables.ChainPriority(-10)
 
 // elemsPerMsg bounds the set elements of one netlink message: a message's
@@ -189,11 +190,13 @@ func newTable(name string) *Table {
 	}
 }
 
-// rules are the drop rules for the combinations asked for:
+// rules are the drop rules for the combinations asked for, which nft
+// lists as
 //
-//	meta nfproto ipv4 meta l4proto tcp th dport @tcp_ports ip saddr @blocked4 counter name dropped drop
+//	tcp dport @tcp_ports ip saddr @blocked4 counter name "dropped" drop
 //
-// and the udp and ip6 variants.
+// and the udp and ip6 variants (each also matches meta nfproto and meta
+// l4proto first, as nft does for an inet table).
 func (t *Table) rules(tcp4, udp4, tcp6, udp6 bool) []*nftables.Rule {
 	var rs []*nftables.Rule
 	add := func(want bool, addrs, ports *nftables.Set, v6 bool, proto byte) {
@@ -234,7 +237,9 @@ func dropExprs(addrs, ports *nftables.Set, v6 bool, proto byte) []expr.Any {
 // filled again in the same transaction, so there is never a moment with no
 // rules or half the rules, and the named counter the rules count in stays.
 // Prefixes are IPv4 or IPv6 (an IPv4-mapped one of /96 or longer is taken
-// as IPv4), masked here too; overlapping and adjacent ones are merged.
+// as IPv4: a dual-stack socket's IPv4 clients reach the kernel as IPv4
+// packets; a shorter one matches IPv6 packets only), masked here too;
+// overlapping and adjacent ones are merged.
 // Ports are 1-65535. With no blocked prefix of a family or no port of a
 // protocol, that combination has no rule; the sets are loaded all the same.
 // A table removed behind the edge's back is made again.
@@ -423,6 +428,8 @@ func classify(err error) error {
 
 // addrRange is the addresses first to last, both included, of one family.
 type addrRange struct{ first, last netip.Addr }
+
+func (r addrRange) String() string { return r.first.String() + "-" + r.last.String() }
 
 // mergePrefixes sorts, masks and merges the prefixes into disjoint,
 // non-adjacent ranges per family (the kernel refuses overlapping intervals).
