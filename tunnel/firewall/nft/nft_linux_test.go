@@ -308,9 +308,9 @@ type tcpServer struct {
 	done chan struct{}
 }
 
-func listenTCP(t *testing.T) *tcpServer {
+func listenTCP(t *testing.T, port int) *tcpServer {
 	t.Helper()
-	ln, err := net.Listen("tcp", ":0")
+	ln, err := net.Listen("tcp", ":"+strconv.Itoa(port))
 	if err != nil {
 		t.Fatalf("listen tcp: %v", err)
 	}
@@ -710,7 +710,7 @@ func TestRulesListed(t *testing.T) {
 func TestDropsBlockedTraffic(t *testing.T) {
 	inNetns(t, func(t *testing.T) {
 		tab := openTable(t, "drops")
-		listed, unlisted := listenTCP(t), listenTCP(t)
+		listed, unlisted := listenTCP(t, 0), listenTCP(t, 0)
 		udpListed, udpUnlisted := listenUDP(t, 0), listenUDP(t, 0)
 		udpOnTCPPort := listenUDP(t, listed.port)
 		// Before any rule everyone gets in.
@@ -759,7 +759,7 @@ func TestReplaceSwaps(t *testing.T) {
 	inNetns(t, func(t *testing.T) {
 		tab := openTable(t, "swaps")
 		name := TableName("swaps")
-		s := listenTCP(t)
+		s := listenTCP(t, 0)
 		u := listenUDP(t, 0)
 		// always is blocked in both lists: during the swaps it must never
 		// get through.
@@ -898,7 +898,7 @@ func TestReplaceLarge(t *testing.T) {
 	inNetns(t, func(t *testing.T) {
 		tab := openTable(t, "large")
 		name := TableName("large")
-		s := listenTCP(t)
+		s := listenTCP(t, 0)
 		r := rand.New(rand.NewPCG(1, 2))
 		for round := range 2 {
 			list := randomPrefixes(r, 10000)
@@ -964,7 +964,7 @@ func TestCloseRemovesTable(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Open: %v", err)
 		}
-		s := listenTCP(t)
+		s := listenTCP(t, 0)
 		if err := tab.Replace([]netip.Prefix{netip.PrefixFrom(blocked4, 32)}, []int{s.port}, nil); err != nil {
 			t.Fatalf("Replace: %v", err)
 		}
@@ -1037,17 +1037,8 @@ func TestLeftoverAfterKill(t *testing.T) {
 			t.Fatalf("after the kill: table %v with %d rules and %v; want the leftover with 2 rules and the blocked address", st.exists, len(st.rules), st.set4)
 		}
 		// The leftover is still in force.
-		ln, err := net.Listen("tcp", ":4242")
-		if err != nil {
-			t.Fatal(err)
-		}
-		s := &tcpServer{ln: ln, port: 4242, done: make(chan struct{})}
-		close(s.done)
-		err = dialFrom(blocked4, 4242, shortTimeout)
-		_ = ln.Close()
-		if err == nil {
-			t.Errorf("the leftover table dropped nothing")
-		}
+		s := listenTCP(t, 4242)
+		wantBlockedTCP(t, s, blocked4)
 		tab := openTable(t, "crash")
 		st = readState(t, name)
 		if !st.exists || len(st.rules) != 0 || len(st.set4) != 0 || len(st.tcp) != 0 || st.counterPkts != 0 {
@@ -1056,7 +1047,6 @@ func TestLeftoverAfterKill(t *testing.T) {
 		if n := dropped(t, tab); n != 0 {
 			t.Errorf("Dropped after Open = %d, want 0 (the leftover's count is not ours)", n)
 		}
-		s = listenTCP(t)
 		wantAllowedTCP(t, s, blocked4)
 	case "":
 		ns := newNetns(t)
@@ -1159,6 +1149,19 @@ func TestOpenUnavailableWithoutRoot(t *testing.T) {
 			t.Errorf("the failed Open left table %s", name)
 		}
 	default:
+		if os.Geteuid() != 0 {
+			// Not root already: Open fails before it changes anything.
+			tab, err := Open(name)
+			if err == nil {
+				_ = tab.Close()
+				t.Fatal("Open without root succeeded")
+			}
+			if !errors.Is(err, ErrUnavailable) {
+				t.Fatalf("Open without root: %v, want ErrUnavailable", err)
+			}
+			t.Logf("Open as uid %d: %v", os.Geteuid(), err)
+			return
+		}
 		newNetns(t).run(t, "1")
 	}
 }
@@ -1181,7 +1184,7 @@ func TestRebuildAfterRemoval(t *testing.T) {
 	inNetns(t, func(t *testing.T) {
 		tab := openTable(t, "rebuild")
 		name := TableName("rebuild")
-		s := listenTCP(t)
+		s := listenTCP(t, 0)
 		list := []netip.Prefix{netip.PrefixFrom(blocked4, 32), netip.PrefixFrom(blocked6, 128)}
 		if err := tab.Replace(list, []int{s.port}, nil); err != nil {
 			t.Fatalf("Replace: %v", err)
