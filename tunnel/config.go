@@ -409,6 +409,10 @@ type EdgeConfig struct {
 	Connections int
 	// MetricsListen is as in HubConfig.
 	MetricsListen string
+	// FirewallBackend is FirewallAuto (default: nftables for blocked
+	// addresses where the edge may use it, and the in-process check) or
+	// FirewallProcess (the in-process check alone).
+	FirewallBackend string
 	Tuning
 	Logger *slog.Logger
 	Events EventSink
@@ -447,6 +451,9 @@ func (c EdgeConfig) withDefaults() EdgeConfig {
 	c.ReconnectMax = max(c.ReconnectMax, c.ReconnectMin)
 	if c.Connections == 0 {
 		c.Connections = DefaultConnections
+	}
+	if c.FirewallBackend == "" {
+		c.FirewallBackend = FirewallAuto
 	}
 	c.Tuning = c.Tuning.withDefaults()
 	if c.Logger == nil {
@@ -489,6 +496,9 @@ func (c EdgeConfig) Validate() error {
 	}
 	if c.Connections < 1 || c.Connections > MaxTunnelConnections {
 		return configErr("Connections", "must be an integer 1-%d", MaxTunnelConnections)
+	}
+	if c.FirewallBackend != FirewallAuto && c.FirewallBackend != FirewallProcess {
+		return configErr("FirewallBackend", "must be %q or %q", FirewallAuto, FirewallProcess)
 	}
 	if _, err := edgeTLSConfigFor(c.serverName(), c.HubCertSHA256, c.HubCAPEM); err != nil {
 		return err

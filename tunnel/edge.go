@@ -35,7 +35,7 @@ type Edge struct {
 	// Counters of Metrics (metrics.go).
 	traffic         streamCounters
 	reconnects      atomic.Uint64
-	firewallRefused atomic.Uint64 // stays 0 until the edge has a firewall
+	firewall        *edgeFirewall
 
 	mu        sync.Mutex
 	ports     edgePorts  // the listening sockets (edgeports.go)
@@ -62,6 +62,7 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 	e := &Edge{cfg: cfg, tlsConf: tlsConf, log: cfg.Logger.With("side", "edge", "edgeId", cfg.EdgeID),
 		own:     portLists{TCP: nonNil(cfg.ListenPorts), UDP: nonNil(cfg.ListenPortsUDP)},
 		backoff: backoff.Exponential{Min: cfg.ReconnectMin, Max: cfg.ReconnectMax}, ports: newEdgePorts()}
+	e.firewall = newEdgeFirewall(cfg, e.log)
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	e.mu.Lock()
 	errs := e.setPortsLocked(e.own)
@@ -92,7 +93,7 @@ func (e *Edge) Status() EdgeStatus {
 	defer e.mu.Unlock()
 	bound := e.boundLocked()
 	st := EdgeStatus{Running: !e.closed, Connected: e.tunnel != nil, ListenPorts: bound.TCP, ListenPortsUDP: bound.UDP,
-		FirewallRefused: e.firewallRefused.Load(), LastError: e.lastError, ReconnectAttempts: e.attempts}
+		FirewallRefused: e.firewall.refused(), LastError: e.lastError, ReconnectAttempts: e.attempts}
 	if e.publicIP != "" {
 		ip := e.publicIP
 		st.PublicIP = &ip
@@ -127,6 +128,7 @@ func (e *Edge) Close() error {
 		tunnel.close("edge stopping")
 	}
 	e.wg.Wait()
+	e.firewall.close()
 	e.log.Info("edge stopped")
 	return errs
 }
@@ -182,26 +184,41 @@ func (e *Edge) handleClient(conn net.Conn) {
 		}
 	}()
 	defer recoverInto(e.log, "accepting a client", &err)
+	client := &edgeClient{}
+	ticket, ok := e.firewall.admit(conn.RemoteAddr(), client.block)
+	if !ok {
+		if tc, ok := conn.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0)
+		}
+		_ = conn.Close()
+		return
+	}
 	e.mu.Lock()
 	tunnel := e.tunnel
 	e.mu.Unlock()
 	if tunnel == nil {
+		ticket.Release()
 		e.log.Debug("no tunnel, closing client connection", "client", conn.RemoteAddr().String())
 		_ = conn.Close()
 		return
 	}
 	hdr, err := proxyproto.HeaderFor(conn.RemoteAddr(), conn.LocalAddr())
 	if err != nil {
+		ticket.Release()
 		e.log.Warn("cannot describe client connection", "err", err)
 		_ = conn.Close()
 		return
 	}
-	if err := tunnel.pick().OpenStream(hdr, conn); err != nil {
+	abort, err := tunnel.pick().OpenStream(hdr, conn, ticket.Release)
+	if err != nil {
+		ticket.Release()
 		if errors.Is(err, errTooManyStreams) {
 			e.log.Warn("refusing client: stream limit reached", "limit", e.cfg.MaxStreams)
 		}
 		_ = conn.Close()
+		return
 	}
+	client.opened(abort)
 }
 
 // tunnelLoop keeps one tunnel up: connect, serve, and after any failure wait

@@ -150,6 +150,7 @@ func (e *Edge) applyAssign(m assignMsg, received bool) boundMsg {
 	errs := e.setPortsLocked(want)
 	bound := e.boundLocked()
 	e.mu.Unlock()
+	e.firewall.apply(m.Firewall, bound)
 	for _, pe := range errs {
 		e.log.Warn("port not bound", "port", pe.Port, "protocol", pe.Protocol, "err", pe.Error)
 		e.emit(EventPortError, pe)

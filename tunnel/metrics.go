@@ -162,7 +162,7 @@ func (e *Edge) Metrics() EdgeMetrics {
 		Ready:           running && up && portsOK,
 		TunnelUp:        up,
 		Reconnects:      e.reconnects.Load(),
-		FirewallRefused: e.firewallRefused.Load(),
+		FirewallRefused: e.firewall.refused(),
 		StreamMetrics:   e.traffic.streams(false),
 	}
 }

@@ -560,28 +560,31 @@ func (s *session) keepalive(done chan struct{}) {
 // startStream starts a new edge-side stream for conn: its goroutine sends
 // OPEN with the given PROXY header (the id is allocated then, under the
 // write lock, so OPENs reach the hub in id order) and then its bytes.
-func (s *session) startStream(conn net.Conn, header []byte) error {
+func (s *session) startStream(conn net.Conn, header []byte, onDone func()) (*stream, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	select {
 	case <-s.done():
-		return errSessionClosed
+		return nil, errSessionClosed
 	default:
 	}
 	if !s.slots.take() {
-		return errTooManyStreams
+		return nil, errTooManyStreams
 	}
 	s.stats.opened.Add(1)
 	st := newStream(s, 0, conn)
+	st.onDone = onDone
 	// Counted before the session can see it is done: run() waits for it.
 	s.goSafe(func() {
 		if err := s.writeOpen(st, header); err != nil {
 			st.abort("tunnel closed", false)
 			return
 		}
-		st.upstream()
+		if st.openSent() {
+			st.upstream()
+		}
 	})
-	return nil
+	return st, nil
 }
 
 // allocID registers st under the next stream id of this edge session. The

@@ -132,7 +132,7 @@ func (p *sessionPair) dial(t testing.TB) *net.TCPConn {
 		t.FailNow()
 	}
 	p.testEnd(client)
-	if err := p.edge.startStream(ours, pairHeader); err != nil {
+	if _, err := p.edge.startStream(ours, pairHeader, nil); err != nil {
 		_ = ours.Close()
 		t.Fatalf("startStream: %v", err)
 	}

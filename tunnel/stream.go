@@ -45,6 +45,8 @@ type stream struct {
 	consumed    uint32        // written to conn, not yet credited back
 	doneCh      chan struct{} // closed when the stream has finished
 	sleepFD     int           // the socket's descriptor while hibernating
+	earlyReset  string        // a reset asked for before the OPEN went out (edge)
+	onDone      func()        // called once when the stream has finished (edge), or nil
 
 	// Idleness, for session.sweepIdle: upstream counts its reads and says
 	// when it waits in one; the sweeper asks an idle stream to hibernate.
@@ -72,6 +74,7 @@ const (
 	stAborted                             // ended at once: conn reset, queued bytes dropped
 	stFinished                            // gone: doneCh closed, removed from the session
 	stHibernating                         // idle: no upstream goroutine, the socket is in the idle poller
+	stOpenSent                            // the OPEN is written (edge): the stream has its id
 )
 
 // has reports whether every bit of f is set.
@@ -592,6 +595,37 @@ func (st *stream) finish() {
 	if st.sess.hooks.closed != nil {
 		st.sess.hooks.closed(st)
 	}
+	if st.onDone != nil {
+		st.onDone()
+	}
+}
+
+// resetOpened aborts a stream this side opened (edge), telling the peer. A
+// stream whose OPEN has not gone out yet is aborted right after it has, so
+// that the peer never keeps a stream it was not told the end of.
+func (st *stream) resetOpened(reason string) {
+	st.mu.Lock()
+	if !st.state.has(stOpenSent) {
+		st.earlyReset = reason
+		st.mu.Unlock()
+		return
+	}
+	st.mu.Unlock()
+	st.abort(reason, true)
+}
+
+// openSent records that the OPEN went out; false when a reset was asked for
+// meanwhile, which it then carries out.
+func (st *stream) openSent() bool {
+	st.mu.Lock()
+	st.state.set(stOpenSent)
+	reason := st.earlyReset
+	st.mu.Unlock()
+	if reason != "" {
+		st.abort(reason, true)
+		return false
+	}
+	return true
 }
 
 type closeWriter interface{ CloseWrite() error }

@@ -29,8 +29,10 @@ type tunnelConn interface {
 	// OpenStream carries local, a client connection accepted by the edge, as
 	// a new stream whose OPEN holds hdr. It relays both ways in the
 	// background until both directions have ended (half-closes and resets
-	// pass through), then closes local. On error local was not taken.
-	OpenStream(hdr proxyproto.Header, local net.Conn) error
+	// pass through), then closes local and calls done (if not nil). abort
+	// resets the stream at any time (the firewall's block). On error local
+	// was not taken and done is not called.
+	OpenStream(hdr proxyproto.Header, local net.Conn, done func()) (abort func(reason string), err error)
 	// Serve runs the connection until it ends and returns why, serving the
 	// streams the peer opens with h; h is nil where the peer opens none (the
 	// edge), and then a stream the peer opens is reset.
@@ -87,8 +89,12 @@ var (
 )
 
 // OpenStream implements tunnelConn.
-func (s *session) OpenStream(hdr proxyproto.Header, local net.Conn) error {
-	return s.startStream(local, hdr.AppendV1(make([]byte, 0, proxyproto.MaxV1Len)))
+func (s *session) OpenStream(hdr proxyproto.Header, local net.Conn, done func()) (func(string), error) {
+	st, err := s.startStream(local, hdr.AppendV1(make([]byte, 0, proxyproto.MaxV1Len)), done)
+	if err != nil {
+		return nil, err
+	}
+	return st.resetOpened, nil
 }
 
 // Serve implements tunnelConn.
