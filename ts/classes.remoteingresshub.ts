@@ -1,5 +1,6 @@
 import { RemoteIngressBase } from './classes.remoteingressbase.js';
 import type { EngineProcess } from './classes.engineprocess.js';
+import type { ICreateConnectionTokenOptions } from './connectiontoken.js';
 import type {
   IAllowedEdge,
   IHubConfig,
@@ -92,6 +93,27 @@ export class RemoteIngressHub extends RemoteIngressBase {
       await this.engine.request('updateAllowedEdges', { edges: list });
     }
     this.allowedEdges = list;
+  }
+
+  /**
+   * A connection token for an allowed edge: the hub's address as the edge
+   * will dial it (`hubHost`, `hubPort`, default the running tunnel port),
+   * the edge's id and secret, and the pin of the hub's current certificate.
+   * `RemoteIngressEdge.start({ token, ... })` needs nothing else. The hub
+   * must be running and `edgeId` in its allowed list. The token holds the
+   * secret: keep it like one.
+   */
+  public async createConnectionToken(options: ICreateConnectionTokenOptions): Promise<string> {
+    if (!options || typeof options !== 'object') {
+      throw new TypeError('createConnectionToken needs { edgeId, hubHost, hubPort? }');
+    }
+    const { edgeId, hubHost, hubPort } = options;
+    await this.settled();
+    if (!this.engine || !this.engine.alive) {
+      throw new Error('createConnectionToken: the hub is not running (a token carries the running hub\'s port and certificate pin)');
+    }
+    const result = await this.engine.request<{ token: string }>('createConnectionToken', { edgeId, hubHost, hubPort });
+    return result.token;
   }
 
   /** Current hub status (a not-running status when the hub is stopped). */
