@@ -51,7 +51,8 @@ function validateEdges(edges: IAllowedEdge[]): IAllowedEdge[] {
 
 /**
  * The private side: accepts TLS tunnels from edges and forwards each stream
- * to `targetHost:<port the client used>` with a PROXY protocol v1 header.
+ * to `targetHost:<port the client used>` with a PROXY protocol header (v1,
+ * or v2 with `proxyProtocol: 'v2'`).
  *
  * Events: edgeConnected, edgeDisconnected, streamOpened, streamClosed
  * (data as in the contract), plus 'log' (engine stderr lines) and 'exit'
