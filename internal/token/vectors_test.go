@@ -30,13 +30,9 @@ type vectorToken struct {
 	HubCertSHA256 string `json:"hubCertSha256,omitempty"`
 }
 
-func (v vectorToken) token() Token {
-	return Token{HubHost: v.HubHost, HubPort: v.HubPort, EdgeID: v.EdgeID, Secret: v.Secret, HubCertSHA256: v.HubCertSHA256}
-}
+func (v vectorToken) token() Token { return Token(v) }
 
-func vectorOf(t Token) vectorToken {
-	return vectorToken{HubHost: t.HubHost, HubPort: t.HubPort, EdgeID: t.EdgeID, Secret: t.Secret, HubCertSHA256: t.HubCertSHA256}
-}
+func vectorOf(t Token) vectorToken { return vectorToken(t) }
 
 type vectors struct {
 	Comment string `json:"comment"`
