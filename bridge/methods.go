@@ -107,8 +107,8 @@ func (s *server) getHubStatus(*json.RawMessage) (any, error) {
 	return hubStatusResult{HubStatus: s.hub.status(), EventsDropped: s.events.droppedCount(), Goroutines: runtime.NumGoroutine()}, nil
 }
 
-// startEdge starts the edge: hubHost, hubPort? (8443), edgeId, secret (or
-// token instead of those four), listenPorts, listenHost?, stunIntervalSecs? (300; 0 disables STUN), stunServer?,
+// startEdge starts the edge: hubHost, hubPort? (8443), edgeId, secret,
+// listenPorts, listenHost?, stunIntervalSecs? (300; 0 disables STUN), stunServer?,
 // optional hub verification: hubCertSha256?, hubCa?, hubServerName?, and
 // tunnelConnections? (default 2), metricsListen?. Absent params take the engine's defaults
 // (tunnel.DefaultEdgeConfig).
