@@ -152,19 +152,27 @@ test('the seed flow driven only by a token: createConnectionToken, then start({ 
   assert.ok(!JSON.stringify(hubStatus).includes(secret) && !JSON.stringify(hubStatus).includes(token), 'no secret in the hub status');
 
   // Beside a token, the params it stands for are an error.
-  const other = new RemoteIngressEdge();
+  const other = new RemoteIngressEdge({ logger });
   t.after(() => other.stop());
   await assert.rejects(
     other.start({ token, hubHost: '127.0.0.1', listenPorts: [port + 1], listenHost: '127.0.0.1', stunIntervalSecs: 0 }),
     /hubHost cannot be given with token/,
   );
   await assert.rejects(other.start({ token: 'not a token!', listenPorts: [port + 1], listenHost: '127.0.0.1' }), /token is not base64url/);
+  // A malformed token that holds a secret: the error says what is wrong, and shows neither.
+  const badSecret = 'bad-token-secret-77a1';
+  const bad = Buffer.from(JSON.stringify({ h: '127.0.0.1', p: 70000, e: 'edge-nyc-01', s: badSecret })).toString('base64url');
+  await assert.rejects(other.start({ token: bad, listenPorts: [port + 1], listenHost: '127.0.0.1' }), (err) => {
+    assert.match(err.message, /token hub port \("p"\) must be an integer 1-65535/);
+    assert.ok(!err.message.includes(badSecret) && !err.message.includes(bad), err.message);
+    return true;
+  });
 
   await edge.stop();
   await hub.stop();
   assert.ok(logs.length > 0, 'the engines logged');
   for (const line of logs) {
-    assert.ok(!line.includes(secret) && !line.includes(token), `a log line shows the secret or the token: ${line}`);
+    for (const x of [secret, token, badSecret, bad]) assert.ok(!line.includes(x), `a log line shows a secret or a token: ${line}`);
   }
 });
 
