@@ -9,8 +9,8 @@
 //   - [JSONRPC], plain JSON-RPC 2.0 with one object per line, for use by hand.
 //
 // Both carry the same methods (ping, startHub, stopHub, updateAllowedEdges,
-// getHubStatus, startEdge, stopEdge, getEdgeStatus) with the same params and
-// results. [Run] serves one such session until its input ends or its context
+// getHubStatus, createConnectionToken, startEdge, stopEdge, getEdgeStatus)
+// with the same params and results. [Run] serves one such session until its input ends or its context
 // is cancelled, then stops the hub and the edge.
 //
 // Input from a hostile or broken parent gets errors, never a crash or
@@ -26,8 +26,9 @@
 // inside JSON strings become U+FFFD, as encoding/json decodes them, so every
 // output line is valid UTF-8.
 //
-// Secrets (edge secrets, TLS keys) never appear in a log line, an error, an
-// event or a status result. Request params are never logged, and of a
+// Secrets (edge secrets, connection tokens, TLS keys) never appear in a log
+// line, an error, an event or a status result (a token is only the result
+// of createConnectionToken). Request params are never logged, and of a
 // rejected line only its id is logged and echoed, never its content.
 //
 // [jsonrpc2.Conn]: https://pkg.go.dev/github.com/sourcegraph/jsonrpc2#Conn

@@ -114,7 +114,7 @@ func (s *server) getHubStatus(*json.RawMessage) (any, error) {
 // (tunnel.DefaultEdgeConfig).
 func (s *server) startEdge(raw *json.RawMessage) (any, error) {
 	cfg := tunnel.DefaultEdgeConfig()
-	if err := decodeParams("startEdge", params.StartEdge, raw, &cfg); err != nil {
+	if err := decodeEdgeParams(raw, &cfg); err != nil {
 		return nil, err
 	}
 	if err := checkConfig("startEdge", cfg.Validate()); err != nil {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 
 	"github.com/serve-zone/remoteingress/internal/params"
+	"github.com/serve-zone/remoteingress/tunnel"
 )
 
 // The params of each method are defined once, in package params (names,
@@ -20,6 +21,23 @@ func decodeParams[C any](method string, schema params.Schema[C], raw *json.RawMe
 	}
 	if err != nil {
 		return invalidParams("%s: %v", method, err)
+	}
+	return nil
+}
+
+// decodeEdgeParams decodes the params of startEdge into cfg, which holds
+// the engine's defaults: a token param is first replaced by the params it
+// stands for (params.ExpandToken), then params.StartEdge decodes them.
+func decodeEdgeParams(raw *json.RawMessage, cfg *tunnel.EdgeConfig) error {
+	obj, err := params.Parse(raw)
+	if err == nil {
+		err = params.ExpandToken(obj)
+	}
+	if err == nil {
+		err = params.StartEdge.Decode(obj, cfg)
+	}
+	if err != nil {
+		return invalidParams("startEdge: %v", err)
 	}
 	return nil
 }

@@ -51,6 +51,7 @@ func newServer(eng engine, events *eventQueue, params *paramStore, log *slog.Log
 		"stopEdge":           s.stopEdge,
 		"getEdgeStatus":      s.getEdgeStatus,
 	}
+	s.methods["createConnectionToken"] = s.createConnectionToken // token.go
 	return s
 }
 

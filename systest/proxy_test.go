@@ -2,6 +2,7 @@ package systest
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -154,14 +156,145 @@ func canonicalAddr(s string) string {
 }
 
 // proxyConsumerTest runs IPv4 and IPv6 clients through the tunnel to a real
-// PROXY-protocol consumer on 127.0.0.2:port.
+// PROXY-protocol consumer on 127.0.0.2:port, the hub writing PROXY v1.
 func proxyConsumerTest(t *testing.T, port int) *rig {
-	r := newRig(t, "", 0, "127.0.0.2", "edge-v4", "edge-v6")
+	return proxyConsumerTestWith(t, port, "v1")
+}
+
+// proxyConsumerTestWith is proxyConsumerTest with the hub's proxyProtocol.
+// With "v2" the hub forwards to a tap on 127.0.0.3:port in front of the
+// consumer, which checks that every connection starts with a PROXY v2
+// header (nginx and HAProxy take either version, so their answers alone
+// would not show which one they got).
+func proxyConsumerTestWith(t *testing.T, port int, version string) *rig {
+	target := "127.0.0.2"
+	var tap *v2Tap
+	if version == "v2" {
+		tap = startV2Tap(t, hostPort("127.0.0.3", port), hostPort("127.0.0.2", port))
+		target = "127.0.0.3"
+	}
+	hubParams := map[string]any{"tunnelPort": 0, "targetHost": target}
+	if version != "v1" {
+		hubParams["proxyProtocol"] = version // v1 is the default
+	}
+	r := newRigWith(t, "", hubParams, "edge-v4", "edge-v6")
+	var st struct {
+		ProxyProtocol string `json:"proxyProtocol"`
+	}
+	if r.Hub.MustCall(t, "getHubStatus", nil, &st); st.ProxyProtocol != version {
+		t.Fatalf("hub status proxyProtocol %q, want %q", st.ProxyProtocol, version)
+	}
 	r.startEdge(t, "edge-v4", "edge-v4", "", "127.0.0.1", map[string]any{"listenHost": "127.0.0.1", "listenPorts": []int{port}})
 	r.startEdge(t, "edge-v6", "edge-v6", "", "127.0.0.1", map[string]any{"listenHost": "::1", "listenPorts": []int{port}})
-	checkRealClient(t, "IPv4", hostPort("127.0.0.1", port), 20)
-	checkRealClient(t, "IPv6", hostPort("::1", port), 20)
+	checkRealClient(t, "IPv4 "+version, hostPort("127.0.0.1", port), 20)
+	checkRealClient(t, "IPv6 "+version, hostPort("::1", port), 20)
+	if tap != nil {
+		if n, v2 := tap.counts(); n != 40 || v2 != n {
+			t.Fatalf("the tap in front of the consumer saw %d connections, %d of them starting with a PROXY v2 header; want 40 and 40", n, v2)
+		}
+	}
 	return r
+}
+
+// v2Tap forwards TCP connections to a target, counting those whose first
+// bytes are the PROXY v2 signature and a PROXY command.
+type v2Tap struct {
+	mu      sync.Mutex
+	n, v2   int
+	ln      net.Listener
+	wg      sync.WaitGroup
+	closing chan struct{}
+}
+
+// v2Prefix is the v2 signature followed by version 2, command PROXY.
+const v2Prefix = "\r\n\r\n\x00\r\nQUIT\n\x21"
+
+func startV2Tap(t *testing.T, listen, target string) *v2Tap {
+	t.Helper()
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		t.Fatalf("tap: %v", err)
+	}
+	tp := &v2Tap{ln: ln, closing: make(chan struct{})}
+	tp.wg.Add(1)
+	go func() {
+		defer tp.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			tp.wg.Add(1)
+			go func() {
+				defer tp.wg.Done()
+				tp.relay(c, target)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		close(tp.closing)
+		ln.Close()
+		tp.wg.Wait()
+	})
+	return tp
+}
+
+// relay reads the first bytes of c, counts them, and copies both ways
+// between c and a new connection to target until both sides are done.
+func (tp *v2Tap) relay(c net.Conn, target string) {
+	defer c.Close()
+	// Read the whole header first: consumers want it in one segment, as
+	// the hub writes it.
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	head := make([]byte, 16, 16+216)
+	n, _ := io.ReadFull(c, head)
+	isV2 := n == 16 && string(head[:len(v2Prefix)]) == v2Prefix
+	if isV2 {
+		rest := int(binary.BigEndian.Uint16(head[14:16]))
+		head = head[:16+rest]
+		m, _ := io.ReadFull(c, head[16:])
+		n += m
+	}
+	head = head[:n]
+	_ = c.SetReadDeadline(time.Time{})
+	tp.mu.Lock()
+	tp.n++
+	if isV2 {
+		tp.v2++
+	}
+	tp.mu.Unlock()
+	up, err := net.DialTimeout("tcp", target, 5*time.Second)
+	if err != nil {
+		return
+	}
+	defer up.Close()
+	go func() {
+		// End the copies when the test ends, whatever the peers do.
+		select {
+		case <-tp.closing:
+			c.Close()
+			up.Close()
+		case <-time.After(time.Minute):
+		}
+	}()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = up.Write(head)
+		_, _ = io.Copy(up, c)
+		_ = up.(*net.TCPConn).CloseWrite()
+	}()
+	_, _ = io.Copy(c, up)
+	_ = c.(*net.TCPConn).CloseWrite()
+	<-done
+}
+
+// counts returns how many connections the tap saw, and how many of them
+// started with a PROXY v2 header.
+func (tp *v2Tap) counts() (n, v2 int) {
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	return tp.n, tp.v2
 }
 
 // TestNginxProxyProtocol: nginx with `listen ... proxy_protocol` behind the
@@ -179,6 +312,30 @@ func TestHAProxyProxyProtocol(t *testing.T) {
 	h := startHAProxy(t, port)
 	proxyConsumerTest(t, port)
 	// HAProxy's own log names the same clients.
+	if !testutil.Poll(5*time.Second, func() bool {
+		out := h.out.String()
+		return strings.Contains(out, "client=127.0.0.1:") && strings.Contains(out, "client=::1:")
+	}) {
+		t.Errorf("HAProxy's log does not show the IPv4 and IPv6 clients:\n%s", tail(h.out.String(), 20))
+	}
+}
+
+// TestNginxProxyProtocolV2: with the hub's proxyProtocol "v2", nginx with
+// `listen ... proxy_protocol` gets binary v2 headers and reports the real
+// client address of IPv4 and IPv6 clients.
+func TestNginxProxyProtocolV2(t *testing.T) {
+	port := testutil.FreePort(t, append(loopbacks, "127.0.0.3")...)
+	startNginx(t, port)
+	proxyConsumerTestWith(t, port, "v2")
+}
+
+// TestHAProxyProxyProtocolV2: with the hub's proxyProtocol "v2", HAProxy
+// with `accept-proxy` gets binary v2 headers and answers and logs the real
+// client address of IPv4 and IPv6 clients.
+func TestHAProxyProxyProtocolV2(t *testing.T) {
+	port := testutil.FreePort(t, append(loopbacks, "127.0.0.3")...)
+	h := startHAProxy(t, port)
+	proxyConsumerTestWith(t, port, "v2")
 	if !testutil.Poll(5*time.Second, func() bool {
 		out := h.out.String()
 		return strings.Contains(out, "client=127.0.0.1:") && strings.Contains(out, "client=::1:")

@@ -35,8 +35,13 @@ func randomSecret() string {
 // targetHost and allows the given edge ids.
 func newRig(t testing.TB, netns string, tunnelPort int, targetHost string, edgeIDs ...string) *rig {
 	t.Helper()
-	r := &rig{HubNetns: netns, secrets: map[string]string{},
-		hubParams: map[string]any{"tunnelPort": tunnelPort, "targetHost": targetHost}}
+	return newRigWith(t, netns, map[string]any{"tunnelPort": tunnelPort, "targetHost": targetHost}, edgeIDs...)
+}
+
+// newRigWith is newRig with the hub's startHub params given whole.
+func newRigWith(t testing.TB, netns string, hubParams map[string]any, edgeIDs ...string) *rig {
+	t.Helper()
+	r := &rig{HubNetns: netns, secrets: map[string]string{}, hubParams: hubParams}
 	for _, id := range edgeIDs {
 		r.secrets[id] = randomSecret()
 		r.edgeList = append(r.edgeList, [2]string{id, r.secrets[id]})

@@ -29,7 +29,7 @@ export class RemoteIngressEdge extends RemoteIngressBase {
    */
   public async start(config: IEdgeConfig): Promise<void> {
     if (!config || typeof config !== 'object') {
-      throw new TypeError('RemoteIngressEdge.start(config) needs { hubHost, edgeId, secret, listenPorts, ... }');
+      throw new TypeError('RemoteIngressEdge.start(config) needs { hubHost, edgeId, secret, listenPorts, ... } or { token, listenPorts, ... }');
     }
     const { binaryPath, ...params } = config;
     await this.startEngine(binaryPath, async (engine: EngineProcess) => {

@@ -1,5 +1,6 @@
 import { RemoteIngressBase } from './classes.remoteingressbase.js';
 import type { EngineProcess } from './classes.engineprocess.js';
+import type { ICreateConnectionTokenOptions } from './connectiontoken.js';
 import type {
   IAllowedEdge,
   IHubConfig,
@@ -50,7 +51,8 @@ function validateEdges(edges: IAllowedEdge[]): IAllowedEdge[] {
 
 /**
  * The private side: accepts TLS tunnels from edges and forwards each stream
- * to `targetHost:<port the client used>` with a PROXY protocol v1 header.
+ * to `targetHost:<port the client used>` with a PROXY protocol header (v1,
+ * or v2 with `proxyProtocol: 'v2'`).
  *
  * Events: edgeConnected, edgeDisconnected, streamOpened, streamClosed
  * (data as in the contract), plus 'log' (engine stderr lines) and 'exit'
@@ -92,6 +94,27 @@ export class RemoteIngressHub extends RemoteIngressBase {
       await this.engine.request('updateAllowedEdges', { edges: list });
     }
     this.allowedEdges = list;
+  }
+
+  /**
+   * A connection token for an allowed edge: the hub's address as the edge
+   * will dial it (`hubHost`, `hubPort`, default the running tunnel port),
+   * the edge's id and secret, and the pin of the hub's current certificate.
+   * `RemoteIngressEdge.start({ token, ... })` needs nothing else. The hub
+   * must be running and `edgeId` in its allowed list. The token holds the
+   * secret: keep it like one.
+   */
+  public async createConnectionToken(options: ICreateConnectionTokenOptions): Promise<string> {
+    if (!options || typeof options !== 'object') {
+      throw new TypeError('createConnectionToken needs { edgeId, hubHost, hubPort? }');
+    }
+    const { edgeId, hubHost, hubPort } = options;
+    await this.settled();
+    if (!this.engine || !this.engine.alive) {
+      throw new Error('createConnectionToken: the hub is not running (a token carries the running hub\'s port and certificate pin)');
+    }
+    const result = await this.engine.request<{ token: string }>('createConnectionToken', { edgeId, hubHost, hubPort });
+    return result.token;
   }
 
   /** Current hub status (a not-running status when the hub is stopped). */

@@ -45,6 +45,8 @@ export interface IHubConfig {
    * which). A hub and an edge in one process naming the same address share it.
    */
   metricsListen?: string;
+  /** PROXY protocol header written to the TCP targets: "v1" (text, the default) or "v2" (binary). */
+  proxyProtocol?: 'v1' | 'v2';
   /** Engine binary to use for this start (see IRemoteIngressOptions.binaryPath). Not sent to the engine. */
   binaryPath?: string;
 }
@@ -79,6 +81,8 @@ export interface IHubStatus {
   authFailures?: number;
   /** Events the binary could not deliver because this process did not read them. */
   eventsDropped?: number;
+  /** The PROXY protocol version written to TCP targets. */
+  proxyProtocol?: 'v1' | 'v2';
   [extra: string]: unknown;
 }
 
@@ -103,14 +107,21 @@ export interface IStreamEvent {
 // ---------------------------------------------------------------- edge
 
 export interface IEdgeConfig {
-  /** Hostname or IP of the hub. */
-  hubHost: string;
+  /**
+   * A connection token (RemoteIngressHub.createConnectionToken,
+   * encodeConnectionToken): it gives hubHost, hubPort, edgeId, secret and,
+   * when it has one, the hub's certificate pin. Instead of those four: giving
+   * both is an error.
+   */
+  token?: string;
+  /** Hostname or IP of the hub (required without a token). */
+  hubHost?: string;
   /** Hub tunnel port. Default 8443. */
   hubPort?: number;
-  /** This edge's id, as registered on the hub with updateAllowedEdges. */
-  edgeId: string;
-  /** Shared secret, as registered on the hub. */
-  secret: string;
+  /** This edge's id, as registered on the hub with updateAllowedEdges (required without a token). */
+  edgeId?: string;
+  /** Shared secret, as registered on the hub (required without a token). */
+  secret?: string;
   /** Public ports to accept client TCP connections on. */
   listenPorts: number[];
   /** Address to bind the listen ports to. Default: all interfaces. */

@@ -90,6 +90,8 @@ type HubStatus struct {
 	RejectedHandshakes uint64 `json:"rejectedHandshakes"`
 	// AuthFailures counts proofs checked and found wrong (or for an unknown edge id).
 	AuthFailures uint64 `json:"authFailures"`
+	// ProxyProtocol is the PROXY protocol version written to TCP targets ("v1" or "v2").
+	ProxyProtocol string `json:"proxyProtocol,omitempty"`
 }
 
 // ConnectedEdge describes one authenticated tunnel in HubStatus.

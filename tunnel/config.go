@@ -224,6 +224,9 @@ type HubConfig struct {
 	// any free one), or "" for none. The engine does not serve it: whoever
 	// runs the hub does (internal/monitor); it is checked here with the rest.
 	MetricsListen string
+	// ProxyProtocol is the PROXY protocol version the hub writes to its TCP
+	// targets: ProxyProtocolV1 (the default) or ProxyProtocolV2.
+	ProxyProtocol string
 	Tuning
 	Logger *slog.Logger
 	Events EventSink
@@ -247,6 +250,9 @@ func (c HubConfig) withDefaults() HubConfig {
 	}
 	if c.MaxPendingHandshakes <= 0 {
 		c.MaxPendingHandshakes = DefaultMaxPendingHandshakes
+	}
+	if c.ProxyProtocol == "" {
+		c.ProxyProtocol = ProxyProtocolV1
 	}
 	c.Tuning = c.Tuning.withDefaults()
 	if c.Logger == nil {
@@ -274,6 +280,9 @@ func (c HubConfig) Validate() error {
 		return configErr("MaxPendingHandshakes", "must be positive")
 	}
 	if err := checkListenAddr("MetricsListen", c.MetricsListen); err != nil {
+		return err
+	}
+	if err := checkProxyProtocol(c.ProxyProtocol); err != nil {
 		return err
 	}
 	return c.Tuning.Validate()

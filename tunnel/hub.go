@@ -18,7 +18,6 @@ import (
 	"github.com/hashicorp/go-multierror"
 
 	"github.com/serve-zone/remoteingress/internal/ratelog"
-	"github.com/serve-zone/remoteingress/tunnel/proxyproto"
 )
 
 // Hub accepts edge tunnels and forwards their streams to the target host.
@@ -257,6 +256,7 @@ func (h *Hub) Status() HubStatus {
 	h.mu.Lock()
 	st := HubStatus{Running: !h.closed, TunnelPort: h.port, ConnectedEdges: []ConnectedEdge{}, CertSha256: h.fingerprint,
 		PendingHandshakes: len(h.handshaking) - h.evicted, RejectedHandshakes: h.rejected.Load(), AuthFailures: h.throttle.failed()}
+	st.ProxyProtocol = h.cfg.ProxyProtocol
 	for _, e := range h.edges {
 		conns := e.connsLocked()
 		active := 0
@@ -651,8 +651,8 @@ func (h *Hub) serveStream(ctx context.Context, edgeID string, st tunnelStream) {
 		st.Reset("target unreachable: " + unwrapOpError(err).Error())
 		return
 	}
-	var buf [proxyproto.MaxV1Len]byte
-	if _, err := conn.Write(hdr.AppendV1(buf[:0])); err != nil {
+	var buf [maxProxyHeaderLen]byte
+	if _, err := conn.Write(h.appendProxyHeader(buf[:0], hdr)); err != nil {
 		_ = conn.Close()
 		st.Reset("target closed before the PROXY header: " + unwrapOpError(err).Error())
 		return

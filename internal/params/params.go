@@ -268,6 +268,7 @@ var StartHub = Schema[tunnel.HubConfig]{Fields: []Field[tunnel.HubConfig]{
 	String("tlsCertPem", "TLSCertPEM", false, func(c *tunnel.HubConfig) *string { return &c.TLSCertPEM }),
 	String("tlsKeyPem", "TLSKeyPEM", false, func(c *tunnel.HubConfig) *string { return &c.TLSKeyPEM }),
 	String("metricsListen", "MetricsListen", false, func(c *tunnel.HubConfig) *string { return &c.MetricsListen }),
+	String("proxyProtocol", "ProxyProtocol", false, func(c *tunnel.HubConfig) *string { return &c.ProxyProtocol }),
 }}
 
 // UpdateAllowedEdges is the params of updateAllowedEdges.

@@ -424,6 +424,10 @@ func (d *doc) topLevel() ([][2]*yaml.Node, error) {
 // only its case is wrong.
 func (d *doc) unknownKey(k *yaml.Node, known map[string]bool) error {
 	msg := "is not a known key"
+	if k.Value == params.TokenParam && known["tokenFile"] {
+		// startEdge's token param holds a secret: a file gives it by name.
+		return &Error{File: d.path, Line: k.Line, Key: k.Value, Msg: msg + " (a token holds a secret: give it in tokenFile, --token-file or " + EnvToken + ")"}
+	}
 	for name := range known {
 		if strings.EqualFold(name, k.Value) {
 			msg += " (did you mean " + name + "?)"
@@ -733,8 +737,9 @@ type EdgeSources struct {
 	Getenv func(string) string
 }
 
-// identityKeys are what a token gives; they cannot be given beside one.
-var identityKeys = []string{"hubHost", "hubPort", "edgeId", "secret", "secretFile"}
+// identityKeys are what a token gives (and secretFile); they cannot be
+// given beside one.
+var identityKeys = append(slices.Clone(params.TokenKeys), "secretFile")
 
 // LoadEdge reads and validates an edge config file (path may be "" when
 // the token and the sources give everything). It binds nothing.
@@ -786,31 +791,19 @@ func LoadEdge(path string, src EdgeSources) (*EdgeFile, error) {
 		tokenFrom, tokenText = EnvToken, src.Getenv(EnvToken)
 	}
 	if tokenFrom != "" {
-		for _, k := range identityKeys {
-			if has(obj, k) {
-				return nil, d.errAt(k, "cannot be given with a token ("+tokenFrom+"): the token gives the hub, the edge id and the secret")
-			}
+		if pe := params.TokenConflict(obj, identityKeys, "a token ("+tokenFrom+")"); pe != nil {
+			return nil, d.paramErr(pe)
 		}
 		tok, err := token.Decode(tokenText)
 		if err != nil {
 			return nil, d.placeSource(tokenFrom, err.Error())
 		}
-		obj["hubHost"], _ = json.Marshal(tok.HubHost)
-		obj["hubPort"], _ = json.Marshal(tok.HubPort)
-		obj["edgeId"], _ = json.Marshal(tok.EdgeID)
-		obj["secret"], _ = json.Marshal(tok.Secret)
-		for _, k := range []string{"hubHost", "hubPort", "edgeId", "secret"} {
-			origin[k] = tokenFrom
+		// The same code as the bridge's token param (params.ExpandToken).
+		if pe := params.ApplyToken(obj, tok, tokenFrom); pe != nil {
+			return nil, d.paramErr(pe)
 		}
-		if tok.HubCertSHA256 != "" {
-			var pinned string
-			if has(obj, "hubCertSha256") {
-				_ = json.Unmarshal(obj["hubCertSha256"], &pinned)
-			}
-			if pinned != "" && token.NormalizeFingerprint(pinned) != tok.HubCertSHA256 {
-				return nil, d.errAt("hubCertSha256", "differs from the certificate pin of the token ("+tokenFrom+")")
-			}
-			obj["hubCertSha256"], _ = json.Marshal(tok.HubCertSHA256)
+		for _, k := range params.TokenKeys {
+			origin[k] = tokenFrom
 		}
 	} else {
 		switch {
