@@ -33,9 +33,9 @@ type Edge struct {
 	wg      sync.WaitGroup
 
 	// Counters of Metrics (metrics.go).
-	traffic         streamCounters
-	reconnects      atomic.Uint64
-	firewall        *edgeFirewall
+	traffic    streamCounters
+	reconnects atomic.Uint64
+	firewall   *edgeFirewall
 
 	mu        sync.Mutex
 	ports     edgePorts  // the listening sockets (edgeports.go)
