@@ -40,7 +40,7 @@ func (r *edgeRole) start(cfg tunnel.EdgeConfig) (string, error) {
 	return addr, nil
 }
 
-// status reports the edge; listenPorts is never null.
+// status reports the edge; listenPorts and listenPortsUdp are never null.
 func (r *edgeRole) status() tunnel.EdgeStatus {
 	st := tunnel.EdgeStatus{}
 	if e, ok := r.current(); ok {
@@ -48,6 +48,9 @@ func (r *edgeRole) status() tunnel.EdgeStatus {
 	}
 	if st.ListenPorts == nil {
 		st.ListenPorts = []int{}
+	}
+	if st.ListenPortsUDP == nil {
+		st.ListenPortsUDP = []int{}
 	}
 	return st
 }

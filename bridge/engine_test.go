@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/serve-zone/remoteingress/internal/testutil"
 )
@@ -150,5 +151,67 @@ func TestRealPortInUseIsNamed(t *testing.T) {
 	}
 	if diff := diffFields(t, `{"running":false}`, s.mustCall("getEdgeStatus", nil)); diff != "" {
 		t.Fatal(diff)
+	}
+}
+
+// The hub assigns an edge that was started without ports its ports over
+// the tunnel, changes them, and the edge reports what it could bind.
+func TestRealHubAssignsEdgePorts(t *testing.T) {
+	const secret = "assign-secret-4e21"
+	s := startSession(t, Management, tunnelEngine())
+	s.skipReady()
+	first, second := testutil.FreePort(t), testutil.FreePort(t)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	busyPort := busy.Addr().(*net.TCPAddr).Port
+	entry := func(ports ...int) map[string]any {
+		return map[string]any{"edges": []any{map[string]any{"id": "edge-1", "secret": secret, "listenPorts": ports,
+			"firewall": map[string]any{"blockedIps": []string{"127.0.0.9"}}}}}
+	}
+	s.mustCall("updateAllowedEdges", entry(first))
+	var started struct {
+		TunnelPort int `json:"tunnelPort"`
+	}
+	if err := json.Unmarshal(s.mustCall("startHub", map[string]any{"tunnelPort": 0, "listenHost": "127.0.0.1"}), &started); err != nil {
+		t.Fatal(err)
+	}
+	params := realEdgeParams(started.TunnelPort, 0, secret)
+	delete(params, "listenPorts")
+	params["firewallBackend"] = "process"
+	s.mustCall("startEdge", params)
+	isEvent := func(name string) func(msg) bool { return func(m msg) bool { return m.Event == name } }
+	assigned := func(ports int) func(msg) bool {
+		return func(m msg) bool {
+			return m.Event == "portsAssigned" && string(m.Data) == `{"listenPorts":[`+strconv.Itoa(ports)+`],"listenPortsUdp":[]}`
+		}
+	}
+	s.waitFor(assigned(first))
+	s.waitFor(isEvent("tunnelConnected"))
+	if diff := diffFields(t, `{"connected":true,"listenPorts":[`+strconv.Itoa(first)+`],"listenPortsUdp":[],"firewallRefused":0}`, s.mustCall("getEdgeStatus", nil)); diff != "" {
+		t.Fatalf("getEdgeStatus (-want +got):\n%s", diff)
+	}
+	testutil.Eventually(t, 5*time.Second, "the hub to show the edge's ports", func() bool {
+		return strings.Contains(string(s.mustCall("getHubStatus", nil)), `"listenPorts":[`+strconv.Itoa(first)+`],"listenPortsUdp":[]`)
+	})
+
+	s.mustCall("updateAllowedEdges", entry(busyPort, second))
+	m := s.waitFor(isEvent("portError"))
+	if want := `{"port":` + strconv.Itoa(busyPort) + `,"protocol":"tcp","error":"cannot listen on TCP port ` + strconv.Itoa(busyPort); !strings.HasPrefix(string(m.Data), want) {
+		t.Fatalf("portError %s, want it to start with %s", m.Data, want)
+	}
+	if diff := diffFields(t, `{"listenPorts":[`+strconv.Itoa(second)+`]}`, s.mustCall("getEdgeStatus", nil)); diff != "" {
+		t.Fatalf("getEdgeStatus after the change (-want +got):\n%s", diff)
+	}
+	s.mustCall("stopEdge", nil)
+	s.mustCall("stopHub", nil)
+	s.closeInput()
+	if err := s.wait(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if strings.Contains(s.out.String(), secret) || strings.Contains(s.logs.String(), secret) {
+		t.Fatal("the secret was written")
 	}
 }

@@ -347,10 +347,10 @@ func ValidateEdgeList(edges []EdgeCredential) error {
 		seen[e.ID] = i
 		if e.Ports != nil {
 			if err := checkPortList(field+".ListenPorts", e.Ports.TCP); err != nil {
-				return err
+				return ofEdge(err, e.ID)
 			}
 			if err := checkPortList(field+".ListenPortsUDP", e.Ports.UDP); err != nil {
-				return err
+				return ofEdge(err, e.ID)
 			}
 		}
 		if e.Firewall != nil {
@@ -367,6 +367,15 @@ func ValidateEdgeList(edges []EdgeCredential) error {
 		}
 	}
 	return nil
+}
+
+// ofEdge adds the edge's id to a *ConfigError's message.
+func ofEdge(err error, id string) error {
+	var ce *ConfigError
+	if errors.As(err, &ce) {
+		return &ConfigError{Field: ce.Field, Msg: fmt.Sprintf("%s (edge %q)", ce.Msg, id), Ref: ce.Ref}
+	}
+	return err
 }
 
 // checkPortList checks a list of listen ports: each 1-65535, none twice.

@@ -47,11 +47,13 @@ func newEdgeFirewall(cfg EdgeConfig, log *slog.Logger) *edgeFirewall {
 		table:     nft.TableName(cfg.EdgeID),
 		refuseLog: ratelog.New(log, slog.LevelInfo, "%d more clients refused by the firewall")}
 	if f.kernel {
-		// A table left by an edge of this id that did not stop (kill -9) goes now.
-		if t, err := nft.Open(f.table); err == nil {
-			_ = t.Close()
-		} else {
+		// A table left by an edge of this id that did not stop (kill -9) goes
+		// now; without one nothing of the kernel's is touched until blocked
+		// addresses arrive.
+		if removed, err := nft.RemoveLeftover(f.table); err != nil {
 			f.unavailable = err.Error()
+		} else if removed {
+			f.log.Info("removed the nftables table an earlier edge left behind", "table", f.table)
 		}
 	}
 	return f

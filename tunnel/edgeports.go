@@ -29,7 +29,7 @@ func newEdgePorts() edgePorts {
 
 // boundLocked is the ports bound now, sorted; e.mu is held.
 func (e *Edge) boundLocked() portLists {
-	return portLists{TCP: slices.Sorted(maps.Keys(e.ports.tcp)), UDP: slices.Sorted(maps.Keys(e.ports.udp))}
+	return portLists{TCP: nonNil(slices.Sorted(maps.Keys(e.ports.tcp))), UDP: nonNil(slices.Sorted(maps.Keys(e.ports.udp)))}
 }
 
 // bindTCPLocked binds TCP port p on the listen host and starts accepting

@@ -14,11 +14,13 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/serve-zone/remoteingress/tunnel"
+	"github.com/serve-zone/remoteingress/tunnel/firewall"
 )
 
 // Error is a param that is missing, of the wrong type or refused by the
@@ -185,9 +187,9 @@ func Seconds[C any](name, engine string, dst func(*C) *time.Duration) Field[C] {
 		}}
 }
 
-// Ints is a required array of integers.
-func Ints[C any](name, engine string, dst func(*C) *[]int) Field[C] {
-	return Field[C]{Name: name, Engine: engine, Kind: KindInts, Required: true,
+// Ints is an array of integers, required or not.
+func Ints[C any](name, engine string, required bool, dst func(*C) *[]int) Field[C] {
+	return Field[C]{Name: name, Engine: engine, Kind: KindInts, Required: required,
 		decode: func(raw json.RawMessage, c *C) *Error {
 			var items []json.RawMessage
 			if err := json.Unmarshal(raw, &items); err != nil {
@@ -207,10 +209,17 @@ func Ints[C any](name, engine string, dst func(*C) *[]int) Field[C] {
 }
 
 // EdgeEntryFields are the members of one entry of an edge list.
-var EdgeEntryFields = []string{"id", "secret"}
+var EdgeEntryFields = []string{"id", "secret", "listenPorts", "listenPortsUdp", "firewall"}
+
+// FirewallFields are the members of an entry's firewall. Any other member
+// is an error: a misspelt rule must not pass for no rule.
+var FirewallFields = []string{"blockedIps", "allowedIps", "maxConnectionsPerIp", "connectionRatePerIp"}
 
 // Edges is a required array of {id, secret} objects with string ids and
-// secrets. Messages name edges by index and id, never by secret.
+// secrets, each optionally with the ports the hub assigns to that edge
+// (listenPorts, listenPortsUdp: either present, even empty, and the hub
+// owns both lists; an absent one is then empty) and its firewall. Messages
+// name edges by index and id, never by secret.
 func Edges[C any](name, engine string, dst func(*C) *[]tunnel.EdgeCredential) Field[C] {
 	return Field[C]{Name: name, Engine: engine, Kind: KindEdges, Required: true,
 		decode: func(raw json.RawMessage, c *C) *Error {
@@ -229,17 +238,117 @@ func Edges[C any](name, engine string, dst func(*C) *[]tunnel.EdgeCredential) Fi
 					err.Param = indexed(name, i) + "." + err.Param
 					return err
 				}
-				secret, err := entryString(entry, "secret")
+				e, err := decodeEntry(entry, id)
 				if err != nil {
 					err.Param = indexed(name, i) + "." + err.Param
 					err.Msg += " (edge " + strconv.Quote(id) + ")"
 					return err
 				}
-				edges = append(edges, tunnel.EdgeCredential{ID: id, Secret: secret})
+				edges = append(edges, e)
 			}
 			*dst(c) = edges
 			return nil
 		}}
+}
+
+// decodeEntry decodes the members of an edge entry but its id.
+func decodeEntry(entry Object, id string) (tunnel.EdgeCredential, *Error) {
+	e := tunnel.EdgeCredential{ID: id}
+	var err *Error
+	if e.Secret, err = entryString(entry, "secret"); err != nil {
+		return e, err
+	}
+	tcp, hasTCP, err := portList(entry, "listenPorts")
+	if err != nil {
+		return e, err
+	}
+	udp, hasUDP, err := portList(entry, "listenPortsUdp")
+	if err != nil {
+		return e, err
+	}
+	if hasTCP || hasUDP {
+		e.Ports = &tunnel.PortAssignment{TCP: tcp, UDP: udp}
+	}
+	if raw, ok := entry.value("firewall"); ok {
+		fw, err := decodeFirewall(raw)
+		if err != nil {
+			err.Param = "firewall" + err.Param
+			return e, err
+		}
+		e.Firewall = &fw
+	}
+	return e, nil
+}
+
+// portList reads an optional array of integers of an edge entry.
+func portList(entry Object, name string) ([]int, bool, *Error) {
+	raw, ok := entry.value(name)
+	if !ok {
+		return nil, false, nil
+	}
+	var items []json.RawMessage
+	if err := json.Unmarshal(raw, &items); err != nil {
+		return nil, true, &Error{Param: name, Msg: "must be an array of integers"}
+	}
+	out := make([]int, 0, len(items))
+	for i, item := range items {
+		n, ok := IntValue(item)
+		if !ok {
+			return nil, true, &Error{Param: indexed(name, i), Msg: "must be an integer"}
+		}
+		out = append(out, n)
+	}
+	return out, true, nil
+}
+
+// decodeFirewall decodes an entry's firewall object; Param of the error is
+// the path below it (".blockedIps[2]").
+func decodeFirewall(raw json.RawMessage) (firewall.Rules, *Error) {
+	var obj Object
+	if err := json.Unmarshal(raw, &obj); err != nil || obj == nil {
+		return firewall.Rules{}, &Error{Msg: "must be an object {blockedIps, allowedIps, maxConnectionsPerIp, connectionRatePerIp}"}
+	}
+	for k := range obj {
+		if !slices.Contains(FirewallFields, k) {
+			return firewall.Rules{}, &Error{Param: "." + k, Msg: "is not a firewall rule (known: " + strings.Join(FirewallFields, ", ") + ")"}
+		}
+	}
+	var r firewall.Rules
+	strs := func(name string, dst *[]string) *Error {
+		raw, ok := obj.value(name)
+		if !ok {
+			return nil
+		}
+		if err := json.Unmarshal(raw, dst); err != nil {
+			return &Error{Param: "." + name, Msg: "must be an array of strings (IPs or CIDRs)"}
+		}
+		return nil
+	}
+	num := func(name string, dst *int) *Error {
+		raw, ok := obj.value(name)
+		if !ok {
+			return nil
+		}
+		n, ok := IntValue(raw)
+		if !ok {
+			return &Error{Param: "." + name, Msg: "must be an integer"}
+		}
+		*dst = n
+		return nil
+	}
+	if err := strs("blockedIps", &r.BlockedIPs); err != nil {
+		return r, err
+	}
+	if err := strs("allowedIps", &r.AllowedIPs); err != nil {
+		return r, err
+	}
+	if err := num("maxConnectionsPerIp", &r.MaxConnectionsPerIP); err != nil {
+		return r, err
+	}
+	if err := num("connectionRatePerIp", &r.ConnectionRatePerIP); err != nil {
+		return r, err
+	}
+	return r, nil
 }
 
 // entryString reads a required string member of an edge entry.
@@ -282,7 +391,8 @@ var StartEdge = Schema[tunnel.EdgeConfig]{Fields: []Field[tunnel.EdgeConfig]{
 	Int("hubPort", "HubPort", func(c *tunnel.EdgeConfig) *int { return &c.HubPort }),
 	String("edgeId", "EdgeID", true, func(c *tunnel.EdgeConfig) *string { return &c.EdgeID }),
 	String("secret", "Secret", true, func(c *tunnel.EdgeConfig) *string { return &c.Secret }),
-	Ints("listenPorts", "ListenPorts", func(c *tunnel.EdgeConfig) *[]int { return &c.ListenPorts }),
+	Ints("listenPorts", "ListenPorts", false, func(c *tunnel.EdgeConfig) *[]int { return &c.ListenPorts }),
+	Ints("listenPortsUdp", "ListenPortsUDP", false, func(c *tunnel.EdgeConfig) *[]int { return &c.ListenPortsUDP }),
 	String("listenHost", "ListenHost", false, func(c *tunnel.EdgeConfig) *string { return &c.ListenHost }),
 	Seconds("stunIntervalSecs", "StunInterval", func(c *tunnel.EdgeConfig) *time.Duration { return &c.StunInterval }),
 	String("stunServer", "StunServer", false, func(c *tunnel.EdgeConfig) *string { return &c.StunServer }),
@@ -291,12 +401,13 @@ var StartEdge = Schema[tunnel.EdgeConfig]{Fields: []Field[tunnel.EdgeConfig]{
 	String("hubServerName", "HubServerName", false, func(c *tunnel.EdgeConfig) *string { return &c.HubServerName }),
 	Int("tunnelConnections", "Connections", func(c *tunnel.EdgeConfig) *int { return &c.Connections }),
 	String("metricsListen", "MetricsListen", false, func(c *tunnel.EdgeConfig) *string { return &c.MetricsListen }),
+	String("firewallBackend", "FirewallBackend", false, func(c *tunnel.EdgeConfig) *string { return &c.FirewallBackend }),
 }}
 
 // engineNames maps the engine's config field names to the params they come
 // from: the fields of the schemas, and the members of an edge entry.
 var engineNames = func() map[string]string {
-	m := map[string]string{"ID": "id", "Secret": "secret"}
+	m := map[string]string{"ID": "id", "Secret": "secret", "Firewall": "firewall"}
 	add := func(engine, name string) { m[engine] = name }
 	for _, f := range StartHub.Fields {
 		add(f.Engine, f.Name)

@@ -516,3 +516,28 @@ func portElems(ports []int) ([]nftables.SetElement, error) {
 	}
 	return elems, nil
 }
+
+// RemoveLeftover removes the table of that name if one is there (left by a
+// process that did not stop: kill -9), and touches nothing otherwise. It
+// reports whether it removed one; the error wraps ErrUnavailable when
+// nftables cannot be used.
+func RemoveLeftover(table string) (bool, error) {
+	c, err := newConn(0)
+	if err != nil {
+		return false, classify(fmt.Errorf("list tables: %w", err))
+	}
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return false, classify(fmt.Errorf("list tables: %w", err))
+	}
+	for _, x := range tables {
+		if x.Name == table {
+			c.DelTable(x)
+			if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
+				return false, classify(fmt.Errorf("remove leftover table %q: %w", table, err))
+			}
+			return true, nil
+		}
+	}
+	return false, nil
+}

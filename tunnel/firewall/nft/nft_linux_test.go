@@ -1048,6 +1048,17 @@ func TestLeftoverAfterKill(t *testing.T) {
 			t.Errorf("Dropped after Open = %d, want 0 (the leftover's count is not ours)", n)
 		}
 		wantAllowedTCP(t, s, blocked4)
+		// RemoveLeftover removes a table that is there, and touches nothing
+		// when none is (what an edge does at start).
+		if removed, err := RemoveLeftover(name); err != nil || !removed {
+			t.Errorf("RemoveLeftover with the table there = %v, %v; want true", removed, err)
+		}
+		if st := readState(t, name); st.exists {
+			t.Error("the table is still there after RemoveLeftover")
+		}
+		if removed, err := RemoveLeftover(name); err != nil || removed {
+			t.Errorf("RemoveLeftover without a table = %v, %v; want false", removed, err)
+		}
 	case "":
 		ns := newNetns(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

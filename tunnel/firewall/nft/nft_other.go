@@ -33,3 +33,8 @@ func (t *Table) Dropped() (uint64, error) {
 
 // Close does nothing off Linux.
 func (t *Table) Close() error { return nil }
+
+// RemoveLeftover fails off Linux with an error wrapping ErrUnavailable.
+func RemoveLeftover(table string) (bool, error) {
+	return false, fmt.Errorf("%w: %w", ErrUnavailable, errNotLinux)
+}
