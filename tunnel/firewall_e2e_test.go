@@ -477,6 +477,22 @@ func TestFirewallMaxConnectionsPerIP(t *testing.T) {
 	r.wantCounts(t, 2, []string{"127.0.0.3", "127.0.0.3", "127.0.0.4", "127.0.0.3"})
 }
 
+// A cap that lands counts the connections already open, and closes none
+// of them: only new ones are refused.
+func TestFirewallNewCapCountsOpenConnections(t *testing.T) {
+	r := startFirewallRig(t, fwRigOptions{})
+	connectedAt := r.hub.Status().ConnectedEdges[0].ConnectedAt
+	a := echoFrom(t, "127.0.0.3", r.addr, "before the cap")
+	b := echoFrom(t, "127.0.0.3", r.addr, "before the cap, second")
+	r.setRules(t, &firewall.Rules{MaxConnectionsPerIP: 2})
+	refuseFrom(t, "127.0.0.3", r.addr)
+	checkEcho(t, a, "under the cap")
+	checkEcho(t, b, "under the cap, second")
+	echoFrom(t, "127.0.0.4", r.addr, "another IP")
+	r.wantCounts(t, 1, []string{"127.0.0.3", "127.0.0.3", "127.0.0.4"})
+	r.noReconnect(t, connectedAt)
+}
+
 // connectionRatePerIp admits a burst of that many new connections of one
 // client IP, refuses the next, leaves other IPs alone, and admits again
 // once the bucket has refilled.
