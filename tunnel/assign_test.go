@@ -66,7 +66,7 @@ func startAssignRig(t *testing.T, ports *PortAssignment, own []int) *assignRig {
 	startAssignHub(t, r, 0, ports)
 	var err error
 	r.edge, err = StartEdge(EdgeConfig{HubHost: "127.0.0.1", HubPort: r.hubPort, EdgeID: assignEdgeID, Secret: assignSecret,
-		ListenHost: "127.0.0.1", ListenPorts: own, StunInterval: -1,
+		ListenHost: "127.0.0.1", ListenPorts: own, StunInterval: -1, FirewallBackend: FirewallProcess,
 		ReconnectMin: 50 * time.Millisecond, ReconnectMax: 200 * time.Millisecond,
 		Logger: testLogger(t).With("t", "edge"), Events: r.edgeEvts.sink})
 	if err != nil {
@@ -268,7 +268,8 @@ func TestAssignmentKeptAcrossHubRestart(t *testing.T) {
 	startAssignHub(t, r, hubPort, &PortAssignment{TCP: ports[:1]})
 	var err error
 	r.edge, err = StartEdge(EdgeConfig{HubHost: "127.0.0.1", HubPort: hubPort, EdgeID: assignEdgeID, Secret: assignSecret,
-		ListenHost: "127.0.0.1", StunInterval: -1, ReconnectMin: 50 * time.Millisecond, ReconnectMax: 100 * time.Millisecond,
+		ListenHost: "127.0.0.1", StunInterval: -1, FirewallBackend: FirewallProcess,
+		ReconnectMin: 50 * time.Millisecond, ReconnectMax: 100 * time.Millisecond,
 		Logger: testLogger(t).With("t", "edge"), Events: r.edgeEvts.sink})
 	if err != nil {
 		t.Fatal(err)
