@@ -230,3 +230,51 @@ test('an unreachable hub is not an error for the edge', { timeout: TIMEOUT }, as
   assert.equal(status.connected, false);
   assert.deepEqual(status.listenPorts, [port]);
 });
+
+test('the hub assigns an edge started without ports its ports, and changes them over the live tunnel', { timeout: TIMEOUT }, async (t) => {
+  const first = await freePortPair();
+  const second = await freePortPair();
+  const targets = [await startProxyTarget(first), await startProxyTarget(second)];
+  t.after(() => targets.forEach((tg) => tg.close()));
+  const entry = (ports) => [{ id: 'edge-nyc-01', secret: 'supersecrettoken1', listenPorts: ports, firewall: { blockedIps: ['203.0.113.0/24'] } }];
+  const { hub } = await startHub(t, entry([first]));
+
+  const edge = new RemoteIngressEdge();
+  t.after(() => edge.stop());
+  const events = recordEvents(edge, ['tunnelConnected', 'tunnelDisconnected', 'portsAssigned', 'portError']);
+  const assigned = waitForEvent(edge, 'portsAssigned', 10000);
+  const connected = waitForEvent(edge, 'tunnelConnected', 10000);
+  const hubStatus0 = await hub.getStatus();
+  await edge.start({
+    hubHost: '127.0.0.1', hubPort: hubStatus0.tunnelPort, edgeId: 'edge-nyc-01', secret: 'supersecrettoken1',
+    listenHost: '127.0.0.1', stunServer: await closedUdpAddress(), firewallBackend: 'process',
+  });
+  assert.deepEqual(await assigned, { listenPorts: [first], listenPortsUdp: [] });
+  await connected;
+  let st = await edge.getStatus();
+  assert.deepEqual(st.listenPorts, [first]);
+  assert.deepEqual(st.listenPortsUdp, []);
+  assert.equal(st.firewallRefused, 0);
+  let { localPort, response } = await httpThrough(first);
+  assert.match(response, /^HTTP\/1\.1 200 OK\r\n/);
+  assert.equal(JSON.parse(response.slice(response.indexOf('\r\n\r\n') + 4)).proxyLine, `PROXY TCP4 127.0.0.1 127.0.0.1 ${localPort} ${first}`);
+
+  const changed = waitForEvent(edge, 'portsAssigned', 10000, (d) => d.listenPorts[0] === second);
+  await hub.updateAllowedEdges(entry([second]));
+  assert.deepEqual(await changed, { listenPorts: [second], listenPortsUdp: [] });
+  st = await edge.getStatus();
+  assert.deepEqual(st.listenPorts, [second]);
+  ({ localPort, response } = await httpThrough(second));
+  assert.equal(JSON.parse(response.slice(response.indexOf('\r\n\r\n') + 4)).proxyLine, `PROXY TCP4 127.0.0.1 127.0.0.1 ${localPort} ${second}`);
+  await assert.rejects(httpThrough(first, '127.0.0.1', 2000), 'the removed port no longer accepts');
+  let hs;
+  for (let i = 0; i < 40; i++) {
+    hs = await hub.getStatus();
+    if (hs.connectedEdges[0]?.listenPorts?.[0] === second) break;
+    await sleep(50);
+  }
+  assert.deepEqual(hs.connectedEdges[0].listenPorts, [second]);
+  assert.deepEqual(hs.connectedEdges[0].listenPortsUdp, []);
+  assert.ok(!events.some((e) => e.event === 'tunnelDisconnected'), 'the tunnel stayed up');
+  assert.ok(!events.some((e) => e.event === 'portError'), 'no port error');
+});

@@ -2,15 +2,15 @@ import { RemoteIngressBase } from './classes.remoteingressbase.js';
 import type { EngineProcess } from './classes.engineprocess.js';
 import type { IEdgeConfig, IEdgeEvents, IEdgeStatus, IRemoteIngressOptions } from './interfaces.js';
 
-const EDGE_EVENTS = ['tunnelConnected', 'tunnelDisconnected', 'publicIpDiscovered'] as const;
+const EDGE_EVENTS = ['tunnelConnected', 'tunnelDisconnected', 'publicIpDiscovered', 'portsAssigned', 'portError'] as const;
 
 /**
  * The public side: listens on `listenPorts` and carries every accepted TCP
  * connection over one TLS tunnel to the hub, reconnecting with backoff.
  *
- * Events: tunnelConnected, tunnelDisconnected, publicIpDiscovered (data as
- * in the contract), plus 'log' (engine stderr lines) and 'exit' (the engine
- * ended without stop()).
+ * Events: tunnelConnected, tunnelDisconnected, publicIpDiscovered,
+ * portsAssigned, portError (data as in the contract), plus 'log' (engine
+ * stderr lines) and 'exit' (the engine ended without stop()).
  */
 export class RemoteIngressEdge extends RemoteIngressBase {
   protected readonly role = 'edge' as const;
@@ -29,7 +29,7 @@ export class RemoteIngressEdge extends RemoteIngressBase {
    */
   public async start(config: IEdgeConfig): Promise<void> {
     if (!config || typeof config !== 'object') {
-      throw new TypeError('RemoteIngressEdge.start(config) needs { hubHost, edgeId, secret, listenPorts, ... } or { token, listenPorts, ... }');
+      throw new TypeError('RemoteIngressEdge.start(config) needs { hubHost, edgeId, secret, listenPorts?, ... } or { token, listenPorts?, ... }');
     }
     const { binaryPath, ...params } = config;
     await this.startEngine(binaryPath, async (engine: EngineProcess) => {
@@ -40,7 +40,7 @@ export class RemoteIngressEdge extends RemoteIngressBase {
   /** Current edge status (a not-running status when the edge is stopped). */
   public async getStatus(): Promise<IEdgeStatus> {
     if (!this.engine || !this.engine.alive) {
-      return { running: false, connected: false, publicIp: null, activeStreams: 0, listenPorts: [] };
+      return { running: false, connected: false, publicIp: null, activeStreams: 0, listenPorts: [], listenPortsUdp: [], firewallRefused: 0 };
     }
     return this.engine.request<IEdgeStatus>('getEdgeStatus', {});
   }

@@ -51,9 +51,35 @@ export interface IHubConfig {
   binaryPath?: string;
 }
 
+/**
+ * The firewall an edge enforces for every new client connection (and UDP
+ * flow) before any of its bytes crosses the tunnel. 0 or absent = no limit.
+ */
+export interface IEdgeFirewall {
+  /** Refused: IPs or CIDRs, IPv4 and IPv6 (IPv4-mapped IPv6 clients match IPv4 rules). */
+  blockedIps?: string[];
+  /** When not empty, the only addresses admitted. */
+  allowedIps?: string[];
+  /** Cap on the connections plus UDP flows one client IP has open at once. */
+  maxConnectionsPerIp?: number;
+  /** Cap on new connections and flows per second per client IP (burst the same). */
+  connectionRatePerIp?: number;
+}
+
 export interface IAllowedEdge {
   id: string;
   secret: string;
+  /**
+   * The TCP ports the hub assigns to this edge. When this or listenPortsUdp is
+   * present (even empty), the hub owns the edge's ports: it listens on exactly
+   * these (an absent list counts as empty), and changes follow at once over the
+   * live tunnel. Absent from both: the edge keeps the ports of its own config.
+   */
+  listenPorts?: number[];
+  /** The UDP ports the hub assigns to this edge (see listenPorts). */
+  listenPortsUdp?: number[];
+  /** The firewall the edge enforces. */
+  firewall?: IEdgeFirewall;
 }
 
 export interface IConnectedEdgeStatus {
@@ -63,6 +89,10 @@ export interface IConnectedEdgeStatus {
   activeStreams: number;
   /** Tunnel connections the edge has up. */
   connections?: number;
+  /** TCP ports the edge reports bound. */
+  listenPorts: number[];
+  /** UDP ports the edge reports bound. */
+  listenPortsUdp: number[];
   [extra: string]: unknown;
 }
 
@@ -122,8 +152,19 @@ export interface IEdgeConfig {
   edgeId?: string;
   /** Shared secret, as registered on the hub (required without a token). */
   secret?: string;
-  /** Public ports to accept client TCP connections on. */
-  listenPorts: number[];
+  /**
+   * Public ports to accept client TCP connections on, until the hub assigns
+   * others. Absent or [] = wait for the hub's assignment.
+   */
+  listenPorts?: number[];
+  /** Public UDP ports, likewise. */
+  listenPortsUdp?: number[];
+  /**
+   * "auto" (default): where the edge may use nf_tables (root), blocked addresses
+   * are also dropped by the kernel in a table of the edge's own; "process": the
+   * in-process check alone.
+   */
+  firewallBackend?: 'auto' | 'process';
   /** Address to bind the listen ports to. Default: all interfaces. */
   listenHost?: string;
   /** STUN refresh interval in seconds. Default 300; 0 turns STUN off. */
@@ -149,7 +190,12 @@ export interface IEdgeStatus {
   connected: boolean;
   publicIp: string | null;
   activeStreams: number;
+  /** TCP ports bound now. */
   listenPorts: number[];
+  /** UDP ports bound now. */
+  listenPortsUdp: number[];
+  /** Clients refused by the firewall (in process, plus packets the kernel's rules dropped). */
+  firewallRefused: number;
   /** Why the tunnel is down, if it is. */
   lastError?: string;
   /** Failed connection attempts since the last success. */
@@ -172,6 +218,21 @@ export interface ITunnelDisconnectedEvent {
 
 export interface IPublicIpDiscoveredEvent {
   ip: string;
+  [extra: string]: unknown;
+}
+
+/** Follows every assignment the edge receives: the ports it was told to listen on. */
+export interface IPortsAssignedEvent {
+  listenPorts: number[];
+  listenPortsUdp: number[];
+  [extra: string]: unknown;
+}
+
+/** A port the edge cannot bind (left out of the bound lists). */
+export interface IPortErrorEvent {
+  port: number;
+  protocol: 'tcp' | 'udp';
+  error: string;
   [extra: string]: unknown;
 }
 
@@ -202,6 +263,8 @@ export interface IEdgeEvents {
   tunnelConnected: ITunnelConnectedEvent;
   tunnelDisconnected: ITunnelDisconnectedEvent;
   publicIpDiscovered: IPublicIpDiscoveredEvent;
+  portsAssigned: IPortsAssignedEvent;
+  portError: IPortErrorEvent;
   exit: IExitEvent;
   log: ILogEvent;
 }
