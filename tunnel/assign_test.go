@@ -526,3 +526,28 @@ func sortedInts(in []int) []int {
 	slices.Sort(out)
 	return out
 }
+
+// Close at any moment of a connection, the first assignment's included,
+// returns: a tunnel that comes up as the edge closes is closed too.
+func TestCloseWhileConnecting(t *testing.T) {
+	r := &assignRig{hubEvents: newEventLog(), edgeEvts: newEventLog()}
+	startAssignHub(t, r, 0, &PortAssignment{TCP: []int{}})
+	for i := 0; i < 60; i++ {
+		e, err := StartEdge(EdgeConfig{HubHost: "127.0.0.1", HubPort: r.hubPort, EdgeID: assignEdgeID, Secret: assignSecret,
+			ListenHost: "127.0.0.1", StunInterval: -1, FirewallBackend: FirewallProcess, Logger: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(i%20) * 250 * time.Microsecond)
+		done := make(chan struct{})
+		go func() {
+			e.Close()
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("round %d: Close did not return", i)
+		}
+	}
+}

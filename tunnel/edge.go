@@ -252,16 +252,16 @@ func (e *Edge) tunnelLoop() {
 			continue
 		}
 		attempt = 0
+		// The ports and the firewall of the assignment are in force before
+		// the tunnel is: no client goes through under the previous ones.
+		handler := e.takeAssignments(tunnel, assign)
 		e.mu.Lock()
-		if e.closed {
+		if e.closed { // Close found no tunnel to close: this one is closed here
 			e.mu.Unlock()
 			tunnel.close("edge stopping")
 			tunnel.run(nil)
 			return
 		}
-		e.mu.Unlock()
-		handler := e.takeAssignments(tunnel, assign)
-		e.mu.Lock()
 		e.tunnel = tunnel
 		e.lastError, e.attempts = "", 0
 		e.mu.Unlock()
