@@ -551,3 +551,33 @@ func TestCloseWhileConnecting(t *testing.T) {
 		}
 	}
 }
+
+// BOUND from an edge that did not announce capAssign is a protocol error.
+func TestBoundWithoutCapabilityIsProtocolError(t *testing.T) {
+	r := &assignRig{hubEvents: newEventLog(), edgeEvts: newEventLog()}
+	startAssignHub(t, r, 0, nil)
+	c, err := tls.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(r.hubPort)), edgeTLSConfig("127.0.0.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := edgeHandshake(c, assignEdgeID, assignSecret, DefaultWindow, setPlace{Size: 1}, ourCaps&^capAssign); err != nil {
+		t.Fatal(err)
+	}
+	if err := newFrameWriter(c).WriteFrame(0, frameBound, encodeBound(boundMsg{})); err != nil {
+		t.Fatal(err)
+	}
+	fr := newFrameReader(c)
+	for {
+		h, p, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("waiting for GOAWAY: %v", err)
+		}
+		if h.Type == frameGoAway {
+			if !strings.Contains(string(p), "unexpected BOUND") {
+				t.Fatalf("GOAWAY %q", p)
+			}
+			return
+		}
+	}
+}

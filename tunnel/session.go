@@ -344,7 +344,7 @@ func (s *session) readMessage(h frameHeader) error {
 	if h.Type == frameBound {
 		limit, to = maxBoundLen, true
 	}
-	if s.isHub != to || s.message == nil {
+	if s.isHub != to || s.message == nil || s.peerCaps&capAssign == 0 {
 		return protoErr("unexpected %s", h.Type)
 	}
 	if h.Length > limit {
