@@ -89,11 +89,12 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 
 // Status reports the edge's state.
 func (e *Edge) Status() EdgeStatus {
+	refused := e.firewall.refused() // may ask the kernel: not under e.mu
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	bound := e.boundLocked()
 	st := EdgeStatus{Running: !e.closed, Connected: e.tunnel != nil, ListenPorts: bound.TCP, ListenPortsUDP: bound.UDP,
-		FirewallRefused: e.firewall.refused(), LastError: e.lastError, ReconnectAttempts: e.attempts}
+		FirewallRefused: refused, LastError: e.lastError, ReconnectAttempts: e.attempts}
 	if e.publicIP != "" {
 		ip := e.publicIP
 		st.PublicIP = &ip
