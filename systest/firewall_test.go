@@ -71,7 +71,10 @@ type fwNet struct {
 // hub's namespace) that allows edgeID.
 func newFwNet(t *testing.T, edgeID string) *fwNet {
 	t.Helper()
-	requireRoot(t)
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: it creates network namespaces and has the edge install nftables rules inside one " +
+			"(run e.g. `sudo -E env PATH=$PATH go test -race -count=1 -v ./systest/`)")
+	}
 	ip := requireTool(t, "ip", "iproute2")
 	id := os.Getpid()
 	n := &fwNet{Edge: fmt.Sprintf("%s%df", nsPrefix, id), Hub: fmt.Sprintf("%s%dg", nsPrefix, id)}
@@ -353,6 +356,7 @@ func (n *fwNet) startFwEdge(t *testing.T, edgeID string, params map[string]any) 
 // fwEdgeStatus is the part of getEdgeStatus these tests read.
 type fwEdgeStatus struct {
 	Running         bool   `json:"running"`
+	Connected       bool   `json:"connected"`
 	ListenPorts     []int  `json:"listenPorts"`
 	FirewallRefused uint64 `json:"firewallRefused"`
 }
@@ -635,6 +639,9 @@ func TestNftablesLeftoverAfterKill(t *testing.T) {
 	again.StartEdge(t, map[string]any{"hubHost": fwHubLinkIP, "hubPort": 1, "edgeId": id, "secret": n.r.secrets[id]})
 	if tb := readFwTable(t, n.Edge, name); tb.Exists {
 		t.Errorf("the new edge process did not remove the leftover table at start: %v", tb)
+	}
+	if st := fwStatus(t, again); !st.Running || st.Connected {
+		t.Errorf("the new edge's status %+v; want it running with no tunnel", st)
 	}
 	if _, err := again.WaitLog(lm, 5*time.Second, "removed the nftables table"); err != nil {
 		t.Error(err)
