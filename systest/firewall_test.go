@@ -62,7 +62,7 @@ var fwBlockedPrefixes = []string{fwBlocked4 + "/32", fwBlocked6 + "/128"}
 type fwNet struct {
 	Edge, Hub string // namespace names
 	IPv6      bool   // the IPv6 addresses are up in the edge's namespace
-	target    *lineTarget
+	target    *fwLineTarget
 	r         *rig
 }
 
@@ -108,7 +108,7 @@ func newFwNet(t *testing.T, edgeID string) *fwNet {
 	}
 	requireNftables(t, n.Edge)
 	ln := mustListen(t, n.Hub, hostPort("127.0.0.1", fwPort))
-	n.target = newLineTarget(t, ln)
+	n.target = newFwLineTarget(t, ln)
 	n.r = newRig(t, n.Hub, 0, "127.0.0.1", edgeID)
 	return n
 }
@@ -149,7 +149,7 @@ func withNftConn(ns string, fn func(c *nftables.Conn) error) error {
 type fwTable struct {
 	Exists  bool
 	Rules   int
-	V4, V6  []addrRange // the ranges of the address sets
+	V4, V6  []fwRange // the ranges of the address sets
 	Ports   map[string][]int
 	Dropped uint64 // the packets its counters counted
 }
@@ -182,9 +182,9 @@ func (tb fwTable) hasPort(p int) bool {
 	return false
 }
 
-type addrRange struct{ first, last netip.Addr }
+type fwRange struct{ first, last netip.Addr }
 
-func (r addrRange) String() string { return r.first.String() + "-" + r.last.String() }
+func (r fwRange) String() string { return r.first.String() + "-" + r.last.String() }
 
 // readFwTable reads the table named name (family inet) in namespace ns:
 // its rules, the elements of its sets (by key type) and its counters.
@@ -231,13 +231,13 @@ func readFwTable(t testing.TB, ns, name string) fwTable {
 			}
 			switch s.KeyType.Name {
 			case nftables.TypeIPAddr.Name:
-				rs, err := decodeRanges(es)
+				rs, err := fwDecodeRanges(es)
 				if err != nil {
 					return fmt.Errorf("set %s: %w", s.Name, err)
 				}
 				tb.V4 = append(tb.V4, rs...)
 			case nftables.TypeIP6Addr.Name:
-				rs, err := decodeRanges(es)
+				rs, err := fwDecodeRanges(es)
 				if err != nil {
 					return fmt.Errorf("set %s: %w", s.Name, err)
 				}
@@ -268,8 +268,8 @@ func readFwTable(t testing.TB, ns, name string) fwTable {
 	return tb
 }
 
-// inetTables lists the names of the inet tables in namespace ns.
-func inetTables(t testing.TB, ns string) []string {
+// fwTables lists the names of the inet tables in namespace ns.
+func fwTables(t testing.TB, ns string) []string {
 	t.Helper()
 	var names []string
 	err := withNftConn(ns, func(c *nftables.Conn) error {
@@ -285,10 +285,10 @@ func inetTables(t testing.TB, ns string) []string {
 	return names
 }
 
-// decodeRanges turns an interval set's elements back into ranges.
-func decodeRanges(es []nftables.SetElement) ([]addrRange, error) {
+// fwDecodeRanges turns an interval set's elements back into ranges.
+func fwDecodeRanges(es []nftables.SetElement) ([]fwRange, error) {
 	slices.SortFunc(es, func(a, b nftables.SetElement) int { return bytes.Compare(a.Key, b.Key) })
-	var rs []addrRange
+	var rs []fwRange
 	var open *netip.Addr
 	for _, e := range es {
 		a, ok := netip.AddrFromSlice(e.Key)
@@ -297,7 +297,7 @@ func decodeRanges(es []nftables.SetElement) ([]addrRange, error) {
 		}
 		if e.IntervalEnd {
 			if open != nil { // an end with nothing open marks an empty lower part
-				rs = append(rs, addrRange{*open, a.Prev()})
+				rs = append(rs, fwRange{*open, a.Prev()})
 				open = nil
 			}
 			continue
@@ -317,7 +317,7 @@ func decodeRanges(es []nftables.SetElement) ([]addrRange, error) {
 			b[i] = 0xff
 		}
 		last, _ = netip.AddrFromSlice(b)
-		rs = append(rs, addrRange{*open, last})
+		rs = append(rs, fwRange{*open, last})
 	}
 	return rs, nil
 }
@@ -368,9 +368,9 @@ func fwStatus(t testing.TB, e *Engine) fwEdgeStatus {
 	return st
 }
 
-// waitAssigned waits for the edge's next portsAssigned event after mark:
+// fwWaitAssigned waits for the edge's next portsAssigned event after mark:
 // the edge has applied the hub's update (its firewall first).
-func waitAssigned(t *testing.T, e *Engine, mark int) {
+func fwWaitAssigned(t *testing.T, e *Engine, mark int) {
 	t.Helper()
 	if _, _, err := e.WaitEvent("portsAssigned", mark, 10*time.Second, nil); err != nil {
 		t.Fatal(err)
@@ -465,16 +465,16 @@ func wantThrough(t *testing.T, n *fwNet, src, dst string) {
 	}
 }
 
-// lineTarget answers each line after the PROXY header with "ok <line>" and
+// fwLineTarget answers each line after the PROXY header with "ok <line>" and
 // records the header by line.
-type lineTarget struct {
+type fwLineTarget struct {
 	srv *tcpServer
 	mu  sync.Mutex
 	got map[string]proxyInfo
 }
 
-func newLineTarget(t testing.TB, ln net.Listener) *lineTarget {
-	lt := &lineTarget{got: map[string]proxyInfo{}}
+func newFwLineTarget(t testing.TB, ln net.Listener) *fwLineTarget {
+	lt := &fwLineTarget{got: map[string]proxyInfo{}}
 	lt.srv = serveTCP(t, ln, true, func(c *tconn) {
 		for {
 			line, err := c.br.ReadString('\n')
@@ -493,7 +493,7 @@ func newLineTarget(t testing.TB, ln net.Listener) *lineTarget {
 	return lt
 }
 
-func (lt *lineTarget) find(line string) (proxyInfo, bool) {
+func (lt *fwLineTarget) find(line string) (proxyInfo, bool) {
 	lt.mu.Lock()
 	defer lt.mu.Unlock()
 	p, ok := lt.got[line]
@@ -501,7 +501,7 @@ func (lt *lineTarget) find(line string) (proxyInfo, bool) {
 }
 
 // fromIP tells whether the target saw a client of ip.
-func (lt *lineTarget) fromIP(ip string) bool {
+func (lt *fwLineTarget) fromIP(ip string) bool {
 	lt.mu.Lock()
 	defer lt.mu.Unlock()
 	for _, p := range lt.got {
@@ -522,15 +522,15 @@ func waitTable(t *testing.T, ns, name, what string, cond func(fwTable) bool) fwT
 	return tb
 }
 
-// installed is the table of the hub's blocks: rules, both prefixes, the port.
-func installed(v6 bool) func(fwTable) bool {
+// fwInstalled is the table of the hub's blocks: rules, both prefixes, the port.
+func fwInstalled(v6 bool) func(fwTable) bool {
 	return func(tb fwTable) bool {
 		return tb.Exists && tb.Rules > 0 && tb.hasPort(fwPort) && tb.blocks(fwBlocked4) && !tb.blocks(fwAllowed4) &&
 			(!v6 || (tb.blocks(fwBlocked6) && !tb.blocks(fwAllowed6)))
 	}
 }
 
-func gone(tb fwTable) bool { return !tb.Exists }
+func fwGone(tb fwTable) bool { return !tb.Exists }
 
 // TestNftablesBlocksInKernel: an edge started without listen ports and with
 // the default firewall backend gets port P and blockedIps from the hub and
@@ -549,7 +549,7 @@ func TestNftablesBlocksInKernel(t *testing.T) {
 	setFwEntry(t, n.r, id, fwBlockedPrefixes)
 	edge := n.startFwEdge(t, id, nil)
 
-	tb := waitTable(t, n.Edge, name, "the hub's blocks", installed(n.IPv6))
+	tb := waitTable(t, n.Edge, name, "the hub's blocks", fwInstalled(n.IPv6))
 	t.Logf("table %s: %v", name, tb)
 	if tb.Dropped != 0 {
 		t.Errorf("the table counted %d drops before any client", tb.Dropped)
@@ -578,8 +578,8 @@ func TestNftablesBlocksInKernel(t *testing.T) {
 	// The block lifted: the table goes, the address passes.
 	mark := edge.Mark()
 	setFwEntry(t, n.r, id, nil)
-	waitAssigned(t, edge, mark)
-	waitTable(t, n.Edge, name, "the table to go once the block is lifted", gone)
+	fwWaitAssigned(t, edge, mark)
+	waitTable(t, n.Edge, name, "the table to go once the block is lifted", fwGone)
 	wantThrough(t, n, fwBlocked4, dst4)
 	if n.IPv6 {
 		wantThrough(t, n, fwBlocked6, dst6)
@@ -591,14 +591,14 @@ func TestNftablesBlocksInKernel(t *testing.T) {
 	// Blocked again, then stopEdge: the table is back, then gone.
 	mark = edge.Mark()
 	setFwEntry(t, n.r, id, fwBlockedPrefixes)
-	waitAssigned(t, edge, mark)
-	waitTable(t, n.Edge, name, "the hub's blocks again", installed(n.IPv6))
+	fwWaitAssigned(t, edge, mark)
+	waitTable(t, n.Edge, name, "the hub's blocks again", fwInstalled(n.IPv6))
 	wantDropped(t, n.Edge, fwBlocked4, dst4)
 	edge.MustCall(t, "stopEdge", map[string]any{}, nil)
 	if tb := readFwTable(t, n.Edge, name); tb.Exists {
 		t.Errorf("after stopEdge the table is still there: %v", tb)
 	}
-	if names := inetTables(t, n.Edge); len(names) != 0 {
+	if names := fwTables(t, n.Edge); len(names) != 0 {
 		t.Errorf("after stopEdge the edge's namespace still has nftables tables %v", names)
 	}
 }
@@ -615,11 +615,11 @@ func TestNftablesLeftoverAfterKill(t *testing.T) {
 	name := nft.TableName(id)
 	setFwEntry(t, n.r, id, fwBlockedPrefixes)
 	edge := n.startFwEdge(t, id, nil)
-	waitTable(t, n.Edge, name, "the hub's blocks", installed(n.IPv6))
+	waitTable(t, n.Edge, name, "the hub's blocks", fwInstalled(n.IPv6))
 
 	edge.Kill()
 	tb := readFwTable(t, n.Edge, name)
-	if !installed(n.IPv6)(tb) {
+	if !fwInstalled(n.IPv6)(tb) {
 		t.Fatalf("after kill -9 of the edge the table should still hold its rules; it holds: %v", tb)
 	}
 	t.Logf("after kill -9: table %s still there: %v", name, tb)
@@ -655,8 +655,8 @@ func TestNftablesLeftoverAfterKill(t *testing.T) {
 	if _, _, err := n.r.Hub.WaitEvent("edgeConnected", hm, 15*time.Second, func(ev Event) bool { return eventString(ev, "edgeId") == id }); err != nil {
 		t.Fatal(err)
 	}
-	waitAssigned(t, again, em)
-	waitTable(t, n.Edge, name, "the new edge's own table", installed(n.IPv6))
+	fwWaitAssigned(t, again, em)
+	waitTable(t, n.Edge, name, "the new edge's own table", fwInstalled(n.IPv6))
 	wantDropped(t, n.Edge, fwBlocked4, hostPort(fwEdgeAddr4, fwPort))
 	wantThrough(t, n, fwAllowed4, hostPort(fwEdgeAddr4, fwPort))
 }
@@ -687,7 +687,7 @@ func TestNftablesProcessBackend(t *testing.T) {
 	if n.target.fromIP(fwBlocked4) || n.target.fromIP(fwBlocked6) {
 		t.Error("a blocked client reached the target")
 	}
-	if names := inetTables(t, n.Edge); len(names) != 0 {
+	if names := fwTables(t, n.Edge); len(names) != 0 {
 		t.Errorf("the process backend made nftables tables %v", names)
 	}
 	if strings.Contains(edge.Stderr(), "installed in nftables") {
@@ -703,7 +703,7 @@ func TestNftablesProcessBackend(t *testing.T) {
 func TestFirewallNonRootFallsBack(t *testing.T) {
 	const id = "edge-nft-nonroot"
 	port := testutil.FreePort(t, loopbacks...)
-	target := newLineTarget(t, mustListen(t, "", hostPort("127.0.0.2", port)))
+	target := newFwLineTarget(t, mustListen(t, "", hostPort("127.0.0.2", port)))
 	r := newRig(t, "", 0, "127.0.0.2", id)
 	entry := func(blocked ...string) {
 		r.Hub.MustCall(t, "updateAllowedEdges", map[string]any{"edges": []any{map[string]any{
@@ -738,17 +738,21 @@ func TestFirewallNonRootFallsBack(t *testing.T) {
 	cmd := exec.Command(bin, "--management")
 	cmd.SysProcAttr = attr
 	edge := startEngineCmd(t, "edge-nonroot", cmd)
-	if uid := procUID(t, edge.Pid()); uid == 0 {
-		t.Fatalf("the edge runs as root (uid %d)", uid) // before it could touch the host's firewall
+	// Checked before startEdge, so that an edge that is root after all
+	// never gets near the host's firewall.
+	if uids := fwProcUIDs(t, edge.Pid()); slices.Contains(uids, 0) {
+		t.Fatalf("the edge runs with uids %v; it must not be root", uids)
+	} else {
+		t.Logf("the edge runs as uid %d", uids[1])
 	}
 	edge.StartEdge(t, map[string]any{"hubHost": "127.0.0.1", "hubPort": r.TunnelPort, "edgeId": id, "secret": r.secrets[id], "listenHost": "127.0.0.1"})
-	waitAssigned(t, edge, 0)
+	fwWaitAssigned(t, edge, 0)
 	testutil.Eventually(t, 5*time.Second, "the edge to bind the assigned port", func() bool {
 		return slices.Equal(fwStatus(t, edge).ListenPorts, []int{port})
 	})
 	mark := edge.Mark()
 	entry("127.0.0.3/32", "127.0.0.4/32") // a second block: no second log line
-	waitAssigned(t, edge, mark)
+	fwWaitAssigned(t, edge, mark)
 
 	for i, src := range []string{"127.0.0.3", "127.0.0.4"} {
 		wantRefusedInProcess(t, "", src, hostPort("127.0.0.1", port))
@@ -783,8 +787,8 @@ func TestFirewallNonRootFallsBack(t *testing.T) {
 	}
 }
 
-// procUID is the real uid of a process.
-func procUID(t testing.TB, pid int) int {
+// fwProcUIDs are the real, effective, saved and filesystem uids of a process.
+func fwProcUIDs(t testing.TB, pid int) []int {
 	t.Helper()
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
@@ -792,15 +796,19 @@ func procUID(t testing.TB, pid int) int {
 	}
 	for _, l := range strings.Split(string(b), "\n") {
 		if rest, ok := strings.CutPrefix(l, "Uid:"); ok {
-			f := strings.Fields(rest)
-			if len(f) > 0 {
-				uid, err := strconv.Atoi(f[0])
-				if err == nil {
-					return uid
+			var uids []int
+			for _, f := range strings.Fields(rest) {
+				uid, err := strconv.Atoi(f)
+				if err != nil {
+					t.Fatalf("/proc/%d/status: %q", pid, l)
 				}
+				uids = append(uids, uid)
+			}
+			if len(uids) == 4 {
+				return uids
 			}
 		}
 	}
-	t.Fatalf("no Uid in /proc/%d/status", pid)
-	return -1
+	t.Fatalf("no Uid line in /proc/%d/status", pid)
+	return nil
 }
