@@ -74,8 +74,14 @@ if command -v pgrep >/dev/null 2>&1; then
 	done
 fi
 
-# Kernel modules the namespace tests use; both are optional (the tests say
-# what they fall back to), so failures here are not errors.
+# Kernel modules the namespace tests use; all are optional (the tests say
+# what they fall back to, or skip naming the module), so failures here are
+# not errors. nf_tables (the edge firewall's kernel backend, driven over
+# netlink by the binary itself: no nft tool needed) is built in on most
+# kernels; where it is a module, it is loaded here.
+if [ ! -d /sys/module/nf_tables ]; then
+	$SUDO modprobe nf_tables >/dev/null 2>&1 || true
+fi
 if [ ! -e /dev/net/tun ]; then
 	$SUDO modprobe tun >/dev/null 2>&1 || true
 fi

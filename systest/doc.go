@@ -3,7 +3,9 @@
 // driven over the --management dialect, against real PROXY-protocol
 // consumers (nginx, HAProxy), a real STUN server (coturn), HTTP load (wrk),
 // simulated networks (network namespaces with delay, loss and cuts) and
-// process faults (kill -9 of hub, edge and parent), plus a bounded soak.
+// process faults (kill -9 of hub, edge and parent), the edge firewall's
+// nftables backend (rules the edge installs in a network namespace of the
+// test's own; the host's firewall is never touched), plus a bounded soak.
 //
 // Everything is in the _test.go files; run them with
 //
@@ -11,8 +13,9 @@
 //
 // Tools that are missing skip their test with a message naming the Debian
 // package (scripts/ci-system-deps.sh installs them), unless CI=true, in
-// which case the test fails. Tests that need network namespaces skip when not
-// run as root. Only 127.0.0.0/8, ::1 and addresses inside network namespaces
+// which case the test fails; so does a kernel without nf_tables for the
+// nftables tests. Tests that need network namespaces skip when not run as
+// root. Only 127.0.0.0/8, ::1 and addresses inside network namespaces
 // the tests create themselves are used.
 //
 // Environment: SOAK_DURATION (a Go duration; default 30s, 3m with CI=true),
