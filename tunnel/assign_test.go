@@ -364,19 +364,8 @@ func TestAssignmentRevertsToOwnPorts(t *testing.T) {
 func TestEdgeWithoutAssignCapability(t *testing.T) {
 	r := &assignRig{hubEvents: newEventLog(), edgeEvts: newEventLog()}
 	startAssignHub(t, r, 0, &PortAssignment{TCP: []int{}})
-	oldEdge := func() (*tls.Conn, error) {
-		c, err := tls.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(r.hubPort)), edgeTLSConfig("127.0.0.1"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		_, err = edgeHandshake(c, assignEdgeID, assignSecret, DefaultWindow, setPlace{Size: 1}, ourCaps&^capAssign)
-		return c, err
-	}
-	c, err := oldEdge()
-	if err != nil {
-		t.Fatalf("handshake: %v", err)
-	}
+	oldEdge := func() *tls.Conn { return rawEdgeCaps(t, r.hubPort, assignEdgeID, assignSecret, ourCaps&^capAssign) }
+	c := oldEdge()
 	h, p, err := newFrameReader(c).ReadFrame()
 	if err != nil || h.Type != frameGoAway || !strings.Contains(string(p), "upgrade the edge") {
 		t.Fatalf("after AUTH_OK: %s %q %v, want GOAWAY telling to upgrade", h.Type, p, err)
@@ -386,26 +375,29 @@ func TestEdgeWithoutAssignCapability(t *testing.T) {
 	}
 
 	r.assign(t, nil)
-	c, err = oldEdge()
-	if err != nil {
-		t.Fatalf("handshake: %v", err)
-	}
+	c = oldEdge()
 	testutil.Eventually(t, 5*time.Second, "the old edge to be connected", func() bool { return len(r.hub.Status().ConnectedEdges) == 1 })
 	r.assign(t, &PortAssignment{TCP: []int{}})
+	if reason := goAwayReason(t, c, frameAssign); !strings.Contains(reason, "upgrade the edge") {
+		t.Fatalf("GOAWAY %q", reason)
+	}
+}
+
+// goAwayReason reads frames from c until a GOAWAY and returns its reason;
+// a frame of type forbidden (if not 0) before it fails the test.
+func goAwayReason(t *testing.T, c net.Conn, forbidden frameType) string {
+	t.Helper()
 	fr := newFrameReader(c)
 	for {
 		h, p, err := fr.ReadFrame()
 		if err != nil {
 			t.Fatalf("waiting for GOAWAY: %v", err)
 		}
-		if h.Type == frameGoAway {
-			if !strings.Contains(string(p), "upgrade the edge") {
-				t.Fatalf("GOAWAY %q", p)
-			}
-			break
-		}
-		if h.Type == frameAssign {
-			t.Fatal("ASSIGN sent to an edge that did not announce capAssign")
+		switch {
+		case h.Type == frameGoAway:
+			return string(p)
+		case forbidden != 0 && h.Type == forbidden:
+			t.Fatalf("%s before GOAWAY", h.Type)
 		}
 	}
 }
@@ -427,32 +419,15 @@ func TestMalformedBoundIsProtocolError(t *testing.T) {
 		{"ASSIGN to the hub", frameAssign, `{"seq":1}`, "unexpected ASSIGN"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := tls.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(r.hubPort)), edgeTLSConfig("127.0.0.1"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			if _, err := edgeHandshake(c, assignEdgeID, assignSecret, DefaultWindow, setPlace{Size: 1}, ourCaps); err != nil {
-				t.Fatal(err)
-			}
+			c := rawEdge(t, r.hubPort, assignEdgeID, assignSecret)
 			if _, err := readFirstAssign(c); err != nil {
 				t.Fatalf("first ASSIGN: %v", err)
 			}
 			if err := newFrameWriter(c).WriteFrame(0, tc.t, []byte(tc.p)); err != nil {
 				t.Fatal(err)
 			}
-			fr := newFrameReader(c)
-			for {
-				h, p, err := fr.ReadFrame()
-				if err != nil {
-					t.Fatalf("waiting for GOAWAY: %v", err)
-				}
-				if h.Type == frameGoAway {
-					if !strings.Contains(string(p), tc.want) {
-						t.Fatalf("GOAWAY %q, want %q", p, tc.want)
-					}
-					return
-				}
+			if reason := goAwayReason(t, c, 0); !strings.Contains(reason, tc.want) {
+				t.Fatalf("GOAWAY %q, want %q", reason, tc.want)
 			}
 		})
 	}
@@ -556,28 +531,11 @@ func TestCloseWhileConnecting(t *testing.T) {
 func TestBoundWithoutCapabilityIsProtocolError(t *testing.T) {
 	r := &assignRig{hubEvents: newEventLog(), edgeEvts: newEventLog()}
 	startAssignHub(t, r, 0, nil)
-	c, err := tls.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(r.hubPort)), edgeTLSConfig("127.0.0.1"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := edgeHandshake(c, assignEdgeID, assignSecret, DefaultWindow, setPlace{Size: 1}, ourCaps&^capAssign); err != nil {
-		t.Fatal(err)
-	}
+	c := rawEdgeCaps(t, r.hubPort, assignEdgeID, assignSecret, ourCaps&^capAssign)
 	if err := newFrameWriter(c).WriteFrame(0, frameBound, encodeBound(boundMsg{})); err != nil {
 		t.Fatal(err)
 	}
-	fr := newFrameReader(c)
-	for {
-		h, p, err := fr.ReadFrame()
-		if err != nil {
-			t.Fatalf("waiting for GOAWAY: %v", err)
-		}
-		if h.Type == frameGoAway {
-			if !strings.Contains(string(p), "unexpected BOUND") {
-				t.Fatalf("GOAWAY %q", p)
-			}
-			return
-		}
+	if reason := goAwayReason(t, c, 0); !strings.Contains(reason, "unexpected BOUND") {
+		t.Fatalf("GOAWAY %q", reason)
 	}
 }

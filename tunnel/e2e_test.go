@@ -390,12 +390,18 @@ func TestGoroutinesBackToBaseline(t *testing.T) {
 // rawEdge authenticates by hand and returns the TLS connection.
 func rawEdge(t *testing.T, hubPort int, id, secret string) *tls.Conn {
 	t.Helper()
+	return rawEdgeCaps(t, hubPort, id, secret, ourCaps)
+}
+
+// rawEdgeCaps is rawEdge announcing caps.
+func rawEdgeCaps(t *testing.T, hubPort int, id, secret string, caps uint32) *tls.Conn {
+	t.Helper()
 	c, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", hubPort), edgeTLSConfig("127.0.0.1"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	if _, err := edgeHandshake(c, id, secret, DefaultWindow, setPlace{Size: 1}, ourCaps); err != nil {
+	if _, err := edgeHandshake(c, id, secret, DefaultWindow, setPlace{Size: 1}, caps); err != nil {
 		t.Fatalf("handshake: %v", err)
 	}
 	return c
