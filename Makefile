@@ -121,7 +121,7 @@ fuzz:
 
 ## demo: hub + edge + HTTP target on loopback, three requests through the tunnel
 demo: build ts
-	node scripts/demo.mjs
+	REMOTEINGRESS_BINARY=$(CURDIR)/dist_bin/$(BIN) node scripts/demo.mjs
 
 ## bench: hub + edge processes against a direct path and a TLS relay on loopback (table + bench.json)
 bench: build
