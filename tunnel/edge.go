@@ -53,7 +53,7 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 	}
 	e := &Edge{cfg: cfg, log: cfg.Logger.With("side", "edge", "edgeId", cfg.EdgeID),
 		own: portLists{TCP: nonNil(cfg.ListenPorts), UDP: nonNil(cfg.ListenPortsUDP)}, ports: newEdgePorts()}
-	for _, h := range resolveHubs(context.Background(), cfg.hubAddrs(), cfg.lookupHost()) {
+	for _, h := range resolveHubs(context.Background(), cfg.HubAddrs(), cfg.lookupHost()) {
 		name := cfg.HubServerName
 		if name == "" {
 			name = h.name

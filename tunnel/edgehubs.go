@@ -94,8 +94,9 @@ func resolveHubs(ctx context.Context, hubs []string, lookup func(context.Context
 // against.
 type hubTarget struct{ addr, name string }
 
-// hubAddrs is the configured hubs as host:port: Hubs, or HubHost:HubPort.
-func (c EdgeConfig) hubAddrs() []string {
+// HubAddrs is the configured hubs as host:port: Hubs (each with HubPort
+// where it has none), or HubHost:HubPort.
+func (c EdgeConfig) HubAddrs() []string {
 	if len(c.Hubs) == 0 {
 		return []string{net.JoinHostPort(c.HubHost, strconv.Itoa(c.HubPort))}
 	}
