@@ -145,7 +145,14 @@ type Tuning struct {
 	// idleAfter is how long a stream waits silent in a read before it
 	// hibernates (default DefaultIdleAfter; tests shorten it).
 	idleAfter time.Duration
+	// hubRefresh is how often an edge resolves its hub names again
+	// (default DefaultHubRefresh; tests shorten it).
+	hubRefresh time.Duration
 }
+
+// DefaultHubRefresh is how often an edge resolves the names of its hubs
+// again, to follow a name whose addresses change (hub replicas replaced).
+const DefaultHubRefresh = 30 * time.Second
 
 // DefaultTuning returns a Tuning with every field at its default.
 func DefaultTuning() Tuning { return Tuning{}.withDefaults() }
@@ -177,6 +184,9 @@ func (t Tuning) withDefaults() Tuning {
 	}
 	if t.idleAfter <= 0 {
 		t.idleAfter = DefaultIdleAfter
+	}
+	if t.hubRefresh <= 0 {
+		t.hubRefresh = DefaultHubRefresh
 	}
 	return t
 }

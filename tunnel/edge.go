@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,20 +54,26 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 	}
 	e := &Edge{cfg: cfg, log: cfg.Logger.With("side", "edge", "edgeId", cfg.EdgeID),
 		own: portLists{TCP: nonNil(cfg.ListenPorts), UDP: nonNil(cfg.ListenPortsUDP)}, ports: newEdgePorts()}
-	for _, h := range resolveHubs(context.Background(), cfg.HubAddrs(), cfg.lookupHost()) {
-		name := cfg.HubServerName
-		if name == "" {
-			name = h.name
+	e.ctx, e.cancel = context.WithCancel(context.Background())
+	var names []string // the entries that are names, resolved again from time to time
+	for _, entry := range cfg.HubAddrs() {
+		addrs, name, _ := resolveHub(e.ctx, entry, cfg.lookupHost())
+		if host, _, err := net.SplitHostPort(entry); err == nil && net.ParseIP(host) == nil {
+			names = append(names, entry)
 		}
-		tlsConf, err := edgeTLSConfigFor(name, cfg.HubCertSHA256, cfg.HubCAPEM)
-		if err != nil {
-			return nil, err
+		for _, a := range addrs {
+			if slices.ContainsFunc(e.links, func(l *hubLink) bool { return l.addr == a }) {
+				continue
+			}
+			l, err := e.newLink(entry, a, name)
+			if err != nil {
+				e.cancel()
+				return nil, err
+			}
+			e.links = append(e.links, l)
 		}
-		e.links = append(e.links, &hubLink{addr: h.addr, tlsConf: tlsConf,
-			backoff: backoff.Exponential{Min: cfg.ReconnectMin, Max: cfg.ReconnectMax}})
 	}
 	e.firewall = newEdgeFirewall(cfg, e.log)
-	e.ctx, e.cancel = context.WithCancel(context.Background())
 	e.mu.Lock()
 	errs := e.setPortsLocked(e.own)
 	if len(errs) > 0 {
@@ -80,6 +87,7 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 	if len(e.own.TCP) == 0 && len(e.own.UDP) == 0 {
 		e.log.Info("no listen ports given: waiting for the hub to assign them")
 	}
+	e.mu.Lock() // the loops and refreshLoop change e.links
 	if cfg.HubMode == HubFailover {
 		e.wg.Add(1)
 		go e.failoverLoop()
@@ -89,6 +97,11 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 			go e.spreadLoop(l)
 		}
 	}
+	if len(names) > 0 {
+		e.wg.Add(1)
+		go e.refreshLoop(names)
+	}
+	e.mu.Unlock()
 	if cfg.StunInterval > 0 { // negative disables STUN
 		e.wg.Add(1)
 		go e.stunLoop()
@@ -145,6 +158,8 @@ func (e *Edge) lastErrorLocked() string {
 
 // hubNames is the hub addresses, for logs.
 func (e *Edge) hubNames() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	out := make([]string, len(e.links))
 	for i, l := range e.links {
 		out[i] = l.addr

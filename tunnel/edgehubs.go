@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
+	"slices"
 	"strconv"
 	"time"
 
@@ -30,10 +31,14 @@ const (
 // hubLink is the edge's tunnel to one hub address.
 type hubLink struct {
 	addr    string // host:port dialed
+	entry   string // the configured hub it comes from (host:port)
 	tlsConf *tls.Config
 	backoff backoff.Exponential
+	ctx     context.Context // ends when the link is retired or the edge stops
+	cancel  context.CancelFunc
 
 	// Guarded by Edge.mu.
+	retired   bool       // its name no longer resolves to addr: no new clients, no reconnect
 	tunnel    *edgeConns // nil while down
 	draining  bool       // the hub is stopping: no new clients
 	lastError string
@@ -53,46 +58,131 @@ type HubLinkStatus struct {
 	LastError string `json:"lastError,omitempty"`
 }
 
-// resolveHubs turns the configured hubs into link addresses: a name that
+// resolveHub turns a configured hub into link addresses: a name that
 // resolves to several addresses counts as that many hubs (each dialed by
-// address, verified under its name). A name that does not resolve now is
-// kept as it is: its dials resolve it again.
-func resolveHubs(ctx context.Context, hubs []string, lookup func(context.Context, string) ([]string, error)) []hubTarget {
-	var out []hubTarget
-	seen := map[string]bool{}
-	add := func(t hubTarget) {
-		if !seen[t.addr] {
-			seen[t.addr] = true
-			out = append(out, t)
+// address, verified under its name); one that resolves to one address, or
+// does not resolve now, is dialed by name (each dial resolves it again). ok
+// is false when the name did not resolve.
+func resolveHub(ctx context.Context, entry string, lookup func(context.Context, string) ([]string, error)) (addrs []string, name string, ok bool) {
+	host, port, err := net.SplitHostPort(entry)
+	if err != nil {
+		return []string{entry}, entry, true
+	}
+	if net.ParseIP(host) != nil {
+		return []string{entry}, host, true
+	}
+	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	ips, err := lookup(lctx, host)
+	cancel()
+	if err != nil || len(ips) < 2 {
+		return []string{entry}, host, err == nil
+	}
+	for _, ip := range ips {
+		addrs = append(addrs, net.JoinHostPort(ip, port))
+	}
+	return addrs, host, true
+}
+
+// newLink makes the link to addr of the configured hub entry, whose
+// certificate is verified under name.
+func (e *Edge) newLink(entry, addr, name string) (*hubLink, error) {
+	if e.cfg.HubServerName != "" {
+		name = e.cfg.HubServerName
+	}
+	tlsConf, err := edgeTLSConfigFor(name, e.cfg.HubCertSHA256, e.cfg.HubCAPEM)
+	if err != nil {
+		return nil, err
+	}
+	l := &hubLink{addr: addr, entry: entry, tlsConf: tlsConf,
+		backoff: backoff.Exponential{Min: e.cfg.ReconnectMin, Max: e.cfg.ReconnectMax}}
+	l.ctx, l.cancel = context.WithCancel(e.ctx)
+	return l, nil
+}
+
+// refreshLoop resolves the hub names again every Tuning.hubRefresh, so
+// that a name whose addresses change (replicas replaced in a rolling
+// update) is followed: a new address gets a link, one that is gone is
+// retired (it takes no new client; its tunnel ends when its hub closes it).
+func (e *Edge) refreshLoop(entries []string) {
+	defer e.wg.Done()
+	t := time.NewTicker(e.cfg.hubRefresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-e.ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, entry := range entries {
+			addrs, name, ok := resolveHub(e.ctx, entry, e.cfg.lookupHost())
+			if ok {
+				e.followHub(entry, addrs, name)
+			}
 		}
 	}
-	for _, h := range hubs {
-		host, port, err := net.SplitHostPort(h)
+}
+
+// followHub makes the links of entry those of addrs.
+func (e *Edge) followHub(entry string, addrs []string, name string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return
+	}
+	have := map[string]bool{}
+	for _, l := range e.links {
+		if l.entry != entry || l.retired {
+			continue
+		}
+		if slices.Contains(addrs, l.addr) {
+			have[l.addr] = true
+			continue
+		}
+		l.retired = true
+		l.cancel()
+		e.log.Info("hub address gone from its name: retired", "hub", l.addr, "name", name)
+	}
+	for _, a := range addrs {
+		if have[a] {
+			continue
+		}
+		l, err := e.newLink(entry, a, name)
 		if err != nil {
-			add(hubTarget{addr: h, name: h})
+			e.log.Warn("cannot add hub", "hub", a, "err", err)
 			continue
 		}
-		if net.ParseIP(host) != nil {
-			add(hubTarget{addr: h, name: host})
-			continue
+		e.links = append(e.links, l)
+		e.log.Info("hub address added from its name", "hub", a, "name", name)
+		if e.cfg.HubMode != HubFailover {
+			e.wg.Add(1)
+			go e.spreadLoop(l)
 		}
-		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		addrs, err := lookup(lctx, host)
-		cancel()
-		if err != nil || len(addrs) < 2 {
-			add(hubTarget{addr: h, name: host})
-			continue
-		}
-		for _, a := range addrs {
-			add(hubTarget{addr: net.JoinHostPort(a, port), name: host})
+	}
+}
+
+// dropLinkLocked removes a retired link that is down; e.mu is held.
+func (e *Edge) dropLinkLocked(l *hubLink) {
+	if !l.retired || l.tunnel != nil {
+		return
+	}
+	e.links = slices.DeleteFunc(e.links, func(x *hubLink) bool { return x == l })
+}
+
+// liveLinks is a snapshot of the links not retired, in list order.
+func (e *Edge) liveLinks() []*hubLink {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]*hubLink, 0, len(e.links))
+	for _, l := range e.links {
+		if !l.retired {
+			out = append(out, l)
 		}
 	}
 	return out
 }
 
-// hubTarget is one hub address and the name its certificate is verified
-// against.
-type hubTarget struct{ addr, name string }
+// sleepLink waits d, or less when l or the edge ends; false then.
+func sleepLink(l *hubLink, d time.Duration) bool { return sleepCtx(l.ctx, d) == nil }
 
 // HubAddrs is the configured hubs as host:port: Hubs (each with HubPort
 // where it has none), or HubHost:HubPort.
@@ -123,7 +213,7 @@ func (e *Edge) pickTunnel() *edgeConns {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if len(e.links) == 1 {
-		if l := e.links[0]; l.tunnel != nil && !l.draining {
+		if l := e.links[0]; l.tunnel != nil && !l.draining && !l.retired {
 			return l.tunnel
 		}
 		return nil
@@ -133,7 +223,7 @@ func (e *Edge) pickTunnel() *edgeConns {
 	start := int(e.pickNext.Add(1)) // ties go round-robin
 	for i := range e.links {
 		l := e.links[(start+i)%len(e.links)]
-		if l.tunnel == nil || l.draining {
+		if l.tunnel == nil || l.draining || l.retired {
 			continue
 		}
 		if n := l.tunnel.activeStreams(); best == nil || n < bestStreams {
@@ -157,25 +247,30 @@ func (e *Edge) anyUpLocked() bool {
 // any failure wait the link's backoff delay and try again.
 func (e *Edge) spreadLoop(l *hubLink) {
 	defer e.wg.Done()
+	defer func() {
+		e.mu.Lock()
+		e.dropLinkLocked(l)
+		e.mu.Unlock()
+	}()
 	attempt := 0
-	for tries := 0; e.ctx.Err() == nil; tries++ {
+	for tries := 0; l.ctx.Err() == nil; tries++ {
 		if tries > 0 {
 			e.reconnects.Add(1)
 		}
 		if !e.serveLink(l, attempt) {
-			if e.ctx.Err() != nil {
+			if l.ctx.Err() != nil {
 				return
 			}
 			d := l.backoff.Delay(attempt)
 			attempt++
 			e.log.Warn("tunnel connect failed", "hub", l.addr, "reason", e.linkError(l), "retryIn", d.Round(time.Millisecond).String())
-			if !e.sleep(d) {
+			if !sleepLink(l, d) {
 				return
 			}
 			continue
 		}
 		attempt = 0
-		if !e.sleep(l.backoff.Delay(0)) {
+		if !sleepLink(l, l.backoff.Delay(0)) {
 			return
 		}
 	}
@@ -193,26 +288,35 @@ func (e *Edge) failoverLoop() {
 			e.reconnects.Add(1)
 		}
 		served := false
-		for _, l := range e.links {
+		links := e.liveLinks()
+		for _, l := range links {
 			if e.ctx.Err() != nil {
 				return
 			}
-			if e.serveLink(l, attempt) {
+			if l.ctx.Err() == nil && e.serveLink(l, attempt) {
 				served = true
 				break
 			}
+		}
+		e.mu.Lock()
+		for _, l := range slices.Clone(e.links) {
+			e.dropLinkLocked(l)
+		}
+		e.mu.Unlock()
+		if len(links) == 0 {
+			links = []*hubLink{{backoff: backoff.Exponential{Min: e.cfg.ReconnectMin, Max: e.cfg.ReconnectMax}}}
 		}
 		if e.ctx.Err() != nil {
 			return
 		}
 		if served {
 			attempt = 0
-			if !e.sleep(e.links[0].backoff.Delay(0)) {
+			if !e.sleep(links[0].backoff.Delay(0)) {
 				return
 			}
 			continue
 		}
-		d := e.links[0].backoff.Delay(attempt)
+		d := links[0].backoff.Delay(attempt)
 		attempt++
 		e.log.Warn("no hub reachable", "retryIn", d.Round(time.Millisecond).String())
 		if !e.sleep(d) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -276,42 +277,72 @@ func TestFailoverOrderAndReturn(t *testing.T) {
 	}
 }
 
-// A hub name that resolves to two addresses counts as two hubs.
+// A hub name that resolves to two addresses counts as two hubs, and the
+// edge follows the name when its addresses change (a replica replaced).
 func TestHubNameWithTwoAddresses(t *testing.T) {
-	port := testutil.FreePort(t, "127.0.0.1", "127.0.0.3")
-	var hubs []*Hub
-	for _, ip := range []string{"127.0.0.1", "127.0.0.3"} {
+	port := testutil.FreePort(t, "127.0.0.1", "127.0.0.3", "127.0.0.4")
+	hubs := map[string]*Hub{}
+	startAt := func(ip string) {
 		h, err := StartHub(HubConfig{ListenHost: ip, TunnelPort: port, TargetHost: "127.0.0.2", Logger: testLogger(t)},
 			[]EdgeCredential{{ID: hubsEdgeID, Secret: hubsSecret}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer h.Close()
-		hubs = append(hubs, h)
+		t.Cleanup(func() { h.Close() })
+		hubs[ip] = h
 	}
+	startAt("127.0.0.1")
+	startAt("127.0.0.3")
+	var mu sync.Mutex
+	answer := []string{"127.0.0.1", "127.0.0.3"}
 	lookup := func(_ context.Context, host string) ([]string, error) {
 		if host != "hubs.test" {
 			return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
 		}
-		return []string{"127.0.0.1", "127.0.0.3"}, nil
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(answer), nil
 	}
 	e, err := StartEdge(EdgeConfig{Hubs: []string{"hubs.test:" + strconv.Itoa(port)}, EdgeID: hubsEdgeID, Secret: hubsSecret,
 		ListenHost: "127.0.0.1", ListenPorts: []int{testutil.FreePort(t, "127.0.0.1")}, StunInterval: -1,
-		FirewallBackend: FirewallProcess, LookupHost: lookup, Logger: testLogger(t)})
+		FirewallBackend: FirewallProcess, LookupHost: lookup, Tuning: Tuning{hubRefresh: 100 * time.Millisecond},
+		ReconnectMin: 50 * time.Millisecond, ReconnectMax: 100 * time.Millisecond, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer e.Close()
-	testutil.Eventually(t, 10*time.Second, "both addresses connected", func() bool {
-		return len(hubs[0].Status().ConnectedEdges) == 1 && len(hubs[1].Status().ConnectedEdges) == 1
+	connected := func(ips ...string) func() bool {
+		return func() bool {
+			var want, got []string
+			for _, ip := range ips {
+				want = append(want, net.JoinHostPort(ip, strconv.Itoa(port)))
+			}
+			for _, h := range e.Status().Hubs {
+				if h.Connected {
+					got = append(got, h.Address)
+				}
+			}
+			return cmp.Equal(got, want)
+		}
+	}
+	testutil.Eventually(t, 10*time.Second, "both addresses connected", connected("127.0.0.1", "127.0.0.3"))
+	if len(hubs["127.0.0.1"].Status().ConnectedEdges) != 1 || len(hubs["127.0.0.3"].Status().ConnectedEdges) != 1 {
+		t.Fatal("the edge is not connected to both hubs")
+	}
+	// The replica on .3 is replaced by one on .4.
+	startAt("127.0.0.4")
+	mu.Lock()
+	answer = []string{"127.0.0.1", "127.0.0.4"}
+	mu.Unlock()
+	testutil.Eventually(t, 10*time.Second, "the new address connected", func() bool { return len(hubs["127.0.0.4"].Status().ConnectedEdges) == 1 })
+	hubs["127.0.0.3"].Close()
+	testutil.Eventually(t, 10*time.Second, "the edge on .1 and .4 only", func() bool {
+		var addrs []string
+		for _, h := range e.Status().Hubs {
+			addrs = append(addrs, h.Address)
+		}
+		return cmp.Equal(addrs, []string{"127.0.0.1:" + strconv.Itoa(port), "127.0.0.4:" + strconv.Itoa(port)}) && connected("127.0.0.1", "127.0.0.4")()
 	})
-	var addrs []string
-	for _, h := range e.Status().Hubs {
-		addrs = append(addrs, h.Address)
-	}
-	if want := []string{"127.0.0.1:" + strconv.Itoa(port), "127.0.0.3:" + strconv.Itoa(port)}; !cmp.Equal(addrs, want) {
-		t.Fatalf("hubs %v, want %v", addrs, want)
-	}
 }
 
 func TestHubsConfigErrors(t *testing.T) {
