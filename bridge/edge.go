@@ -40,7 +40,7 @@ func (r *edgeRole) start(cfg tunnel.EdgeConfig) (string, error) {
 	return addr, nil
 }
 
-// status reports the edge; listenPorts and listenPortsUdp are never null.
+// status reports the edge; listenPorts, listenPortsUdp and hubs are never null.
 func (r *edgeRole) status() tunnel.EdgeStatus {
 	st := tunnel.EdgeStatus{}
 	if e, ok := r.current(); ok {
@@ -51,6 +51,9 @@ func (r *edgeRole) status() tunnel.EdgeStatus {
 	}
 	if st.ListenPortsUDP == nil {
 		st.ListenPortsUDP = []int{}
+	}
+	if st.Hubs == nil {
+		st.Hubs = []tunnel.HubLinkStatus{}
 	}
 	return st
 }

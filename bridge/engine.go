@@ -1,6 +1,10 @@
 package bridge
 
-import "github.com/serve-zone/remoteingress/tunnel"
+import (
+	"context"
+
+	"github.com/serve-zone/remoteingress/tunnel"
+)
 
 // hubEngine is what the bridge uses of a running *tunnel.Hub.
 type hubEngine interface {
@@ -8,6 +12,9 @@ type hubEngine interface {
 	SetAllowedEdges([]tunnel.EdgeCredential) error
 	Status() tunnel.HubStatus
 	Metrics() tunnel.HubMetrics
+	// Shutdown tells the edges to go elsewhere, lets open streams finish
+	// until ctx ends, then closes everything.
+	Shutdown(ctx context.Context) error
 	Close() error
 }
 

@@ -62,6 +62,9 @@ func (h *fakeHub) Close() error {
 	return h.closeErr
 }
 
+// Shutdown is Close: the fake has no streams to drain.
+func (h *fakeHub) Shutdown(context.Context) error { return h.Close() }
+
 func (h *fakeHub) isClosed() bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()

@@ -1,8 +1,11 @@
 package bridge
 
 import (
+	"context"
+	"errors"
 	"log/slog"
 	"slices"
+	"time"
 
 	"github.com/serve-zone/remoteingress/internal/monitor"
 	"github.com/serve-zone/remoteingress/tunnel"
@@ -23,7 +26,24 @@ func newHubRole(eng engine, log *slog.Logger, sink tunnel.EventSink, mons *monit
 			} else {
 				s.SetHub(nil)
 			}
-		}}}
+		},
+		end: drainHub}}
+}
+
+// hubDrainLimit is how long stopHub (and the bridge's own shutdown) lets
+// the open streams finish, after telling the edges to go to their other
+// hubs (CONTRACT section 12); it keeps the exit within section 1's 5 s.
+const hubDrainLimit = 4 * time.Second
+
+// drainHub stops a hub gracefully within hubDrainLimit; streams still open
+// then are cut, which is no error of the stop.
+func drainHub(h hubEngine) error {
+	ctx, cancel := context.WithTimeout(context.Background(), hubDrainLimit)
+	defer cancel()
+	if err := h.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return nil
 }
 
 // start starts a hub with the current allow list and returns its port and

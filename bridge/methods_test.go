@@ -125,6 +125,11 @@ func TestInvalidParams(t *testing.T) {
 		{"startEdge", with(valid, "secret", nil), "startEdge: secret is required"},
 		{"startEdge", with(valid, "secret", true), "startEdge: secret must be a string"},
 		{"startEdge", with(valid, "listenPortsUdp", []any{53, 53}), "startEdge: listenPortsUdp lists port 53 twice"},
+		{"startEdge", with(valid, "hubs", []any{"a:1"}), "startEdge: hubs cannot be given with hubHost"},
+		{"startEdge", with(with(valid, "hubHost", nil), "hubs", []any{"a:1", 7}), "startEdge: hubs[1] must be a string"},
+		{"startEdge", with(with(valid, "hubHost", nil), "hubs", "a:1"), "startEdge: hubs must be an array of strings"},
+		{"startEdge", with(with(valid, "hubHost", nil), "hubs", []any{"a:0"}), `startEdge: hubs[0] has port "0": must be an integer 1-65535`},
+		{"startEdge", with(valid, "hubMode", "random"), `startEdge: hubMode must be "spread" or "failover"`},
 		{"startEdge", with(valid, "listenPortsUdp", []any{0}), "startEdge: listenPortsUdp[0] must be an integer 1-65535"},
 		{"startEdge", with(valid, "firewallBackend", "iptables"), `startEdge: firewallBackend must be "auto" or "process"`},
 		{"startEdge", with(valid, "listenPorts", []any{80.5}), "startEdge: listenPorts[0] must be an integer"},
@@ -269,6 +274,11 @@ func TestStartEdgeParams(t *testing.T) {
 		"listenPorts": []any{8080.0}, "listenHost": "127.0.0.1", "stunIntervalSecs": 5, "stunServer": "127.0.0.1:3478",
 		"tunnelConnections": 3,
 	})
+	s.mustCall("stopEdge", nil)
+	s.mustCall("startEdge", map[string]any{
+		"hubs": []any{"hub-a.example:8443", "hub-b.example"}, "hubMode": "failover", "hubPort": 9443,
+		"edgeId": "e3", "secret": "y", "listenPorts": []any{80},
+	})
 	// Absent params take the engine's defaults, which are the documented ones.
 	edge := func(f func(c *tunnel.EdgeConfig)) tunnel.EdgeConfig {
 		c := tunnel.DefaultEdgeConfig()
@@ -285,6 +295,10 @@ func TestStartEdgeParams(t *testing.T) {
 		edge(func(c *tunnel.EdgeConfig) {
 			c.HubHost, c.HubPort, c.EdgeID, c.Secret, c.ListenPorts, c.ListenHost = "hub.example", 9000, "e2", "x", []int{8080}, "127.0.0.1"
 			c.StunServer, c.StunInterval, c.Connections = "127.0.0.1:3478", 5*time.Second, 3
+		}),
+		edge(func(c *tunnel.EdgeConfig) {
+			c.HubHost, c.Hubs, c.HubMode, c.HubPort = "", []string{"hub-a.example:8443", "hub-b.example"}, "failover", 9443
+			c.EdgeID, c.Secret, c.ListenPorts = "e3", "y", []int{80}
 		}),
 	}
 	if diff := cmp.Diff(want, eng.edgeStartCalls(), ignoreFuncs...); diff != "" {

@@ -25,6 +25,8 @@ type role[E interface{ Close() error }] struct {
 	// show puts the running engine on a metrics server, or, with on false,
 	// takes it off.
 	show func(s *monitor.Server, e E, on bool)
+	// end stops a running engine; nil: Close.
+	end func(e E) error
 
 	// op serializes start, stop, shutdown (and the hub's allow-list
 	// updates). Status never takes it.
@@ -94,7 +96,12 @@ func (r *role[E]) stopLocked() error {
 	r.set(none, false)
 	r.metrics.end(func(s *monitor.Server) { r.show(s, e, false) })
 	r.metrics = nil
-	err := e.Close()
+	var err error
+	if r.end != nil {
+		err = r.end(e)
+	} else {
+		err = e.Close()
+	}
 	r.log.Debug(r.name + " stopped")
 	return err
 }

@@ -55,7 +55,7 @@ test('exports two EventEmitter classes that are stopped at first', async () => {
   assert.equal(edge.running, false);
   assert.deepEqual(await hub.getStatus(), { running: false, tunnelPort: 0, connectedEdges: [] });
   assert.deepEqual(await edge.getStatus(), {
-    running: false, connected: false, publicIp: null, activeStreams: 0, listenPorts: [], listenPortsUdp: [], firewallRefused: 0,
+    running: false, connected: false, publicIp: null, activeStreams: 0, listenPorts: [], listenPortsUdp: [], firewallRefused: 0, hubs: [],
   });
   await hub.stop(); // stopping what never started is fine
   await edge.stop();

@@ -40,7 +40,7 @@ export class RemoteIngressEdge extends RemoteIngressBase {
   /** Current edge status (a not-running status when the edge is stopped). */
   public async getStatus(): Promise<IEdgeStatus> {
     if (!this.engine || !this.engine.alive) {
-      return { running: false, connected: false, publicIp: null, activeStreams: 0, listenPorts: [], listenPortsUdp: [], firewallRefused: 0 };
+      return { running: false, connected: false, publicIp: null, activeStreams: 0, listenPorts: [], listenPortsUdp: [], firewallRefused: 0, hubs: [] };
     }
     return this.engine.request<IEdgeStatus>('getEdgeStatus', {});
   }

@@ -144,10 +144,20 @@ export interface IEdgeConfig {
    * both is an error.
    */
   token?: string;
-  /** Hostname or IP of the hub (required without a token). */
+  /** Hostname or IP of the hub (required without a token or hubs). */
   hubHost?: string;
-  /** Hub tunnel port. Default 8443. */
+  /** Hub tunnel port. Default 8443; also the port of a hubs entry that has none. */
   hubPort?: number;
+  /**
+   * Several hubs, instead of hubHost/hubPort: "host:port" entries. A name that
+   * resolves to several addresses counts as that many hubs.
+   */
+  hubs?: string[];
+  /**
+   * "spread" (default): a tunnel to every hub, new connections to the live one
+   * with the fewest open streams; "failover": one hub at a time, in list order.
+   */
+  hubMode?: 'spread' | 'failover';
   /** This edge's id, as registered on the hub with updateAllowedEdges (required without a token). */
   edgeId?: string;
   /** Shared secret, as registered on the hub (required without a token). */
@@ -196,6 +206,8 @@ export interface IEdgeStatus {
   listenPortsUdp: number[];
   /** Clients refused by the firewall (in process, plus packets the kernel's rules dropped). */
   firewallRefused: number;
+  /** Each hub's tunnel; `connected` is true while any is up. */
+  hubs: IEdgeHubStatus[];
   /** Why the tunnel is down, if it is. */
   lastError?: string;
   /** Failed connection attempts since the last success. */
@@ -207,12 +219,30 @@ export interface IEdgeStatus {
   [extra: string]: unknown;
 }
 
+export interface IEdgeHubStatus {
+  /** host:port of the hub. */
+  address: string;
+  connected: boolean;
+  activeStreams: number;
+  /** "tls" while connected, else null. */
+  transport: string | null;
+  /** The hub said it is stopping: it gets no new connections. */
+  draining?: boolean;
+  lastError?: string;
+  [extra: string]: unknown;
+}
+
 export interface ITunnelConnectedEvent {
+  /** The hub's address (host:port). */
+  hub: string;
+  transport: string;
   [extra: string]: unknown;
 }
 
 export interface ITunnelDisconnectedEvent {
   reason: string;
+  /** The hub's address (host:port). */
+  hub?: string;
   [extra: string]: unknown;
 }
 

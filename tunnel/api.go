@@ -50,11 +50,16 @@ type StreamEvent struct {
 // TunnelConnectedEvent is the data of tunnelConnected.
 type TunnelConnectedEvent struct {
 	HubAddr string `json:"hubAddr"`
+	// Hub is the hub's address (the same as HubAddr; the contract's name).
+	Hub       string `json:"hub"`
+	Transport string `json:"transport"`
 }
 
 // TunnelDisconnectedEvent is the data of tunnelDisconnected.
 type TunnelDisconnectedEvent struct {
 	Reason string `json:"reason"`
+	// Hub is the address of the hub the tunnel was to (or failed to reach).
+	Hub string `json:"hub,omitempty"`
 }
 
 // PublicIPEvent is the data of publicIpDiscovered.
@@ -119,6 +124,8 @@ type EdgeStatus struct {
 	ListenPortsUDP []int `json:"listenPortsUdp"`
 	// FirewallRefused counts the clients and flows the firewall refused.
 	FirewallRefused uint64 `json:"firewallRefused"`
+	// Hubs is each hub's tunnel; Connected is true while any is up.
+	Hubs []HubLinkStatus `json:"hubs"`
 	// LastError says why the tunnel is down ("" while connected or never tried).
 	LastError string `json:"lastError,omitempty"`
 	// ReconnectAttempts counts failed connection attempts since the last success.

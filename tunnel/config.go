@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -144,7 +145,14 @@ type Tuning struct {
 	// idleAfter is how long a stream waits silent in a read before it
 	// hibernates (default DefaultIdleAfter; tests shorten it).
 	idleAfter time.Duration
+	// hubRefresh is how often an edge resolves its hub names again
+	// (default DefaultHubRefresh; tests shorten it).
+	hubRefresh time.Duration
 }
+
+// DefaultHubRefresh is how often an edge resolves the names of its hubs
+// again, to follow a name whose addresses change (hub replicas replaced).
+const DefaultHubRefresh = 30 * time.Second
 
 // DefaultTuning returns a Tuning with every field at its default.
 func DefaultTuning() Tuning { return Tuning{}.withDefaults() }
@@ -176,6 +184,9 @@ func (t Tuning) withDefaults() Tuning {
 	}
 	if t.idleAfter <= 0 {
 		t.idleAfter = DefaultIdleAfter
+	}
+	if t.hubRefresh <= 0 {
+		t.hubRefresh = DefaultHubRefresh
 	}
 	return t
 }
@@ -396,8 +407,16 @@ func checkPortList(field string, ports []int) error {
 // EdgeConfig configures an Edge.
 type EdgeConfig struct {
 	HubHost string
-	// HubPort is the hub's tunnel port (default DefaultTunnelPort).
+	// HubPort is the hub's tunnel port (default DefaultTunnelPort), and the
+	// port of a Hubs entry that has none.
 	HubPort int
+	// Hubs, instead of HubHost, are several hubs ("host:port" or "host"):
+	// a name that resolves to several addresses counts as that many hubs.
+	Hubs []string
+	// HubMode is HubSpread (default: a tunnel to every hub, new clients to
+	// the live one with the fewest streams) or HubFailover (one hub at a
+	// time, in list order).
+	HubMode string
 	EdgeID  string
 	Secret  string
 	// ListenPorts are the public TCP ports and ListenPortsUDP the UDP ports,
@@ -427,6 +446,9 @@ type EdgeConfig struct {
 	Connections int
 	// MetricsListen is as in HubConfig.
 	MetricsListen string
+	// LookupHost resolves hub names to addresses; nil: the system
+	// resolver. A name with several addresses counts as that many hubs.
+	LookupHost func(ctx context.Context, host string) ([]string, error)
 	// FirewallBackend is FirewallAuto (default: nftables for blocked
 	// addresses where the edge may use it, and the in-process check) or
 	// FirewallProcess (the in-process check alone).
@@ -473,6 +495,9 @@ func (c EdgeConfig) withDefaults() EdgeConfig {
 	if c.FirewallBackend == "" {
 		c.FirewallBackend = FirewallAuto
 	}
+	if c.HubMode == "" {
+		c.HubMode = HubSpread
+	}
 	c.Tuning = c.Tuning.withDefaults()
 	if c.Logger == nil {
 		c.Logger = discardLogger()
@@ -483,11 +508,31 @@ func (c EdgeConfig) withDefaults() EdgeConfig {
 // Validate checks c as it stands, the hub verification options included;
 // the error is a *ConfigError.
 func (c EdgeConfig) Validate() error {
-	if c.HubHost == "" {
+	switch {
+	case len(c.Hubs) > 0 && c.HubHost != "":
+		return &ConfigError{Field: "Hubs", Msg: "cannot be given with", Ref: "HubHost"}
+	case len(c.Hubs) == 0 && c.HubHost == "":
 		return configErr("HubHost", "must not be empty")
 	}
 	if err := checkPort("HubPort", c.HubPort, 1); err != nil {
 		return err
+	}
+	seenHub := make(map[string]bool, len(c.Hubs))
+	for i, h := range c.Hubs {
+		host, port, err := net.SplitHostPort(withPort(h, c.HubPort))
+		n, perr := strconv.Atoi(port)
+		switch {
+		case err != nil || host == "":
+			return configErr(indexed("Hubs", i), "must be host:port or host, not %q", h)
+		case perr != nil || n < 1 || n > 65535:
+			return configErr(indexed("Hubs", i), "has port %q: must be an integer 1-65535", port)
+		case seenHub[withPort(h, c.HubPort)]:
+			return configErr("Hubs", "lists %s twice", h)
+		}
+		seenHub[withPort(h, c.HubPort)] = true
+	}
+	if c.HubMode != HubSpread && c.HubMode != HubFailover {
+		return configErr("HubMode", "must be %q or %q", HubSpread, HubFailover)
 	}
 	switch {
 	case c.EdgeID == "":
@@ -525,6 +570,14 @@ func (c EdgeConfig) Validate() error {
 		return err
 	}
 	return c.Tuning.Validate()
+}
+
+// lookupHost is the resolver of hub names.
+func (c EdgeConfig) lookupHost() func(context.Context, string) ([]string, error) {
+	if c.LookupHost != nil {
+		return c.LookupHost
+	}
+	return net.DefaultResolver.LookupHost
 }
 
 // serverName is the name the hub's certificate is verified against.

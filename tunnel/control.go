@@ -20,6 +20,7 @@ type controlQueue struct {
 	resetQ             []resetReq
 	blockedQ           []uint32 // streams to send BLOCKED for
 	ping, pong         bool
+	pingPinned         bool // the queued PING is a sync's: a keepalive one does not replace it
 	pingData, pongData [8]byte
 	msgQ               []controlMsg // ASSIGN and BOUND, in order
 	goAway             string
@@ -79,11 +80,24 @@ func (q *controlQueue) reset(id uint32, reason string) {
 	q.push(func() { q.resetQ = append(q.resetQ, resetReq{id: id, reason: reason}) })
 }
 
-// pingNow queues a PING carrying seq, replacing one not yet sent.
+// pingNow queues a PING carrying seq, replacing one not yet sent (but a
+// sync's).
 func (q *controlQueue) pingNow(seq uint64) {
 	q.push(func() {
+		if q.pingPinned {
+			return
+		}
 		binary.BigEndian.PutUint64(q.pingData[:], seq)
 		q.ping = true
+	})
+}
+
+// syncPing queues the PING of a sync, carrying seq; it replaces any PING
+// not yet sent, and no later one replaces it before it is written.
+func (q *controlQueue) syncPing(seq uint64) {
+	q.push(func() {
+		binary.BigEndian.PutUint64(q.pingData[:], seq)
+		q.ping, q.pingPinned = true, true
 	})
 }
 
@@ -139,7 +153,7 @@ func (q *controlQueue) take(b *controlBatch) bool {
 	q.msgQ = q.msgQ[:0]
 	b.ping, b.pong = q.ping, q.pong
 	b.pingData, b.pongData = q.pingData, q.pongData
-	q.ping, q.pong = false, false
+	q.ping, q.pong, q.pingPinned = false, false, false
 	q.mu.Unlock()
 	return true
 }

@@ -8,7 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"strconv"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,29 +23,26 @@ const stunRetryMin = 5 * time.Second
 
 // Edge listens on public ports and carries each connection over the tunnel.
 type Edge struct {
-	cfg     EdgeConfig
-	tlsConf *tls.Config
-	log     *slog.Logger
-	own     portLists // the ports of cfg, used while the hub assigns none
-	backoff backoff.Exponential
-	ctx     context.Context
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	cfg    EdgeConfig
+	log    *slog.Logger
+	own    portLists  // the ports of cfg, used while the hub assigns none
+	links  []*hubLink // one per hub address (edgehubs.go); the slice never changes
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 
 	// Counters of Metrics (metrics.go).
 	traffic    streamCounters
 	reconnects atomic.Uint64
+	pickNext   atomic.Uint32 // pickTunnel's turn among equal hubs
 	firewall   *edgeFirewall
 
-	mu        sync.Mutex
-	ports     edgePorts  // the listening sockets (edgeports.go)
-	portsOK   bool       // every port of the current assignment is bound
-	lnClosed  bool       // the listeners are closed for good (Shutdown or Close)
-	tunnel    *edgeConns // nil while disconnected
-	publicIP  string
-	lastError string
-	attempts  int
-	closed    bool
+	mu       sync.Mutex
+	ports    edgePorts // the listening sockets (edgeports.go)
+	portsOK  bool      // every port of the current assignment is bound
+	lnClosed bool      // the listeners are closed for good (Shutdown or Close)
+	publicIP string
+	closed   bool
 }
 
 // StartEdge validates cfg, binds every listen port (or none) and starts the
@@ -55,15 +52,28 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	tlsConf, err := edgeTLSConfigFor(cfg.serverName(), cfg.HubCertSHA256, cfg.HubCAPEM)
-	if err != nil {
-		return nil, err
-	}
-	e := &Edge{cfg: cfg, tlsConf: tlsConf, log: cfg.Logger.With("side", "edge", "edgeId", cfg.EdgeID),
-		own:     portLists{TCP: nonNil(cfg.ListenPorts), UDP: nonNil(cfg.ListenPortsUDP)},
-		backoff: backoff.Exponential{Min: cfg.ReconnectMin, Max: cfg.ReconnectMax}, ports: newEdgePorts()}
-	e.firewall = newEdgeFirewall(cfg, e.log)
+	e := &Edge{cfg: cfg, log: cfg.Logger.With("side", "edge", "edgeId", cfg.EdgeID),
+		own: portLists{TCP: nonNil(cfg.ListenPorts), UDP: nonNil(cfg.ListenPortsUDP)}, ports: newEdgePorts()}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
+	var names []string // the entries that are names, resolved again from time to time
+	for _, entry := range cfg.HubAddrs() {
+		addrs, name, _ := resolveHub(e.ctx, entry, cfg.lookupHost())
+		if host, _, err := net.SplitHostPort(entry); err == nil && net.ParseIP(host) == nil {
+			names = append(names, entry)
+		}
+		for _, a := range addrs {
+			if slices.ContainsFunc(e.links, func(l *hubLink) bool { return l.addr == a }) {
+				continue
+			}
+			l, err := e.newLink(entry, a, name)
+			if err != nil {
+				e.cancel()
+				return nil, err
+			}
+			e.links = append(e.links, l)
+		}
+	}
+	e.firewall = newEdgeFirewall(cfg, e.log)
 	e.mu.Lock()
 	errs := e.setPortsLocked(e.own)
 	if len(errs) > 0 {
@@ -77,13 +87,26 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 	if len(e.own.TCP) == 0 && len(e.own.UDP) == 0 {
 		e.log.Info("no listen ports given: waiting for the hub to assign them")
 	}
-	e.wg.Add(1)
-	go e.tunnelLoop()
+	e.mu.Lock() // the loops and refreshLoop change e.links
+	if cfg.HubMode == HubFailover {
+		e.wg.Add(1)
+		go e.failoverLoop()
+	} else {
+		for _, l := range e.links {
+			e.wg.Add(1)
+			go e.spreadLoop(l)
+		}
+	}
+	if len(names) > 0 {
+		e.wg.Add(1)
+		go e.refreshLoop(names)
+	}
+	e.mu.Unlock()
 	if cfg.StunInterval > 0 { // negative disables STUN
 		e.wg.Add(1)
 		go e.stunLoop()
 	}
-	e.log.Info("edge started", "listenPorts", e.own.TCP, "listenPortsUdp", e.own.UDP, "hub", net.JoinHostPort(cfg.HubHost, strconv.Itoa(cfg.HubPort)))
+	e.log.Info("edge started", "listenPorts", e.own.TCP, "listenPortsUdp", e.own.UDP, "hubs", e.hubNames(), "hubMode", cfg.HubMode)
 	return e, nil
 }
 
@@ -93,24 +116,55 @@ func (e *Edge) Status() EdgeStatus {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	bound := e.boundLocked()
-	st := EdgeStatus{Running: !e.closed, Connected: e.tunnel != nil, ListenPorts: bound.TCP, ListenPortsUDP: bound.UDP,
-		FirewallRefused: refused, LastError: e.lastError, ReconnectAttempts: e.attempts}
+	st := EdgeStatus{Running: !e.closed, Connected: e.anyUpLocked(), ListenPorts: bound.TCP, ListenPortsUDP: bound.UDP,
+		FirewallRefused: refused, Hubs: e.hubsStatusLocked()}
+	for _, l := range e.links {
+		if l.tunnel != nil {
+			st.ActiveStreams += l.tunnel.activeStreams()
+			st.Connections += len(l.tunnel.conns)
+		}
+		st.ReconnectAttempts = max(st.ReconnectAttempts, l.attempts)
+	}
+	if !st.Connected {
+		st.LastError = e.lastErrorLocked()
+	}
 	if e.publicIP != "" {
 		ip := e.publicIP
 		st.PublicIP = &ip
 	}
-	if e.tunnel != nil {
-		st.ActiveStreams = e.tunnel.activeStreams()
-		st.Connections = len(e.tunnel.conns)
-	}
 	return st
 }
 
-// LastError is why the last connection attempt or tunnel failed ("" if none).
+// LastError is why the last connection attempt or tunnel failed ("" if none
+// or while a tunnel is up); with several hubs, that of the first hub down.
 func (e *Edge) LastError() string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.lastError
+	if e.anyUpLocked() {
+		return ""
+	}
+	return e.lastErrorLocked()
+}
+
+// lastErrorLocked is the last error of the first link that has one; e.mu is held.
+func (e *Edge) lastErrorLocked() string {
+	for _, l := range e.links {
+		if l.lastError != "" {
+			return l.lastError
+		}
+	}
+	return ""
+}
+
+// hubNames is the hub addresses, for logs.
+func (e *Edge) hubNames() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]string, len(e.links))
+	for i, l := range e.links {
+		out[i] = l.addr
+	}
+	return out
 }
 
 // Close stops the listeners, the tunnel and every stream, and waits for them.
@@ -122,11 +176,16 @@ func (e *Edge) Close() error {
 	}
 	e.closed = true
 	e.cancel()
-	tunnel := e.tunnel
+	var tunnels []*edgeConns
+	for _, l := range e.links {
+		if l.tunnel != nil {
+			tunnels = append(tunnels, l.tunnel)
+		}
+	}
 	errs := e.closeListenersLocked()
 	e.mu.Unlock()
-	if tunnel != nil {
-		tunnel.close("edge stopping")
+	for _, t := range tunnels {
+		t.close("edge stopping")
 	}
 	e.wg.Wait()
 	e.firewall.close()
@@ -153,15 +212,17 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 	}, e.activeStreams, e.Close)
 }
 
-// activeStreams counts the streams of the tunnel (0 while disconnected).
+// activeStreams counts the streams of every tunnel (0 while disconnected).
 func (e *Edge) activeStreams() int {
 	e.mu.Lock()
-	t := e.tunnel
-	e.mu.Unlock()
-	if t == nil {
-		return 0
+	defer e.mu.Unlock()
+	n := 0
+	for _, l := range e.links {
+		if l.tunnel != nil {
+			n += l.tunnel.activeStreams()
+		}
 	}
-	return t.activeStreams()
+	return n
 }
 
 func (e *Edge) emit(name string, data any) {
@@ -194,9 +255,7 @@ func (e *Edge) handleClient(conn net.Conn) {
 		_ = conn.Close()
 		return
 	}
-	e.mu.Lock()
-	tunnel := e.tunnel
-	e.mu.Unlock()
+	tunnel := e.pickTunnel()
 	if tunnel == nil {
 		ticket.Release()
 		e.log.Debug("no tunnel, closing client connection", "client", conn.RemoteAddr().String())
@@ -222,71 +281,6 @@ func (e *Edge) handleClient(conn net.Conn) {
 	client.opened(abort)
 }
 
-// tunnelLoop keeps one tunnel up: connect, serve, and after any failure wait
-// a backoff delay and try again, for as long as the edge runs.
-func (e *Edge) tunnelLoop() {
-	defer e.wg.Done()
-	hubAddr := net.JoinHostPort(e.cfg.HubHost, strconv.Itoa(e.cfg.HubPort))
-	reported := false // a tunnelDisconnected was sent for the current outage
-	attempt := 0
-	for tries := 0; e.ctx.Err() == nil; tries++ {
-		if tries > 0 {
-			e.reconnects.Add(1)
-		}
-		tunnel, assign, err := e.connectSet(hubAddr)
-		if err != nil {
-			if e.ctx.Err() != nil {
-				return
-			}
-			reason := "cannot connect to hub " + hubAddr + ": " + err.Error()
-			e.setDown(reason, attempt+1)
-			if !reported {
-				e.emit(EventTunnelDisconnected, TunnelDisconnectedEvent{Reason: reason})
-				reported = true
-			}
-			d := e.backoff.Delay(attempt)
-			attempt++
-			e.log.Warn("tunnel connect failed", "reason", err.Error(), "retryIn", d.Round(time.Millisecond).String())
-			if !e.sleep(d) {
-				return
-			}
-			continue
-		}
-		attempt = 0
-		// The ports and the firewall of the assignment are in force before
-		// the tunnel is: no client goes through under the previous ones.
-		handler := e.takeAssignments(tunnel, assign)
-		e.mu.Lock()
-		if e.closed { // Close found no tunnel to close: this one is closed here
-			e.mu.Unlock()
-			tunnel.close("edge stopping")
-			tunnel.run(nil)
-			return
-		}
-		e.tunnel = tunnel
-		e.lastError, e.attempts = "", 0
-		e.mu.Unlock()
-		e.log.Info("tunnel connected", "hub", hubAddr, "connections", len(tunnel.conns))
-		e.emit(EventTunnelConnected, TunnelConnectedEvent{HubAddr: hubAddr})
-		reported = false
-		reason := tunnel.run(handler)
-		e.setDown(reason.Error(), 0)
-		e.log.Warn("tunnel disconnected", "reason", reason.Error())
-		e.emit(EventTunnelDisconnected, TunnelDisconnectedEvent{Reason: reason.Error()})
-		reported = true
-		if !e.sleep(e.backoff.Delay(0)) {
-			return
-		}
-	}
-}
-
-func (e *Edge) setDown(reason string, attempts int) {
-	e.mu.Lock()
-	e.tunnel = nil
-	e.lastError, e.attempts = reason, attempts
-	e.mu.Unlock()
-}
-
 func (e *Edge) sleep(d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -301,12 +295,12 @@ func (e *Edge) sleep(d time.Duration) bool {
 // connectSet connects a new set of cfg.Connections tunnel connections: the
 // first one decides (its failure is the set's), the others are added at
 // once beside each other; one of them that fails is left out, with a warning.
-func (e *Edge) connectSet(hubAddr string) (*edgeConns, *assignMsg, error) {
+func (e *Edge) connectSet(l *hubLink) (*edgeConns, *assignMsg, error) {
 	n := e.cfg.Connections
 	set := setPlace{ID: newSetID(), Size: uint8(n)}
 	slots := newStreamSlots(e.cfg.MaxStreams) // the limit is the edge's, over all its connections
 	assigned := make(chan assignMsg, 1)
-	first, err := e.connectTLS(hubAddr, set, slots, assigned)
+	first, err := e.connectTLS(l, set, slots, assigned)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -325,7 +319,7 @@ func (e *Edge) connectSet(hubAddr string) (*edgeConns, *assignMsg, error) {
 			defer wg.Done()
 			one := set
 			one.Index = uint8(i)
-			c, err := e.connectTLS(hubAddr, one, slots, nil)
+			c, err := e.connectTLS(l, one, slots, nil)
 			if err != nil {
 				if e.ctx.Err() == nil {
 					e.log.Warn("extra tunnel connection failed; running with fewer", "index", i, "reason", err.Error())
@@ -350,19 +344,19 @@ func (e *Edge) connectSet(hubAddr string) (*edgeConns, *assignMsg, error) {
 // connection set.Index of set, counting its streams in slots.
 // On the first connection of a set, the hub's first assignment is read as
 // part of the handshake and sent to first (which has room for it).
-func (e *Edge) connectTLS(hubAddr string, set setPlace, slots *streamSlots, first chan<- assignMsg) (conn tunnelConn, err error) {
+func (e *Edge) connectTLS(l *hubLink, set setPlace, slots *streamSlots, first chan<- assignMsg) (conn tunnelConn, err error) {
 	defer recoverInto(e.log, "connecting to the hub", &err)
 	ctx, cancel := context.WithTimeout(e.ctx, e.cfg.HandshakeTimeout)
 	defer cancel()
 	d := net.Dialer{KeepAlive: 15 * time.Second}
-	raw, err := d.DialContext(ctx, "tcp", hubAddr)
+	raw, err := d.DialContext(ctx, "tcp", l.addr)
 	if err != nil {
 		return nil, unwrapOpError(err)
 	}
 	deadline, _ := ctx.Deadline()
 	_ = raw.SetDeadline(deadline)
 	stop := context.AfterFunc(ctx, func() { _ = raw.Close() })
-	tc := tls.Client(raw, e.tlsConf)
+	tc := tls.Client(raw, l.tlsConf)
 	err = tc.HandshakeContext(ctx)
 	var peer peerParams
 	if err == nil {

@@ -46,11 +46,12 @@ func (t *edgeConns) close(reason string) {
 }
 
 // run serves every connection until the first one ends, closes the others
-// and returns, once all have ended, why the first one ended. h, if not nil,
-// handles the hub's messages on the connection of index 0.
-func (t *edgeConns) run(h *streamHandler) error {
+// and returns, once all have ended, why the first one ended. first, if not
+// nil, handles the hub's messages on the connection of index 0, others on
+// the other connections.
+func (t *edgeConns) run(first, others *streamHandler) error {
 	if len(t.conns) == 1 {
-		return t.conns[0].Serve(h)
+		return t.conns[0].Serve(first)
 	}
 	reasons := make(chan error, len(t.conns))
 	var wg sync.WaitGroup
@@ -59,14 +60,14 @@ func (t *edgeConns) run(h *streamHandler) error {
 		go func() {
 			defer wg.Done()
 			if i == 0 {
-				reasons <- c.Serve(h)
+				reasons <- c.Serve(first)
 			} else {
-				reasons <- c.Serve(nil)
+				reasons <- c.Serve(others)
 			}
 		}()
 	}
-	first := <-reasons
-	t.close(fmt.Sprintf("another connection of the tunnel ended: %v", first))
+	why := <-reasons
+	t.close(fmt.Sprintf("another connection of the tunnel ended: %v", why))
 	wg.Wait()
-	return first
+	return why
 }

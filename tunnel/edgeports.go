@@ -168,8 +168,8 @@ func (e *Edge) applyAssign(m assignMsg, received bool) boundMsg {
 // takeAssignments applies the hub's first assignment of a new tunnel (or,
 // from a hub that assigns nothing, the edge's own ports), tells the hub
 // what is bound, and returns the handler of the assignments that follow on
-// the tunnel's connection of index 0.
-func (e *Edge) takeAssignments(t *edgeConns, first *assignMsg) *streamHandler {
+// the tunnel's connection of index 0 (nil from a hub that assigns nothing).
+func (e *Edge) takeAssignments(t *edgeConns, first *assignMsg) func(frameType, []byte) error {
 	if first == nil {
 		e.applyAssign(assignMsg{}, false)
 		return nil
@@ -177,7 +177,7 @@ func (e *Edge) takeAssignments(t *edgeConns, first *assignMsg) *streamHandler {
 	conn := t.conns[0]
 	conn.Send(frameBound, encodeBound(e.applyAssign(*first, true)))
 	last := first.Seq
-	return &streamHandler{message: func(_ frameType, p []byte) error {
+	return func(_ frameType, p []byte) error {
 		m, err := parseAssign(p)
 		if err != nil {
 			return err
@@ -188,7 +188,7 @@ func (e *Edge) takeAssignments(t *edgeConns, first *assignMsg) *streamHandler {
 		last = m.Seq
 		conn.Send(frameBound, encodeBound(e.applyAssign(m, true)))
 		return nil
-	}}
+	}
 }
 
 // readFirstAssign reads the ASSIGN a hub that assigns sends right after

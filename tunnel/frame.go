@@ -32,6 +32,7 @@ const (
 
 	frameAssign frameType = 0x14 // hub→edge, stream 0: the edge's ports and firewall (assign.go)
 	frameBound  frameType = 0x15 // edge→hub, stream 0: the ports the edge has bound (assign.go)
+	frameDrain  frameType = 0x19 // hub→edge, stream 0: the hub is stopping; payload the reason
 )
 
 // headerLen is the size of a frame header.
@@ -44,7 +45,7 @@ var frameNames = map[frameType]string{
 	frameOpen: "OPEN", frameData: "DATA", frameClose: "CLOSE", frameDataBack: "DATA_BACK",
 	frameCloseBack: "CLOSE_BACK", frameWindowUpdate: "WINDOW_UPDATE", frameReset: "RESET",
 	framePing: "PING", framePong: "PONG", frameGoAway: "GOAWAY", frameBlocked: "BLOCKED", frameHello: "HELLO",
-	frameChallenge: "CHALLENGE", frameAuth: "AUTH", frameAuthOK: "AUTH_OK", frameAssign: "ASSIGN", frameBound: "BOUND",
+	frameChallenge: "CHALLENGE", frameAuth: "AUTH", frameAuthOK: "AUTH_OK", frameAssign: "ASSIGN", frameBound: "BOUND", frameDrain: "DRAIN",
 }
 
 // String names the frame type.

@@ -25,7 +25,7 @@ var codecFrameTypes = []struct {
 	{frameCloseBack, "CLOSE_BACK"}, {frameWindowUpdate, "WINDOW_UPDATE"}, {frameReset, "RESET"},
 	{framePing, "PING"}, {framePong, "PONG"}, {frameGoAway, "GOAWAY"}, {frameBlocked, "BLOCKED"}, {frameHello, "HELLO"},
 	{frameChallenge, "CHALLENGE"}, {frameAuth, "AUTH"}, {frameAuthOK, "AUTH_OK"},
-	{frameAssign, "ASSIGN"}, {frameBound, "BOUND"},
+	{frameAssign, "ASSIGN"}, {frameBound, "BOUND"}, {frameDrain, "DRAIN"},
 }
 
 // unitRaceEnabled reports whether the test binary was built with -race. The

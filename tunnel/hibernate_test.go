@@ -166,9 +166,11 @@ func hibernating(r *rig) (hub, edge int) {
 	}
 	r.hub.mu.Unlock()
 	r.edge.mu.Lock()
-	if r.edge.tunnel != nil {
-		for _, c := range r.edge.tunnel.conns {
-			es = append(es, c.(*session))
+	for _, l := range r.edge.links {
+		if l.tunnel != nil {
+			for _, c := range l.tunnel.conns {
+				es = append(es, c.(*session))
+			}
 		}
 	}
 	r.edge.mu.Unlock()

@@ -36,8 +36,11 @@ type Hub struct {
 	junkLog  *ratelog.Limiter // connections refused before authentication
 	authLog  *ratelog.Limiter // edges refused at authentication
 
-	// draining is set by Shutdown: streams the edges open are refused.
-	draining atomic.Bool
+	// draining is set by Shutdown: streams the edges open are refused, but
+	// those an edge that takes DRAIN opened before DRAIN reached it, until
+	// drainSynced says they have all arrived.
+	draining    atomic.Bool
+	drainSynced atomic.Bool
 
 	listMu      sync.Mutex // held by SetAllowedEdges
 	mu          sync.Mutex
@@ -320,7 +323,8 @@ func (h *Hub) closeListenerLocked() error {
 }
 
 // Shutdown stops the hub gracefully, in the manner of http.Server.Shutdown:
-// it closes the tunnel listener at once and refuses every stream the edges
+// it tells the edges that it stops (DRAIN: they send new clients to their
+// other hubs), closes the tunnel listener at once and refuses every stream the edges
 // open from then on (the edge resets that client), lets the streams already
 // open run until none is left or ctx ends, then closes everything (Close).
 // Connected tunnels stay up meanwhile, so open streams keep flowing. It
@@ -329,11 +333,38 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	h.draining.Store(true)
 	return drain(ctx, h.log, "hub", func() error {
 		h.mu.Lock()
-		defer h.mu.Unlock()
 		if h.closed {
+			h.mu.Unlock()
 			return nil
 		}
-		return h.closeListenerLocked()
+		// Edges that can take it are told first, so that they send new
+		// clients to their other hubs at once (DRAIN, PROTOCOL.md section 11).
+		var syncs []<-chan struct{}
+		for _, e := range h.edges {
+			if e.caps&capDrain != 0 {
+				for _, c := range e.connsLocked() {
+					c.Send(frameDrain, []byte("hub stopping"))
+					syncs = append(syncs, c.Sync())
+				}
+			}
+		}
+		err := h.closeListenerLocked()
+		h.mu.Unlock()
+		// The streams those edges opened before DRAIN reached them are
+		// served; once their PONGs are back, every such OPEN has been read.
+		wait, cancel := context.WithTimeout(ctx, drainSyncTimeout)
+		defer cancel()
+		for _, ch := range syncs {
+			select {
+			case <-ch:
+			case <-wait.Done():
+			}
+		}
+		// An edge that picked this hub just before DRAIN may write the OPEN
+		// a moment after its PONG: those are served too.
+		_ = sleepCtx(wait, drainLinger)
+		h.drainSynced.Store(true)
+		return err
 	}, h.activeStreams, h.Close)
 }
 
@@ -460,7 +491,7 @@ func (h *Hub) serveTunnel(c *hubConn) {
 	id := e.id
 	reason := c.conn.Serve(&streamHandler{
 		opened: func(st tunnelStream) { h.emit(EventStreamOpened, StreamEvent{EdgeID: id, StreamID: st.ID()}) },
-		serve:  func(ctx context.Context, st tunnelStream) { h.serveStream(ctx, id, st) },
+		serve:  func(ctx context.Context, st tunnelStream) { h.serveStream(ctx, id, c.caps, st) },
 		closed: func(st tunnelStream) { h.emit(EventStreamClosed, StreamEvent{EdgeID: id, StreamID: st.ID()}) },
 		message: func(t frameType, p []byte) error {
 			m, err := parseBound(p)
@@ -637,8 +668,8 @@ func (h *Hub) register(c *hubConn) (*hubEdge, bool) {
 // serveStream serves a stream the edge opened: it connects it to
 // targetHost:<edge port>, writes the PROXY header in one write before any
 // client byte, then hands the stream the connection. ctx ends with the tunnel.
-func (h *Hub) serveStream(ctx context.Context, edgeID string, st tunnelStream) {
-	if h.draining.Load() {
+func (h *Hub) serveStream(ctx context.Context, edgeID string, caps uint32, st tunnelStream) {
+	if h.draining.Load() && (caps&capDrain == 0 || h.drainSynced.Load()) {
 		st.Reset("hub shutting down")
 		return
 	}
@@ -659,6 +690,14 @@ func (h *Hub) serveStream(ctx context.Context, edgeID string, st tunnelStream) {
 	}
 	st.Attach(conn)
 }
+
+// drainSyncTimeout bounds how long Shutdown waits for the edges to answer
+// the PING that follows DRAIN.
+const drainSyncTimeout = 2 * time.Second
+
+// drainLinger is how long after those PONGs new streams of such edges are
+// still served.
+const drainLinger = 100 * time.Millisecond
 
 // tlsHandshakeError is a failed TLS handshake on the tunnel port.
 type tlsHandshakeError struct{ err error }

@@ -153,7 +153,7 @@ func (h *Hub) trafficFor(id string) *streamCounters {
 // It is cheap and safe to call at any time, also after Close.
 func (e *Edge) Metrics() EdgeMetrics {
 	e.mu.Lock()
-	up := e.tunnel != nil
+	up := e.anyUpLocked()
 	running := !e.closed
 	portsOK := e.portsOK
 	e.mu.Unlock()

@@ -70,6 +70,10 @@ type session struct {
 	hooks      sessionHooks
 	message    func(t frameType, p []byte) error // handles ASSIGN and BOUND (Serve); nil: refused
 
+	syncMu  sync.Mutex
+	syncSeq uint64
+	syncs   map[uint64]chan struct{} // Sync's channels by PING payload
+
 	fr *frameReader
 	bw *bufio.Writer
 	fw *frameWriter
@@ -319,6 +323,8 @@ func (s *session) dispatchControl(h frameHeader) error {
 		}
 		if h.Type == framePing {
 			s.ctrl.pongFor(p)
+		} else if seq := binary.BigEndian.Uint64(p); seq&syncBit != 0 {
+			s.synced(seq)
 		}
 		return nil
 	case frameGoAway:
@@ -330,21 +336,57 @@ func (s *session) dispatchControl(h frameHeader) error {
 			return s.readError(err)
 		}
 		return &remoteCloseError{Reason: sanitizeReason(p)}
-	case frameAssign, frameBound:
+	case frameAssign, frameBound, frameDrain:
 		return s.readMessage(h)
 	}
 	return protoErr("%s on stream 0", h.Type)
 }
 
-// readMessage reads an ASSIGN or a BOUND and hands it to s.message. Each
-// goes one way only (ASSIGN to the edge, BOUND to the hub), to a peer that
-// announced capAssign; an error of the handler is a protocol error.
-func (s *session) readMessage(h frameHeader) error {
-	limit, to := uint32(maxAssignLen), false
-	if h.Type == frameBound {
-		limit, to = maxBoundLen, true
+// syncBit marks the PINGs of Sync; keepalive PINGs count from 1 without it.
+const syncBit = 1 << 63
+
+// Sync returns a channel that is closed once the peer has answered a PING
+// queued now: every frame the peer sent before it read that PING has then
+// been read. It is never closed if the connection ends first.
+func (s *session) Sync() <-chan struct{} {
+	ch := make(chan struct{})
+	s.syncMu.Lock()
+	s.syncSeq++
+	seq := syncBit | s.syncSeq
+	if s.syncs == nil {
+		s.syncs = make(map[uint64]chan struct{})
 	}
-	if s.isHub != to || s.message == nil || s.peerCaps&capAssign == 0 {
+	s.syncs[seq] = ch
+	s.syncMu.Unlock()
+	s.ctrl.syncPing(seq)
+	return ch
+}
+
+// synced closes the channel of the sync whose PONG carries seq; a PONG
+// that answers no sync of ours is ignored.
+func (s *session) synced(seq uint64) {
+	s.syncMu.Lock()
+	ch := s.syncs[seq]
+	delete(s.syncs, seq)
+	s.syncMu.Unlock()
+	if ch != nil {
+		close(ch)
+	}
+}
+
+// readMessage reads an ASSIGN, a BOUND or a DRAIN and hands it to
+// s.message. Each goes one way only (ASSIGN and DRAIN to the edge, BOUND
+// to the hub), between peers that announced the capability; an error of the
+// handler is a protocol error.
+func (s *session) readMessage(h frameHeader) error {
+	limit, toHub, needs := uint32(maxAssignLen), false, capAssign
+	switch h.Type {
+	case frameBound:
+		limit, toHub = maxBoundLen, true
+	case frameDrain:
+		limit, needs = maxGoAway, capDrain
+	}
+	if s.isHub != toHub || s.message == nil || s.peerCaps&needs == 0 {
 		return protoErr("unexpected %s", h.Type)
 	}
 	if h.Length > limit {

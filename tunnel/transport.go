@@ -45,6 +45,9 @@ type tunnelConn interface {
 	ConnectionState() tls.ConnectionState
 	// PeerCaps is the capability bits the peer announced in the handshake.
 	PeerCaps() uint32
+	// Sync returns a channel closed once the peer has answered a PING
+	// queued now: everything it sent before reading it has been read.
+	Sync() <-chan struct{}
 	// Send queues a control message for the peer, t being frameAssign (hub)
 	// or frameBound (edge), and returns without waiting for the write. It is
 	// lost if the connection ends first.

@@ -193,8 +193,15 @@ func checkCmd(args []string, stdout, stderr io.Writer) int {
 		case standalone.KindEdge:
 			var f *standalone.EdgeFile
 			if f, err = standalone.LoadEdge(*config, standalone.EdgeSources{}); err == nil {
-				fmt.Fprintf(stdout, "%s: valid edge config (edge %s, hub %s, listenPorts %v)\n", *config, f.Edge.EdgeID,
-					net.JoinHostPort(f.Edge.HubHost, strconv.Itoa(f.Edge.HubPort)), f.Edge.ListenPorts)
+				hubs := "hub " + strings.Join(f.Edge.HubAddrs(), "")
+				if len(f.Edge.Hubs) > 0 {
+					mode := f.Edge.HubMode
+					if mode == "" {
+						mode = tunnel.HubSpread
+					}
+					hubs = "hubs " + strings.Join(f.Edge.HubAddrs(), ", ") + " (" + mode + ")"
+				}
+				fmt.Fprintf(stdout, "%s: valid edge config (edge %s, %s, listenPorts %v)\n", *config, f.Edge.EdgeID, hubs, f.Edge.ListenPorts)
 			}
 		}
 	}

@@ -78,6 +78,7 @@ const (
 	KindInteger Kind = "integer"
 	KindSeconds Kind = "integer (seconds)"
 	KindInts    Kind = "array of integers"
+	KindStrings Kind = "array of strings"
 	KindEdges   Kind = "array of {id, secret}"
 )
 
@@ -89,7 +90,10 @@ type Field[C any] struct {
 	Engine   string
 	Kind     Kind
 	Required bool
-	decode   func(raw json.RawMessage, c *C) *Error
+	// Unless names a param whose presence makes a Required one optional
+	// (hubHost is not needed beside hubs).
+	Unless string
+	decode func(raw json.RawMessage, c *C) *Error
 }
 
 // Schema is the params of one method, in the order they are decoded.
@@ -105,7 +109,7 @@ func (s Schema[C]) Decode(obj Object, c *C) error {
 	for _, f := range s.Fields {
 		raw, ok := obj.value(f.Name)
 		if !ok {
-			if f.Required {
+			if _, other := obj.value(f.Unless); f.Required && (f.Unless == "" || !other) {
 				return &Error{Param: f.Name, Msg: "is required"}
 			}
 			continue
@@ -185,6 +189,33 @@ func Seconds[C any](name, engine string, dst func(*C) *time.Duration) Field[C] {
 			*dst(c) = d
 			return nil
 		}}
+}
+
+// Strings is an optional array of strings.
+func Strings[C any](name, engine string, dst func(*C) *[]string) Field[C] {
+	return Field[C]{Name: name, Engine: engine, Kind: KindStrings,
+		decode: func(raw json.RawMessage, c *C) *Error {
+			var items []json.RawMessage
+			if err := json.Unmarshal(raw, &items); err != nil {
+				return &Error{Param: name, Msg: "must be an array of strings"}
+			}
+			out := make([]string, 0, len(items))
+			for i, item := range items {
+				var s string
+				if err := json.Unmarshal(item, &s); err != nil {
+					return &Error{Param: indexed(name, i), Msg: "must be a string"}
+				}
+				out = append(out, s)
+			}
+			*dst(c) = out
+			return nil
+		}}
+}
+
+// unless makes f optional when the param other is given.
+func unless[C any](f Field[C], other string) Field[C] {
+	f.Unless = other
+	return f
 }
 
 // Ints is an array of integers, required or not.
@@ -387,7 +418,9 @@ var UpdateAllowedEdges = Schema[AllowedEdges]{Fields: []Field[AllowedEdges]{
 
 // StartEdge is the params of startEdge.
 var StartEdge = Schema[tunnel.EdgeConfig]{Fields: []Field[tunnel.EdgeConfig]{
-	String("hubHost", "HubHost", true, func(c *tunnel.EdgeConfig) *string { return &c.HubHost }),
+	unless(String("hubHost", "HubHost", true, func(c *tunnel.EdgeConfig) *string { return &c.HubHost }), "hubs"),
+	Strings("hubs", "Hubs", func(c *tunnel.EdgeConfig) *[]string { return &c.Hubs }),
+	String("hubMode", "HubMode", false, func(c *tunnel.EdgeConfig) *string { return &c.HubMode }),
 	Int("hubPort", "HubPort", func(c *tunnel.EdgeConfig) *int { return &c.HubPort }),
 	String("edgeId", "EdgeID", true, func(c *tunnel.EdgeConfig) *string { return &c.EdgeID }),
 	String("secret", "Secret", true, func(c *tunnel.EdgeConfig) *string { return &c.Secret }),

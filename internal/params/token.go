@@ -19,7 +19,7 @@ const TokenParam = "token"
 
 // TokenKeys are the startEdge params a connection token gives; none of
 // them may be given beside one.
-var TokenKeys = []string{"hubHost", "hubPort", "edgeId", "secret"}
+var TokenKeys = []string{"hubHost", "hubPort", "edgeId", "secret", "hubs"}
 
 // TokenConflict returns an error naming the first of keys that obj gives
 // (with a value other than null) beside a token, or nil; with says what
@@ -51,7 +51,16 @@ func ApplyToken(obj Object, tok token.Token, from string) *Error {
 		}
 		obj["hubCertSha256"], _ = json.Marshal(tok.HubCertSHA256)
 	}
-	obj["hubHost"], _ = json.Marshal(tok.HubHost)
+	if hubs := strings.Split(tok.HubHost, ","); len(hubs) > 1 {
+		// Several hubs (CONTRACT section 12): "p" is the port of an entry
+		// that has none.
+		for i := range hubs {
+			hubs[i] = strings.TrimSpace(hubs[i])
+		}
+		obj["hubs"], _ = json.Marshal(hubs)
+	} else {
+		obj["hubHost"], _ = json.Marshal(tok.HubHost)
+	}
 	obj["hubPort"], _ = json.Marshal(tok.HubPort)
 	obj["edgeId"], _ = json.Marshal(tok.EdgeID)
 	obj["secret"], _ = json.Marshal(tok.Secret)

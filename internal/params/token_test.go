@@ -220,3 +220,19 @@ func FuzzDecodeConnectionTokenRequest(f *testing.F) {
 		}
 	})
 }
+
+// A token whose "h" lists several hubs gives hubs; "p" is the port of an
+// entry that has none (CONTRACT section 12).
+func TestExpandTokenWithSeveralHubs(t *testing.T) {
+	tok := mustToken(t, token.Token{HubHost: "hub-a.example:8443, hub-b.example", HubPort: 9443, EdgeID: "e", Secret: "s"})
+	cfg, err := decodeEdge(t, `{"token":"`+tok+`","listenPorts":[80]}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.HubHost != "" || strings.Join(cfg.Hubs, " ") != "hub-a.example:8443 hub-b.example" || cfg.HubPort != 9443 {
+		t.Fatalf("decoded hubHost %q hubs %q hubPort %d", cfg.HubHost, cfg.Hubs, cfg.HubPort)
+	}
+	if _, err := decodeEdge(t, `{"token":"`+tok+`","hubs":["x:1"]}`); err == nil || !strings.Contains(err.Error(), "hubs cannot be given with token") {
+		t.Fatalf("hubs beside a token: %v", err)
+	}
+}
