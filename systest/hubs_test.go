@@ -600,7 +600,7 @@ func rollingRestart(t *testing.T, s *hubsSetup, hubs []rollingHub) {
 		stopped := time.Since(stopAt)
 		down := waitHubEvent(t, s.edge, "tunnelDisconnected", h.addr, em, 10*time.Second)
 		drained := "no DRAIN seen"
-		if l, err := s.edge.WaitLog(lm, time.Second, "hub stopping", h.addr); err == nil {
+		if l, err := s.edge.WaitLog(lm, time.Second, "new clients go to the other hubs", h.addr); err == nil {
 			drained = fmt.Sprintf("DRAIN seen %v after the stop began", l.At.Sub(stopAt).Round(time.Millisecond))
 		} else {
 			t.Errorf("hub %s: the edge never logged its DRAIN: %v", name, err)
