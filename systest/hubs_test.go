@@ -155,6 +155,14 @@ type edgeHub struct {
 	Draining      bool    `json:"draining"`
 }
 
+func (h edgeHub) String() string {
+	tr := "null"
+	if h.Transport != nil {
+		tr = *h.Transport
+	}
+	return fmt.Sprintf("{connected %v, activeStreams %d, transport %s, draining %v}", h.Connected, h.ActiveStreams, tr, h.Draining)
+}
+
 func edgeHubs(t testing.TB, e *Engine) map[string]edgeHub {
 	t.Helper()
 	var st struct {
