@@ -3,7 +3,9 @@
 // driven over the --management dialect, against real PROXY-protocol
 // consumers (nginx, HAProxy), a real STUN server (coturn), HTTP load (wrk),
 // simulated networks (network namespaces with delay, loss and cuts) and
-// process faults (kill -9 of hub, edge and parent), the edge firewall's
+// process faults (kill -9 of hub, edge and parent), several hubs (one
+// hub killed, hung by SIGSTOP or restarted gracefully under load, and
+// failover order), the edge firewall's
 // nftables backend (rules the edge installs in a network namespace of the
 // test's own; the host's firewall is never touched), plus a bounded soak.
 //
