@@ -51,6 +51,7 @@ type config struct {
 	PortChanges    int           `json:"portChanges"`
 	FwCIDRs        int           `json:"firewallBlockedCIDRs"`
 	FwRounds       int           `json:"firewallRounds"`
+	FwConns        int           `json:"firewallConnections"`
 	Verbose        bool          `json:"-"`
 }
 
@@ -89,7 +90,8 @@ func parseFlags(args []string) (config, error) {
 	scrape := fs.Duration("scrape-interval", time.Second, "how often -metrics-ab scrapes the hub's and the edge's /metrics")
 	portChanges := fs.Int("port-changes", 20, "hub-assigned port changes of the port-change row (quick: 3)")
 	fwCIDRs := fs.Int("fw-cidrs", 10000, "blocked CIDRs of the firewall row (quick: 2000)")
-	fwRounds := fs.Int("fw-rounds", 4, "rounds of the firewall row, each measuring the connection rate without and with the blocked CIDRs, for each backend (quick: 1)")
+	fwRounds := fs.Int("fw-rounds", 12, "rounds of the firewall row, each measuring the connection rate without and with the blocked CIDRs, for each backend (quick: 1)")
+	fwConns := fs.Int("fw-conns", 2000, "connections of each measurement of the firewall row (quick: 300)")
 	verbose := fs.Bool("v", false, "also print the children's stderr warnings as they happen (progress always goes to stderr)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -133,13 +135,16 @@ func parseFlags(args []string) (config, error) {
 		if !set["fw-rounds"] {
 			*fwRounds = 1
 		}
+		if !set["fw-conns"] {
+			*fwConns = 300
+		}
 	}
 	cfg := config{
 		Bin: *bin, JSONPath: *jsonPath, Quick: *quick, Duration: *dur,
 		LatencyRT: *rt, LatencyConns: *lconns, LatencyDur: *ldur, Conns: *conns,
 		Workers: *workers, Streams: *streams, Verbose: *verbose, SetConns: *setConns,
 		MetricsAB: *metricsAB, ABRounds: *abRounds, ABOffBin: *abOffBin, ScrapeInterval: *scrape,
-		PortChanges: *portChanges, FwCIDRs: *fwCIDRs, FwRounds: *fwRounds,
+		PortChanges: *portChanges, FwCIDRs: *fwCIDRs, FwRounds: *fwRounds, FwConns: *fwConns,
 	}
 	for _, f := range strings.Split(*mem, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
@@ -169,7 +174,7 @@ func parseFlags(args []string) (config, error) {
 	}
 	if cfg.Duration <= 0 || cfg.LatencyRT <= 0 || cfg.LatencyConns <= 0 || cfg.LatencyDur <= 0 ||
 		cfg.Conns <= 0 || cfg.Workers <= 0 || cfg.Streams <= 0 || cfg.SetConns < 0 || cfg.SetConns > 16 ||
-		cfg.ABRounds <= 0 || cfg.ScrapeInterval <= 0 || cfg.PortChanges <= 0 || cfg.FwCIDRs <= 0 || cfg.FwRounds <= 0 {
+		cfg.ABRounds <= 0 || cfg.ScrapeInterval <= 0 || cfg.PortChanges <= 0 || cfg.FwCIDRs <= 0 || cfg.FwRounds <= 0 || cfg.FwConns <= 0 {
 		return config{}, errors.New("sizes and durations must be positive")
 	}
 	return cfg, nil

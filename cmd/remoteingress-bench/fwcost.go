@@ -65,7 +65,9 @@ type fwArm struct {
 	without []float64
 	with    []float64
 	inForce []string // per push with rules: the backend the edge's log says
-	applyMs []float64
+	// the edge process's CPU µs per connection, per round
+	cpuWithout, cpuWith []float64
+	applyMs             []float64
 }
 
 // pushFirewall sends the edge's entry with blocked (nil: no firewall) and
@@ -99,27 +101,37 @@ func (b *bench) pushFirewall(a *fwArm, blocked []string) (inForce string, apply 
 			}
 		}
 	}
-	// Both arms start from a quiet edge: the compile's garbage of a push
-	// is not the connection rate's.
-	if err := a.m.settle(20 * time.Second); err != nil {
-		return inForce, apply, err
-	}
-	time.Sleep(300 * time.Millisecond)
 	return inForce, apply, nil
 }
 
-// fwConnRate is one connection-rate measurement.
-func (b *bench) fwConnRate(m *mode) (float64, error) {
+// fwConnRate is one connection-rate measurement of cfg.FwConns
+// connections. Every measurement starts from a quiet set-up, so that no arm
+// pays for what came before it (a push's garbage, the other edge's round).
+// It also returns the edge process's CPU time per connection (µs, from
+// schedstat), read once the set-up has settled again.
+func (b *bench) fwConnRate(m *mode) (rate, edgeCPUus float64, err error) {
+	if err := m.settle(20 * time.Second); err != nil {
+		return 0, 0, err
+	}
+	time.Sleep(200 * time.Millisecond)
+	cpu0, err := schedSeconds(m.edge.pid())
+	if err != nil {
+		return 0, 0, err
+	}
 	start := time.Now()
-	r := openMany(b.ctx, m.addr, b.cfg.Conns, b.cfg.Workers, false)
+	r := openMany(b.ctx, m.addr, b.cfg.FwConns, b.cfg.Workers, false)
 	elapsed := time.Since(start)
 	if r.failures > 0 || r.made == 0 {
-		return 0, fmt.Errorf("%s: %d of %d connections failed (first: %v)", m.name, r.failures, r.made+r.failures, r.firstErr)
+		return 0, 0, fmt.Errorf("%s: %d of %d connections failed (first: %v)", m.name, r.failures, r.made+r.failures, r.firstErr)
 	}
 	if err := m.settle(20 * time.Second); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return float64(r.made) / elapsed.Seconds(), nil
+	cpu1, err := schedSeconds(m.edge.pid())
+	if err != nil {
+		return 0, 0, err
+	}
+	return float64(r.made) / elapsed.Seconds(), (cpu1 - cpu0) / float64(r.made) * 1e6, nil
 }
 
 // measureFirewall is the firewall row (tunnel only).
@@ -138,22 +150,24 @@ func (b *bench) measureFirewall(m *mode) error {
 				return err
 			}
 			b.logf("  firewall %-7s round %d of %d: without, then with %d blocked CIDRs", a.backend, round, b.cfg.FwRounds, len(blocked))
-			v, err := b.fwConnRate(a.m)
+			v, cpu, err := b.fwConnRate(a.m)
 			if err != nil {
 				return err
 			}
 			a.without = append(a.without, v)
+			a.cpuWithout = append(a.cpuWithout, cpu)
 			inForce, apply, err := b.pushFirewall(a, blocked)
 			if err != nil {
 				return err
 			}
 			a.inForce = append(a.inForce, inForce)
 			a.applyMs = append(a.applyMs, ms(apply))
-			v, err = b.fwConnRate(a.m)
+			v, cpu, err = b.fwConnRate(a.m)
 			if err != nil {
 				return err
 			}
 			a.with = append(a.with, v)
+			a.cpuWith = append(a.cpuWith, cpu)
 			if _, _, err := b.pushFirewall(a, nil); err != nil {
 				return err
 			}
@@ -185,7 +199,9 @@ func (b *bench) measureFirewall(m *mode) error {
 		b.res.set("fw_"+a.key+"_conn_rate_without", modeTunnel, mean(a.without))
 		b.res.set("fw_"+a.key+"_conn_rate_with", modeTunnel, mean(a.with))
 		b.res.set("fw_"+a.key+"_ratio", modeTunnel, ratio)
-		for _, k := range []string{"conn_rate_without", "conn_rate_with", "ratio"} {
+		b.res.set("fw_"+a.key+"_ratio_median", modeTunnel, median(per))
+		b.res.set("fw_"+a.key+"_cpu_ratio", modeTunnel, mean(a.cpuWith)/mean(a.cpuWithout))
+		for _, k := range []string{"conn_rate_without", "conn_rate_with", "ratio", "ratio_median", "cpu_ratio"} {
 			b.res.label("fw_"+a.key+"_"+k, fwLabel(a.backend, inForce, k, len(blocked)))
 		}
 		b.res.detail(modeTunnel, "firewall_"+a.key, map[string]any{
@@ -193,7 +209,9 @@ func (b *bench) measureFirewall(m *mode) error {
 			"withoutPerRound": a.without, "withPerRound": a.with, "ratioPerRound": per,
 			"ratioMinMedianMax": []float64{sorted[0], sorted[len(sorted)/2], sorted[len(sorted)-1]},
 			"applyMsPerPush":    a.applyMs, "firewallRefused": refused,
-			"order": "per round: without, then with (ABAB); the auto edge's round, then the process edge's",
+			"edgeCpuUsPerConnWithout": a.cpuWithout, "edgeCpuUsPerConnWith": a.cpuWith,
+			"connectionsPerMeasurement": b.cfg.FwConns,
+			"order":                     "per round: without, then with (ABAB); the auto edge's round, then the process edge's; each measurement after the set-up settled and 200 ms of quiet",
 		})
 	}
 	return nil
@@ -202,7 +220,7 @@ func (b *bench) measureFirewall(m *mode) error {
 // fwLabel is the table label of a firewall row, naming the backend in
 // force.
 func fwLabel(backend, inForce, what string, n int) string {
-	name := "firewall " + backend
+	name := "fw " + backend
 	if backend == "auto" {
 		name += "→" + map[string]string{"nftables+in-process": "nftables", "in-process": "in-process"}[inForce]
 		if inForce == "mixed" {
@@ -214,8 +232,25 @@ func fwLabel(backend, inForce, what string, n int) string {
 		return name + ": conn rate, no rules"
 	case "conn_rate_with":
 		return fmt.Sprintf("%s: conn rate, %d CIDRs", name, n)
+	case "ratio_median":
+		return name + ": with/without, median round"
+	case "cpu_ratio":
+		return name + ": edge CPU/conn, with/without"
 	}
-	return name + ": with / without"
+	return name + ": with/without, means"
+}
+
+// median of xs (the mean of the middle two for an even count).
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	sort.Float64s(s)
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 0 {
+		return (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	return s[len(s)/2]
 }
 
 // firewallRefused is the edge's firewallRefused.

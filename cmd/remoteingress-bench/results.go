@@ -58,6 +58,8 @@ func rowDefs(cfg config) []rowDef {
 			rowDef{Key: "fw_" + be + "_conn_rate_without", Label: fwLabel(be, "", "conn_rate_without", cfg.FwCIDRs), Unit: "conn/s", Better: "higher", decimals: 0, modes: tun},
 			rowDef{Key: "fw_" + be + "_conn_rate_with", Label: fwLabel(be, "", "conn_rate_with", cfg.FwCIDRs), Unit: "conn/s", Better: "higher", decimals: 0, modes: tun},
 			rowDef{Key: "fw_" + be + "_ratio", Label: fwLabel(be, "", "ratio", cfg.FwCIDRs), Unit: "ratio", Better: "higher", decimals: 3, modes: tun},
+			rowDef{Key: "fw_" + be + "_ratio_median", Label: fwLabel(be, "", "ratio_median", cfg.FwCIDRs), Unit: "ratio", Better: "higher", decimals: 3, modes: tun},
+			rowDef{Key: "fw_" + be + "_cpu_ratio", Label: fwLabel(be, "", "cpu_ratio", cfg.FwCIDRs), Unit: "ratio", Better: "lower", decimals: 3, modes: tun},
 		)
 	}
 	defs = append(defs,
