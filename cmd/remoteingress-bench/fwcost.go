@@ -221,11 +221,8 @@ func (b *bench) measureFirewall(m *mode) error {
 // force.
 func fwLabel(backend, inForce, what string, n int) string {
 	name := "fw " + backend
-	if backend == "auto" {
-		name += "→" + map[string]string{"nftables+in-process": "nftables", "in-process": "in-process"}[inForce]
-		if inForce == "mixed" {
-			name += "mixed"
-		}
+	if backend == "auto" && inForce != "" { // "": not measured
+		name += "→" + map[string]string{"nftables+in-process": "nftables", "in-process": "in-process", "mixed": "mixed"}[inForce]
 	}
 	switch what {
 	case "conn_rate_without":

@@ -113,13 +113,17 @@ func pollRefused(port int, deadline time.Time) error {
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	for {
 		c, err := net.DialTimeout("tcp4", addr, time.Second)
-		if err != nil {
-			if errors.Is(err, syscall.ECONNREFUSED) {
-				return nil
-			}
+		switch {
+		case errors.Is(err, syscall.ECONNREFUSED):
+			return nil
+		case errors.Is(err, syscall.ECONNRESET):
+			// The listener closed while this connect was in its queue: try
+			// again, the next one must be refused.
+		case err != nil:
 			return fmt.Errorf("dialling removed port %d: %w", port, err)
+		default:
+			c.Close()
 		}
-		c.Close()
 		if time.Now().After(deadline) {
 			return fmt.Errorf("removed port %d still accepting after %v", port, portChangeDeadline)
 		}
@@ -236,11 +240,14 @@ func (b *bench) measurePortChange(m *mode) error {
 		samples = append(samples, s)
 	}
 	// Back to the edge's own port alone: the last new port is removed too.
+	finalRefused := false
 	if prev != 0 {
 		if err := m.updateEdge(map[string]any{"listenPorts": []int{own}}); err != nil {
 			return err
 		}
+		before := refused
 		checkRemoved(prev, nil)
+		finalRefused = refused > before
 	}
 	// The unchanged port never noticed.
 	if c, err := openEcho(b.ctx, m.addr); err != nil {
@@ -251,7 +258,8 @@ func (b *bench) measurePortChange(m *mode) error {
 	sorted := slices.Clone(lat)
 	sort.Float64s(sorted)
 	b.res.detail(m.name, "portChange", map[string]any{"changes": samples, "pollSleepUs": pollSleep.Microseconds(),
-		"removedRefused": refused, "removed": len(samples), "errors": errs})
+		"removedRefused": refused, "removed": len(samples), "lastRemovedRefused": finalRefused, "errors": errs,
+		"note": "answerToAcceptMs counts from the updateAllowedEdges answer; the edge may bind the port before that answer arrives (connectTries 1, a negative answerToPortsAssignedMs), then it is one connect's time"})
 	for _, e := range errs {
 		b.res.problem("port change: %s", e)
 	}
