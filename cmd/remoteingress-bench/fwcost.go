@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"os"
 	"slices"
 	"sort"
 	"time"
@@ -67,6 +68,8 @@ type fwArm struct {
 	inForce []string // per push with rules: the backend the edge's log says
 	// the edge process's CPU µs per connection, per round
 	cpuWithout, cpuWith []float64
+	// the bench's, hub's and edge's CPU µs per connection, per round
+	allWithout, allWith []float64
 	applyMs             []float64
 }
 
@@ -109,29 +112,54 @@ func (b *bench) pushFirewall(a *fwArm, blocked []string) (inForce string, apply 
 // pays for what came before it (a push's garbage, the other edge's round).
 // It also returns the edge process's CPU time per connection (µs, from
 // schedstat), read once the set-up has settled again.
-func (b *bench) fwConnRate(m *mode) (rate, edgeCPUus float64, err error) {
+func (b *bench) fwConnRate(m *mode) (rate, edgeCPUus, allCPUus float64, err error) {
 	if err := m.settle(20 * time.Second); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	time.Sleep(200 * time.Millisecond)
 	cpu0, err := schedSeconds(m.edge.pid())
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
+	}
+	all0, err := allSched(m)
+	if err != nil {
+		return 0, 0, 0, err
 	}
 	start := time.Now()
 	r := openMany(b.ctx, m.addr, b.cfg.FwConns, b.cfg.Workers, false)
 	elapsed := time.Since(start)
 	if r.failures > 0 || r.made == 0 {
-		return 0, 0, fmt.Errorf("%s: %d of %d connections failed (first: %v)", m.name, r.failures, r.made+r.failures, r.firstErr)
+		return 0, 0, 0, fmt.Errorf("%s: %d of %d connections failed (first: %v)", m.name, r.failures, r.made+r.failures, r.firstErr)
 	}
 	if err := m.settle(20 * time.Second); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	cpu1, err := schedSeconds(m.edge.pid())
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
-	return float64(r.made) / elapsed.Seconds(), (cpu1 - cpu0) / float64(r.made) * 1e6, nil
+	all1, err := allSched(m)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	n := float64(r.made)
+	return n / elapsed.Seconds(), (cpu1 - cpu0) / n * 1e6, (all1 - all0) / n * 1e6, nil
+}
+
+// allSched is the CPU time so far of the bench process (its clients and
+// targets, and the kernel's work on loopback packets they send, softirq
+// included, which is where nftables' lookups of the client's packets run)
+// plus the set-up's hub and edge.
+func allSched(m *mode) (float64, error) {
+	var sum float64
+	for _, pid := range []int{os.Getpid(), m.hub.pid(), m.edge.pid()} {
+		s, err := schedSeconds(pid)
+		if err != nil {
+			return 0, err
+		}
+		sum += s
+	}
+	return sum, nil
 }
 
 // measureFirewall is the firewall row (tunnel only).
@@ -150,24 +178,26 @@ func (b *bench) measureFirewall(m *mode) error {
 				return err
 			}
 			b.logf("  firewall %-7s round %d of %d: without, then with %d blocked CIDRs", a.backend, round, b.cfg.FwRounds, len(blocked))
-			v, cpu, err := b.fwConnRate(a.m)
+			v, cpu, all, err := b.fwConnRate(a.m)
 			if err != nil {
 				return err
 			}
 			a.without = append(a.without, v)
 			a.cpuWithout = append(a.cpuWithout, cpu)
+			a.allWithout = append(a.allWithout, all)
 			inForce, apply, err := b.pushFirewall(a, blocked)
 			if err != nil {
 				return err
 			}
 			a.inForce = append(a.inForce, inForce)
 			a.applyMs = append(a.applyMs, ms(apply))
-			v, cpu, err = b.fwConnRate(a.m)
+			v, cpu, all, err = b.fwConnRate(a.m)
 			if err != nil {
 				return err
 			}
 			a.with = append(a.with, v)
 			a.cpuWith = append(a.cpuWith, cpu)
+			a.allWith = append(a.allWith, all)
 			if _, _, err := b.pushFirewall(a, nil); err != nil {
 				return err
 			}
@@ -201,7 +231,8 @@ func (b *bench) measureFirewall(m *mode) error {
 		b.res.set("fw_"+a.key+"_ratio", modeTunnel, ratio)
 		b.res.set("fw_"+a.key+"_ratio_median", modeTunnel, median(per))
 		b.res.set("fw_"+a.key+"_cpu_ratio", modeTunnel, mean(a.cpuWith)/mean(a.cpuWithout))
-		for _, k := range []string{"conn_rate_without", "conn_rate_with", "ratio", "ratio_median", "cpu_ratio"} {
+		b.res.set("fw_"+a.key+"_cpu_all_ratio", modeTunnel, mean(a.allWith)/mean(a.allWithout))
+		for _, k := range []string{"conn_rate_without", "conn_rate_with", "ratio", "ratio_median", "cpu_ratio", "cpu_all_ratio"} {
 			b.res.label("fw_"+a.key+"_"+k, fwLabel(a.backend, inForce, k, len(blocked)))
 		}
 		b.res.detail(modeTunnel, "firewall_"+a.key, map[string]any{
@@ -210,6 +241,7 @@ func (b *bench) measureFirewall(m *mode) error {
 			"ratioMinMedianMax": []float64{sorted[0], sorted[len(sorted)/2], sorted[len(sorted)-1]},
 			"applyMsPerPush":    a.applyMs, "firewallRefused": refused,
 			"edgeCpuUsPerConnWithout": a.cpuWithout, "edgeCpuUsPerConnWith": a.cpuWith,
+			"benchHubEdgeCpuUsPerConnWithout": a.allWithout, "benchHubEdgeCpuUsPerConnWith": a.allWith,
 			"connectionsPerMeasurement": b.cfg.FwConns,
 			"order":                     "per round: without, then with (ABAB); the auto edge's round, then the process edge's; each measurement after the set-up settled and 200 ms of quiet",
 		})
@@ -233,6 +265,8 @@ func fwLabel(backend, inForce, what string, n int) string {
 		return name + ": with/without, median round"
 	case "cpu_ratio":
 		return name + ": edge CPU/conn, with/without"
+	case "cpu_all_ratio":
+		return name + ": all CPU/conn, with/without"
 	}
 	return name + ": with/without, means"
 }

@@ -60,6 +60,7 @@ func rowDefs(cfg config) []rowDef {
 			rowDef{Key: "fw_" + be + "_ratio", Label: fwLabel(be, "", "ratio", cfg.FwCIDRs), Unit: "ratio", Better: "higher", decimals: 3, modes: tun},
 			rowDef{Key: "fw_" + be + "_ratio_median", Label: fwLabel(be, "", "ratio_median", cfg.FwCIDRs), Unit: "ratio", Better: "higher", decimals: 3, modes: tun},
 			rowDef{Key: "fw_" + be + "_cpu_ratio", Label: fwLabel(be, "", "cpu_ratio", cfg.FwCIDRs), Unit: "ratio", Better: "lower", decimals: 3, modes: tun},
+			rowDef{Key: "fw_" + be + "_cpu_all_ratio", Label: fwLabel(be, "", "cpu_all_ratio", cfg.FwCIDRs), Unit: "ratio", Better: "lower", decimals: 3, modes: tun},
 		)
 	}
 	defs = append(defs,
