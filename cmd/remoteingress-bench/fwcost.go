@@ -8,6 +8,9 @@ import (
 	"os"
 	"slices"
 	"sort"
+	"strconv"
+	"strings"
+	"sync"
 	"time"
 )
 
@@ -148,11 +151,12 @@ func (b *bench) fwConnRate(m *mode) (rate, edgeCPUus, allCPUus float64, err erro
 
 // allSched is the CPU time so far of the bench process (its clients and
 // targets, and the kernel's work on loopback packets they send, softirq
-// included, which is where nftables' lookups of the client's packets run)
-// plus the set-up's hub and edge.
+// included, which is where nftables' lookups of the client's packets run),
+// the set-up's hub and edge, and the kernel's ksoftirqd threads (where
+// softirq work goes when it piles up).
 func allSched(m *mode) (float64, error) {
 	var sum float64
-	for _, pid := range []int{os.Getpid(), m.hub.pid(), m.edge.pid()} {
+	for _, pid := range append([]int{os.Getpid(), m.hub.pid(), m.edge.pid()}, ksoftirqd()...) {
 		s, err := schedSeconds(pid)
 		if err != nil {
 			return 0, err
@@ -298,3 +302,19 @@ func firewallRefused(m *mode) (float64, error) {
 	}
 	return st.FirewallRefused, nil
 }
+
+// ksoftirqd lists the pids of the kernel's ksoftirqd/N threads.
+var ksoftirqd = sync.OnceValue(func() []int {
+	var pids []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if comm, err := os.ReadFile("/proc/" + e.Name() + "/comm"); err == nil && strings.HasPrefix(string(comm), "ksoftirqd/") {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+})
