@@ -23,6 +23,7 @@ type bench struct {
 	targets []*target
 	modes   []*mode
 	setMode *mode // the tunnel over cfg.SetConns connections, for the N-stream row
+	fwMode  *mode // the tunnel whose edge runs firewallBackend "process", for the firewall row
 	res     *results
 
 	children []stopInfo
@@ -68,6 +69,8 @@ func (b *bench) runAll() error {
 		{"latency1", "latency, 1 connection", b.measureLatency1, latencyRounds},
 		{"latencyN", fmt.Sprintf("latency, %d connections", b.cfg.LatencyConns), b.measureLatencyN, latencyRounds},
 		{"connrate", "connection rate (+events)", b.measureConnRate, 1},
+		{"portchange", "port change latency", b.measurePortChange, 1},
+		{"firewall", "firewall cost on the connection rate", b.measureFirewall, 1},
 		{"fairness", "fairness", b.measureFairness, 1},
 		{"memory", "memory", b.measureMemory, 1},
 	}
@@ -76,8 +79,14 @@ func (b *bench) runAll() error {
 			continue
 		}
 		modes := b.modes
-		if r.key == "streams" {
-			modes = b.setups() // the extra tunnel is measured in this row only
+		switch r.key {
+		case "streams":
+			modes = slices.Clip(b.modes)
+			if b.setMode != nil {
+				modes = append(modes, b.setMode) // the extra tunnel is measured in this row only
+			}
+		case "portchange", "firewall": // the tunnel's own features
+			modes = slices.DeleteFunc(slices.Clone(b.modes), func(m *mode) bool { return m.hub == nil })
 		}
 		for round := 1; round <= r.rounds; round++ {
 			for _, m := range modes {
@@ -140,7 +149,7 @@ func (b *bench) setup() error {
 				return fmt.Errorf("relay: %w", err)
 			}
 		case modeTunnel:
-			if m, err = setupTunnel(b.kids, b.cfg.Bin, modeTunnel, "", 0, false); err != nil {
+			if m, err = setupTunnel(b.kids, b.cfg.Bin, modeTunnel, "", 0, false, nil); err != nil {
 				return fmt.Errorf("tunnel: %w", err)
 			}
 			b.targets = append(b.targets, m.tgt)
@@ -158,13 +167,22 @@ func (b *bench) setup() error {
 		b.logf("%-7s ready: clients connect to %s", m.name, m.addr)
 	}
 	if b.cfg.SetConns > 0 && slices.Contains(b.cfg.Modes, modeTunnel) && slices.Contains(b.cfg.Rows, "streams") {
-		m, err := setupTunnel(b.kids, b.cfg.Bin, modeTunnelSet, "-set", b.cfg.SetConns, false)
+		m, err := setupTunnel(b.kids, b.cfg.Bin, modeTunnelSet, "-set", b.cfg.SetConns, false, nil)
 		if err != nil {
 			return fmt.Errorf("tunnel over %d connections: %w", b.cfg.SetConns, err)
 		}
 		b.targets = append(b.targets, m.tgt)
 		b.setMode = m
 		b.logf("%-7s ready: clients connect to %s (%d tunnel connections)", m.name, m.addr, b.cfg.SetConns)
+	}
+	if slices.Contains(b.cfg.Modes, modeTunnel) && slices.Contains(b.cfg.Rows, "firewall") {
+		m, err := setupTunnel(b.kids, b.cfg.Bin, modeTunnelFwProc, "-fwproc", 0, false, map[string]any{"firewallBackend": "process"})
+		if err != nil {
+			return fmt.Errorf("tunnel with firewallBackend process: %w", err)
+		}
+		b.targets = append(b.targets, m.tgt)
+		b.fwMode = m
+		b.logf("%-7s ready: clients connect to %s (firewallBackend process)", m.name, m.addr)
 	}
 	time.Sleep(time.Second) // let the fresh processes reach their idle state
 	for _, m := range b.modes {
@@ -290,8 +308,11 @@ func firstOf(lines []string) string {
 
 // setups returns every set-up: the table's columns and the extra tunnel.
 func (b *bench) setups() []*mode {
-	if b.setMode == nil {
-		return b.modes
+	all := slices.Clip(b.modes)
+	for _, m := range []*mode{b.setMode, b.fwMode} {
+		if m != nil {
+			all = append(all, m)
+		}
 	}
-	return append(slices.Clip(b.modes), b.setMode)
+	return all
 }

@@ -26,7 +26,7 @@ const (
 var allModes = []string{modeDirect, modeRelay, modeTunnel}
 
 // allRows are the keys of the rows -rows can choose, in the table's order.
-var allRows = []string{"memory", "up1", "down1", "streams", "latency1", "latencyN", "connrate", "fairness"}
+var allRows = []string{"memory", "up1", "down1", "streams", "latency1", "latencyN", "connrate", "portchange", "firewall", "fairness"}
 
 // config is what the flags choose.
 type config struct {
@@ -48,6 +48,10 @@ type config struct {
 	ABRounds       int           `json:"abRounds"`
 	ABOffBin       string        `json:"abOffBin"`
 	ScrapeInterval time.Duration `json:"scrapeIntervalNs"`
+	PortChanges    int           `json:"portChanges"`
+	FwCIDRs        int           `json:"firewallBlockedCIDRs"`
+	FwRounds       int           `json:"firewallRounds"`
+	FwConns        int           `json:"firewallConnections"`
 	Verbose        bool          `json:"-"`
 }
 
@@ -84,6 +88,10 @@ func parseFlags(args []string) (config, error) {
 	abRounds := fs.Int("ab-rounds", 6, "rounds per set-up of each -metrics-ab row (quick: 2)")
 	abOffBin := fs.String("ab-off-bin", "", "the binary of -metrics-ab's metrics-off set-up (default -bin): a build without the engine's counters measures their cost too")
 	scrape := fs.Duration("scrape-interval", time.Second, "how often -metrics-ab scrapes the hub's and the edge's /metrics")
+	portChanges := fs.Int("port-changes", 20, "hub-assigned port changes of the port-change row (quick: 3)")
+	fwCIDRs := fs.Int("fw-cidrs", 10000, "blocked CIDRs of the firewall row (quick: 2000)")
+	fwRounds := fs.Int("fw-rounds", 12, "rounds of the firewall row, each measuring the connection rate without and with the blocked CIDRs, for each backend (quick: 1)")
+	fwConns := fs.Int("fw-conns", 2000, "connections of each measurement of the firewall row (quick: 300)")
 	verbose := fs.Bool("v", false, "also print the children's stderr warnings as they happen (progress always goes to stderr)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -118,12 +126,25 @@ func parseFlags(args []string) (config, error) {
 		if !set["ab-rounds"] {
 			*abRounds = 2
 		}
+		if !set["port-changes"] {
+			*portChanges = 3
+		}
+		if !set["fw-cidrs"] {
+			*fwCIDRs = 2000
+		}
+		if !set["fw-rounds"] {
+			*fwRounds = 1
+		}
+		if !set["fw-conns"] {
+			*fwConns = 300
+		}
 	}
 	cfg := config{
 		Bin: *bin, JSONPath: *jsonPath, Quick: *quick, Duration: *dur,
 		LatencyRT: *rt, LatencyConns: *lconns, LatencyDur: *ldur, Conns: *conns,
 		Workers: *workers, Streams: *streams, Verbose: *verbose, SetConns: *setConns,
 		MetricsAB: *metricsAB, ABRounds: *abRounds, ABOffBin: *abOffBin, ScrapeInterval: *scrape,
+		PortChanges: *portChanges, FwCIDRs: *fwCIDRs, FwRounds: *fwRounds, FwConns: *fwConns,
 	}
 	for _, f := range strings.Split(*mem, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
@@ -153,7 +174,7 @@ func parseFlags(args []string) (config, error) {
 	}
 	if cfg.Duration <= 0 || cfg.LatencyRT <= 0 || cfg.LatencyConns <= 0 || cfg.LatencyDur <= 0 ||
 		cfg.Conns <= 0 || cfg.Workers <= 0 || cfg.Streams <= 0 || cfg.SetConns < 0 || cfg.SetConns > 16 ||
-		cfg.ABRounds <= 0 || cfg.ScrapeInterval <= 0 {
+		cfg.ABRounds <= 0 || cfg.ScrapeInterval <= 0 || cfg.PortChanges <= 0 || cfg.FwCIDRs <= 0 || cfg.FwRounds <= 0 || cfg.FwConns <= 0 {
 		return config{}, errors.New("sizes and durations must be positive")
 	}
 	return cfg, nil

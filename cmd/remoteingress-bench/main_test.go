@@ -74,6 +74,9 @@ func TestQuickRun(t *testing.T) {
 		"conn_rate", "rss_idle_mib", "rss_100_mib", "rss_1000_mib", "mem_conns_reached", "mem_kib_per_conn",
 		"fair_bulk_ratio", "fair_inflight_kib",
 		"events_connections", "events_stream_opened", "events_stream_closed",
+		"port_change_p50_ms", "port_change_p90_ms", "port_change_max_ms", "port_change_removed_refused",
+		"fw_auto_conn_rate_without", "fw_auto_conn_rate_with", "fw_auto_ratio", "fw_auto_ratio_median", "fw_auto_cpu_ratio",
+		"fw_process_conn_rate_without", "fw_process_conn_rate_with", "fw_process_ratio", "fw_process_ratio_median", "fw_process_cpu_ratio",
 	}
 	rows := map[string]map[string]*float64{}
 	for _, r := range rep.Rows {
@@ -88,6 +91,9 @@ func TestQuickRun(t *testing.T) {
 		if rows[k] == nil {
 			t.Errorf("row %s missing from bench.json", k)
 		}
+	}
+	if v := rows["port_change_removed_refused"]; v != nil && v[modeTunnel] != nil && *v[modeTunnel] != 3 {
+		t.Errorf("port_change_removed_refused: got %v, want 3 (every port removed in -quick's 3 changes stopped accepting)", *v[modeTunnel])
 	}
 	if ev := rows["events_connections"]; ev != nil && ev[modeTunnel] != nil {
 		made := *ev[modeTunnel]

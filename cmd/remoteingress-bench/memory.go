@@ -171,7 +171,7 @@ func (b *bench) freshCopy(m *mode) (*mode, error) {
 	case modeRelay:
 		fresh, err = setupRelay(b.kids, b.tmpdir, m.tgt)
 	case modeTunnel:
-		fresh, err = setupTunnel(b.kids, b.cfg.Bin, modeTunnel, "-mem", 0, false)
+		fresh, err = setupTunnel(b.kids, b.cfg.Bin, modeTunnel, "-mem", 0, false, nil)
 		if fresh != nil {
 			b.targets = append(b.targets, fresh.tgt)
 		}

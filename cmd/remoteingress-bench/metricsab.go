@@ -175,7 +175,7 @@ func runMetricsAB(ctx context.Context, cfg config, kids *children) int {
 		if on {
 			name, bin = modeMetricsOn, cfg.Bin
 		}
-		m, err := setupTunnel(kids, bin, name, "-"+name, 0, on)
+		m, err := setupTunnel(kids, bin, name, "-"+name, 0, on, nil)
 		if err != nil {
 			logf("set-up %s: %v", name, err)
 			return 1

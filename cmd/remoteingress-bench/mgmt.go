@@ -25,7 +25,8 @@ type mgmt struct {
 
 	mu       sync.Mutex
 	events   map[string]int64
-	notable  []eventRecord // events other than streamOpened/streamClosed
+	lastAt   map[string]time.Time // when the last event of each name arrived
+	notable  []eventRecord        // events other than streamOpened/streamClosed
 	badLines int
 	version  string
 	ready    chan struct{}
@@ -49,6 +50,7 @@ func startMgmt(kids *children, name, bin string) (*mgmt, error) {
 	m := &mgmt{
 		label:  name,
 		events: map[string]int64{},
+		lastAt: map[string]time.Time{},
 		ready:  make(chan struct{}),
 	}
 	started := time.Now()
@@ -127,6 +129,7 @@ func (m *mgmt) handleLine(line []byte, started time.Time) {
 	case msg.Event != "":
 		m.mu.Lock()
 		m.events[msg.Event]++
+		m.lastAt[msg.Event] = time.Now()
 		if len(m.notable) < keepEvents {
 			m.notable = append(m.notable, eventRecord{At: time.Since(started).Seconds(), Event: msg.Event, Data: msg.Data})
 		}
@@ -171,6 +174,24 @@ func (m *mgmt) eventCount(name string) int64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.events[name]
+}
+
+// eventAfter waits up to timeout until more than n events of that name
+// have arrived, and returns when the last of them did.
+func (m *mgmt) eventAfter(name string, n int64, timeout time.Duration) (time.Time, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		m.mu.Lock()
+		c, at := m.events[name], m.lastAt[name]
+		m.mu.Unlock()
+		if c > n {
+			return at, nil
+		}
+		if time.Now().After(deadline) {
+			return time.Time{}, fmt.Errorf("%s: no %s event within %v", m.label, name, timeout)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // waitEvent waits until at least n events of that name have arrived.

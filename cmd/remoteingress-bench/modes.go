@@ -21,6 +21,28 @@ type mode struct {
 	idleKiB int64
 
 	metricsAddrs []string // the hub's and the edge's metricsListen, when on
+	secret       string   // the edge's (tunnel only)
+}
+
+// updateEdge sends the hub the allow list of this set-up's one edge, with
+// extra members in its entry (listenPorts, firewall); it returns when the
+// answer has arrived.
+func (m *mode) updateEdge(extra map[string]any) error {
+	entry := map[string]any{"id": tunnelEdgeID, "secret": m.secret}
+	for k, v := range extra {
+		entry[k] = v
+	}
+	raw, err := m.hub.call("updateAllowedEdges", map[string]any{"edges": []any{entry}}, 30*time.Second)
+	if err != nil {
+		return err
+	}
+	var r struct {
+		Updated bool `json:"updated"`
+	}
+	if err := json.Unmarshal(raw, &r); err != nil || !r.Updated {
+		return fmt.Errorf("updateAllowedEdges answered %s", raw)
+	}
+	return nil
 }
 
 // cpuSeconds is the user+system CPU time of the set-up's processes so far,

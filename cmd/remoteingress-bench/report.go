@@ -70,7 +70,7 @@ func (b *bench) writeJSON() error {
 		rep.Setup[m.name] = m.info
 		rep.Target[m.name] = map[string]any{"accepted": m.tgt.accepted.Load(), "headerErrors": m.tgt.headerErrors.Load(), "proxyHeader": m.tgt.proxy}
 	}
-	for _, d := range rowDefs(b.cfg) {
+	for _, d := range b.res.withLabels(rowDefs(b.cfg)) {
 		row := jsonRow{rowDef: d, Values: map[string]*float64{}}
 		for _, mode := range allModes {
 			if d.applies(mode) {
@@ -118,7 +118,7 @@ func (b *bench) printTable(w io.Writer) {
 	const labelW, unitW, colW = 46, 7, 11
 	fmt.Fprintf(w, "%-*s %-*s %*s %*s %*s %*s\n", labelW, "row", unitW, "unit", colW, modeDirect, colW, modeRelay, colW, modeTunnel, 13, "tunnel/relay")
 	fmt.Fprintln(w, strings.Repeat("-", labelW+unitW+3*colW+13+5))
-	for _, d := range rowDefs(b.cfg) {
+	for _, d := range b.res.withLabels(rowDefs(b.cfg)) {
 		vals := map[string]*float64{}
 		fmt.Fprintf(w, "%-*s %-*s", labelW, d.Label, unitW, d.Unit)
 		for _, mode := range allModes {

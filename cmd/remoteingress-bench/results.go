@@ -48,8 +48,24 @@ func rowDefs(cfg config) []rowDef {
 		{Key: "latency_n_p99_us", Label: fmt.Sprintf("latency, %d connections, p99", cfg.LatencyConns), Unit: "µs", Better: "lower", decimals: 0},
 		{Key: "latency_n_rate", Label: fmt.Sprintf("latency, %d connections, round trips", cfg.LatencyConns), Unit: "rt/s", Better: "higher", decimals: 0},
 		{Key: "conn_rate", Label: fmt.Sprintf("connection rate, %d workers", cfg.Workers), Unit: "conn/s", Better: "higher", decimals: 0},
-		{Key: "rss_idle_mib", Label: "memory, RSS idle", Unit: "MiB", Better: "lower", decimals: 1, modes: procs},
+		{Key: "port_change_p50_ms", Label: fmt.Sprintf("port change → accepting, p50 of %d", cfg.PortChanges), Unit: "ms", Better: "lower", decimals: 2, modes: tun},
+		{Key: "port_change_p90_ms", Label: fmt.Sprintf("port change → accepting, p90 of %d", cfg.PortChanges), Unit: "ms", Better: "lower", decimals: 2, modes: tun},
+		{Key: "port_change_max_ms", Label: fmt.Sprintf("port change → accepting, max of %d", cfg.PortChanges), Unit: "ms", Better: "lower", decimals: 2, modes: tun},
+		{Key: "port_change_removed_refused", Label: fmt.Sprintf("port change, removed ports refusing (of %d)", cfg.PortChanges), Unit: "ports", Better: "equal", decimals: 0, modes: tun},
 	}
+	for _, be := range []string{"auto", "process"} {
+		defs = append(defs,
+			rowDef{Key: "fw_" + be + "_conn_rate_without", Label: fwLabel(be, "", "conn_rate_without", cfg.FwCIDRs), Unit: "conn/s", Better: "higher", decimals: 0, modes: tun},
+			rowDef{Key: "fw_" + be + "_conn_rate_with", Label: fwLabel(be, "", "conn_rate_with", cfg.FwCIDRs), Unit: "conn/s", Better: "higher", decimals: 0, modes: tun},
+			rowDef{Key: "fw_" + be + "_ratio", Label: fwLabel(be, "", "ratio", cfg.FwCIDRs), Unit: "ratio", Better: "higher", decimals: 3, modes: tun},
+			rowDef{Key: "fw_" + be + "_ratio_median", Label: fwLabel(be, "", "ratio_median", cfg.FwCIDRs), Unit: "ratio", Better: "higher", decimals: 3, modes: tun},
+			rowDef{Key: "fw_" + be + "_cpu_ratio", Label: fwLabel(be, "", "cpu_ratio", cfg.FwCIDRs), Unit: "ratio", Better: "lower", decimals: 3, modes: tun},
+			rowDef{Key: "fw_" + be + "_cpu_all_ratio", Label: fwLabel(be, "", "cpu_all_ratio", cfg.FwCIDRs), Unit: "ratio", Better: "lower", decimals: 3, modes: tun},
+		)
+	}
+	defs = append(defs,
+		rowDef{Key: "rss_idle_mib", Label: "memory, RSS idle", Unit: "MiB", Better: "lower", decimals: 1, modes: procs},
+	)
 	if cfg.SetConns <= 0 {
 		defs = slices.DeleteFunc(defs, func(d rowDef) bool { return d.Key == "throughput_n_up_set_gbps" })
 	}
@@ -79,10 +95,30 @@ type results struct {
 	details  map[string]map[string]any     // mode → name → anything
 	problems []string
 	envNotes []string
+	labels   map[string]string // a row's label found while measuring
 }
 
 func newResults() *results {
-	return &results{vals: map[string]map[string]float64{}, details: map[string]map[string]any{}}
+	return &results{vals: map[string]map[string]float64{}, details: map[string]map[string]any{}, labels: map[string]string{}}
+}
+
+// label replaces a row's label with one that says what was measured.
+func (r *results) label(key, label string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.labels[key] = label
+}
+
+// withLabels returns defs with the labels found while measuring.
+func (r *results) withLabels(defs []rowDef) []rowDef {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, d := range defs {
+		if l, ok := r.labels[d.Key]; ok {
+			defs[i].Label = l
+		}
+	}
+	return defs
 }
 
 // set records a row's value for a mode.

@@ -19,8 +19,9 @@ const tunnelEdgeID = "bench-edge"
 // listens, STUN points at a closed local UDP port. The edge uses conns TLS
 // connections (0: the binary's default); name is the set-up's and suffix its processes' (hub<suffix>).
 // With metrics, hub and edge each run a metricsListen on 127.0.0.1:0; their
-// bound addresses are in the mode's metricsAddrs.
-func setupTunnel(kids *children, bin, name, suffix string, conns int, metrics bool) (*mode, error) {
+// bound addresses are in the mode's metricsAddrs. edgeExtra are more
+// startEdge params (nil: none).
+func setupTunnel(kids *children, bin, name, suffix string, conns int, metrics bool, edgeExtra map[string]any) (*mode, error) {
 	withMetrics := func(p map[string]any) map[string]any {
 		if metrics {
 			p["metricsListen"] = "127.0.0.1:0"
@@ -84,6 +85,9 @@ func setupTunnel(kids *children, bin, name, suffix string, conns int, metrics bo
 		if conns > 0 {
 			params["tunnelConnections"] = conns // else the binary's default
 		}
+		for k, v := range edgeExtra {
+			params[k] = v
+		}
 		raw, err = edge.call("startEdge", withMetrics(params), 10*time.Second)
 		if err == nil {
 			var er struct {
@@ -113,14 +117,15 @@ func setupTunnel(kids *children, bin, name, suffix string, conns int, metrics bo
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(tgt.port()))
 	return &mode{name: name, addr: addr, tgt: tgt, procs: []*child{hub.child, edge.child}, hub: hub, edge: edge,
-		metricsAddrs: metricsAddrs,
+		metricsAddrs: metricsAddrs, secret: secret,
 		info: map[string]any{
 			"metricsListen": metricsAddrs,
 			"edgeListen":    addr, "target": tgt.ln.Addr().String(),
 			"hubTunnel":  net.JoinHostPort("127.0.0.1", strconv.Itoa(hr.TunnelPort)),
 			"stunServer": "127.0.0.1:" + strconv.Itoa(stunPort) + " (closed)",
 			"hubPid":     hub.pid(), "edgePid": edge.pid(), "version": hub.version, "tunnelConnections": conns,
-			"proxyHeader": "PROXY v1, written by the hub, parsed and checked by the target",
+			"proxyHeader":     "PROXY v1, written by the hub, parsed and checked by the target",
+			"edgeExtraParams": edgeExtra,
 		}}, nil
 }
 

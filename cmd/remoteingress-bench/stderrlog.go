@@ -21,6 +21,24 @@ type stderrLog struct {
 	last     []string // ring of the last lines
 	lines    int
 	onNotice func(string)
+	matches  map[string]int // lines containing each of watchedLines
+}
+
+// watchedLines are log messages the bench counts on every child's stderr:
+// which firewall backend an edge put in force.
+var watchedLines = []string{
+	logNftInstalled,
+	"blocked addresses are refused in process only",
+	"cannot install the blocked addresses in nftables",
+}
+
+const logNftInstalled = "blocked addresses installed in nftables"
+
+// matchCount is how many lines so far contained s, one of watchedLines.
+func (l *stderrLog) matchCount(s string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.matches[s]
 }
 
 const (
@@ -28,7 +46,7 @@ const (
 	keepLast    = 20
 )
 
-func newStderrLog(name string) *stderrLog { return &stderrLog{name: name} }
+func newStderrLog(name string) *stderrLog { return &stderrLog{name: name, matches: map[string]int{}} }
 
 // drain reads r line by line until EOF.
 func (l *stderrLog) drain(r io.Reader) {
@@ -57,6 +75,11 @@ func (l *stderrLog) add(line string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.lines++
+	for _, w := range watchedLines {
+		if strings.Contains(line, w) {
+			l.matches[w]++
+		}
+	}
 	if warn && !bad {
 		for _, e := range expectedWarnings {
 			if strings.Contains(line, e) {

@@ -52,11 +52,16 @@ func listenTarget(addr string, proxy bool) (*target, error) {
 	if err != nil {
 		return nil, err
 	}
+	return serveTarget(ln, proxy), nil
+}
+
+// serveTarget serves on ln until close.
+func serveTarget(ln net.Listener, proxy bool) *target {
 	t := &target{ln: ln, proxy: proxy, conns: map[net.Conn]struct{}{}}
 	t.wantPort = t.port() // the hub dials targetHost:<edge listen port>, the same number
 	t.wg.Add(1)
 	go t.acceptLoop()
-	return t, nil
+	return t
 }
 
 // port is the listener's port.
