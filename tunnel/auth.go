@@ -27,9 +27,11 @@ const (
 	// capAssign: the peer sends (hub) or takes (edge) ASSIGN and BOUND: the
 	// hub decides the edge's ports and firewall (assign.go).
 	capAssign uint32 = 1 << 2
+	// capUDP: the peer carries UDP flows (UDP_OPEN, UDP_DATA, UDP_CLOSE; flow.go).
+	capUDP uint32 = 1 << 3
 
 	// ourCaps is what this implementation announces.
-	ourCaps = capWindowAutotune | capConnectionSet | capAssign
+	ourCaps = capWindowAutotune | capConnectionSet | capAssign | capUDP
 
 	// MaxTunnelConnections is the most connections one edge may use at once.
 	MaxTunnelConnections = 16

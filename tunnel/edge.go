@@ -36,6 +36,7 @@ type Edge struct {
 	traffic    streamCounters
 	reconnects atomic.Uint64
 	firewall   *edgeFirewall
+	udp        *edgeUDP // the UDP flows (edgeudp.go)
 
 	mu        sync.Mutex
 	ports     edgePorts  // the listening sockets (edgeports.go)
@@ -63,6 +64,7 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 		own:     portLists{TCP: nonNil(cfg.ListenPorts), UDP: nonNil(cfg.ListenPortsUDP)},
 		backoff: backoff.Exponential{Min: cfg.ReconnectMin, Max: cfg.ReconnectMax}, ports: newEdgePorts()}
 	e.firewall = newEdgeFirewall(cfg, e.log)
+	e.udp = newEdgeUDP(e)
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	e.mu.Lock()
 	errs := e.setPortsLocked(e.own)
@@ -77,8 +79,9 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 	if len(e.own.TCP) == 0 && len(e.own.UDP) == 0 {
 		e.log.Info("no listen ports given: waiting for the hub to assign them")
 	}
-	e.wg.Add(1)
+	e.wg.Add(2)
 	go e.tunnelLoop()
+	go e.udp.sweep()
 	if cfg.StunInterval > 0 { // negative disables STUN
 		e.wg.Add(1)
 		go e.stunLoop()
@@ -103,6 +106,8 @@ func (e *Edge) Status() EdgeStatus {
 		st.ActiveStreams = e.tunnel.activeStreams()
 		st.Connections = len(e.tunnel.conns)
 	}
+	st.ActiveUDPFlows = e.udp.active()
+	st.UDPDatagramsDropped = e.udp.dropped.Load()
 	return st
 }
 
@@ -260,7 +265,7 @@ func (e *Edge) tunnelLoop() {
 		if e.closed { // Close found no tunnel to close: this one is closed here
 			e.mu.Unlock()
 			tunnel.close("edge stopping")
-			tunnel.run(nil)
+			tunnel.run(nil, nil)
 			return
 		}
 		e.tunnel = tunnel
@@ -269,8 +274,9 @@ func (e *Edge) tunnelLoop() {
 		e.log.Info("tunnel connected", "hub", hubAddr, "connections", len(tunnel.conns))
 		e.emit(EventTunnelConnected, TunnelConnectedEvent{HubAddr: hubAddr})
 		reported = false
-		reason := tunnel.run(handler)
+		reason := tunnel.run(handler, e.udp.handler)
 		e.setDown(reason.Error(), 0)
+		e.udp.dropTunnel(tunnel)
 		e.log.Warn("tunnel disconnected", "reason", reason.Error())
 		e.emit(EventTunnelDisconnected, TunnelDisconnectedEvent{Reason: reason.Error()})
 		reported = true

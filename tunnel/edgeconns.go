@@ -47,10 +47,24 @@ func (t *edgeConns) close(reason string) {
 
 // run serves every connection until the first one ends, closes the others
 // and returns, once all have ended, why the first one ended. h, if not nil,
-// handles the hub's messages on the connection of index 0.
-func (t *edgeConns) run(h *streamHandler) error {
+// handles the hub's messages on the connection of index 0; flows, if not
+// nil, gives each connection the handler of the hub's flow frames.
+func (t *edgeConns) run(h *streamHandler, flows func(c tunnelConn) *flowHandler) error {
+	handlers := make([]*streamHandler, len(t.conns))
+	for i, c := range t.conns {
+		if i == 0 && h != nil {
+			one := *h
+			handlers[i] = &one
+		}
+		if flows != nil {
+			if handlers[i] == nil {
+				handlers[i] = &streamHandler{}
+			}
+			handlers[i].flows = flows(c)
+		}
+	}
 	if len(t.conns) == 1 {
-		return t.conns[0].Serve(h)
+		return t.conns[0].Serve(handlers[0])
 	}
 	reasons := make(chan error, len(t.conns))
 	var wg sync.WaitGroup
@@ -58,11 +72,7 @@ func (t *edgeConns) run(h *streamHandler) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if i == 0 {
-				reasons <- c.Serve(h)
-			} else {
-				reasons <- c.Serve(nil)
-			}
+			reasons <- c.Serve(handlers[i])
 		}()
 	}
 	first := <-reasons

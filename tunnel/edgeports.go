@@ -1,7 +1,6 @@
 package tunnel
 
 import (
-	"errors"
 	"fmt"
 	"maps"
 	"net"
@@ -20,11 +19,11 @@ import (
 // edgePorts holds the edge's listeners by port; guarded by Edge.mu.
 type edgePorts struct {
 	tcp map[int]net.Listener
-	udp map[int]net.PacketConn
+	udp map[int]*udpPort
 }
 
 func newEdgePorts() edgePorts {
-	return edgePorts{tcp: make(map[int]net.Listener), udp: make(map[int]net.PacketConn)}
+	return edgePorts{tcp: make(map[int]net.Listener), udp: make(map[int]*udpPort)}
 }
 
 // boundLocked is the ports bound now, sorted; e.mu is held.
@@ -45,36 +44,25 @@ func (e *Edge) bindTCPLocked(p int) error {
 	return nil
 }
 
-// bindUDPLocked binds UDP port p on the listen host; e.mu is held. What
-// arrives on it is read and dropped: flows through the tunnel are not
-// carried yet.
+// bindUDPLocked binds UDP port p on the listen host, or takes back the
+// socket of p that still serves the flows of an earlier assignment, and
+// starts carrying its flows (edgeudp.go); e.mu is held.
 func (e *Edge) bindUDPLocked(p int) error {
+	if up := e.udp.takeBack(p); up != nil {
+		e.ports.udp[p] = up
+		return nil
+	}
 	pc, err := net.ListenPacket("udp", net.JoinHostPort(e.cfg.ListenHost, strconv.Itoa(p)))
 	if err != nil {
 		return unwrapOpError(err)
 	}
-	e.ports.udp[p] = pc
+	uc := pc.(*net.UDPConn)
+	_ = uc.SetReadBuffer(udpSocketBuffer) // room for bursts; the kernel caps it at rmem_max
+	up := &udpPort{port: p, pc: uc, local: uc.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap(), accepting: true}
+	e.ports.udp[p] = up
 	e.wg.Add(1)
-	go e.drainUDP(pc)
+	go e.udp.readLoop(up)
 	return nil
-}
-
-// drainUDP reads and drops the datagrams of pc until it is closed.
-func (e *Edge) drainUDP(pc net.PacketConn) {
-	defer e.wg.Done()
-	buf := make([]byte, 2048)
-	for {
-		if _, _, err := pc.ReadFrom(buf); err != nil {
-			if !errors.Is(err, net.ErrClosed) {
-				var ne net.Error
-				if errors.As(err, &ne) && ne.Timeout() {
-					continue
-				}
-				e.log.Warn("UDP socket failed", "addr", pc.LocalAddr().String(), "err", err)
-			}
-			return
-		}
-	}
 }
 
 // setPortsLocked makes the bound ports those of want: it closes the
@@ -92,9 +80,9 @@ func (e *Edge) setPortsLocked(want portLists) []PortErrorEvent {
 			delete(e.ports.tcp, p)
 		}
 	}
-	for p, pc := range e.ports.udp {
+	for p, up := range e.ports.udp {
 		if !slices.Contains(want.UDP, p) {
-			_ = pc.Close()
+			e.udp.retire(up) // its flows live on until they end
 			delete(e.ports.udp, p)
 		}
 	}
@@ -129,11 +117,12 @@ func (e *Edge) closePortsLocked() error {
 			errs = multierror.Append(errs, fmt.Errorf("closing listener on port %d: %w", p, err))
 		}
 	}
-	for p, pc := range e.ports.udp {
-		if err := pc.Close(); err != nil {
+	for p, up := range e.ports.udp {
+		if err := up.pc.Close(); err != nil {
 			errs = multierror.Append(errs, fmt.Errorf("closing UDP socket on port %d: %w", p, err))
 		}
 	}
+	e.udp.closeDraining()
 	return errs
 }
 

@@ -82,6 +82,7 @@ type hubEdge struct {
 	connectedAt time.Time
 	remote      string
 	ended       chan struct{} // closed when the last connection has ended
+	flows       *hubFlows     // its UDP flows (hubudp.go)
 }
 
 // connsLocked returns the live connections; the caller holds Hub.mu.
@@ -145,8 +146,9 @@ func startHub(cfg HubConfig, allowed []EdgeCredential, limits proofLimits) (*Hub
 	h.allowedLoaded = allowed != nil
 	h.setTrafficLocked(allow)
 	h.log.Info("hub listening", "tunnelPort", h.port, "targetHost", cfg.TargetHost, "certSha256", h.fingerprint)
-	h.wg.Add(1)
+	h.wg.Add(2)
 	go h.acceptLoop()
+	go h.sweepUDP()
 	return h, nil
 }
 
@@ -266,6 +268,7 @@ func (h *Hub) Status() HubStatus {
 		st.ConnectedEdges = append(st.ConnectedEdges, ConnectedEdge{
 			EdgeID: e.id, ConnectedAt: e.connectedAt.Unix(), ActiveStreams: active, RemoteAddr: e.remote,
 			Connections: len(conns), ListenPorts: slices.Clone(e.bound.TCP), ListenPortsUDP: slices.Clone(e.bound.UDP),
+			ActiveUDPFlows: e.flows.active(),
 		})
 	}
 	h.mu.Unlock()
@@ -473,7 +476,9 @@ func (h *Hub) serveTunnel(c *hubConn) {
 			h.log.Debug("edge ports bound", "edgeId", id, "listenPorts", m.TCP, "listenPortsUdp", m.UDP)
 			return nil
 		},
+		flows: e.flows.handler(c.conn),
 	})
+	e.flows.dropConn(c.conn)
 	h.mu.Lock()
 	e.conns[c.set.Index] = nil
 	last := len(e.connsLocked()) == 0
@@ -592,6 +597,11 @@ func (h *Hub) register(c *hubConn) (*hubEdge, bool) {
 			e := &hubEdge{id: c.edgeID, secret: c.secret, set: c.set.ID, conns: make([]tunnelConn, c.set.Size),
 				caps: c.caps, sentSeq: c.assignSeq, bound: portLists{TCP: []int{}, UDP: []int{}},
 				connectedAt: time.Now(), remote: c.remote, ended: make(chan struct{})}
+			ctr := h.traffic[c.edgeID]
+			if ctr == nil {
+				ctr = new(streamCounters)
+			}
+			e.flows = newHubFlows(h, c.edgeID, ctr)
 			e.conns[c.set.Index] = c.conn
 			h.edges[c.edgeID] = e
 			h.sendAssignLocked(e, a.assign) // if the list changed since the handshake

@@ -1,0 +1,67 @@
+package tunnel
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/serve-zone/remoteingress/tunnel/proxyproto"
+)
+
+func TestFlowOpenRoundTrip(t *testing.T) {
+	for _, tc := range []struct {
+		src, dst string
+		n        int
+	}{
+		{"203.0.113.7:51234", "198.51.100.1:3478", flowOpenLen4},
+		{"[::ffff:203.0.113.7]:1", "198.51.100.1:53", flowOpenLen4},
+		{"[2001:db8::1]:65535", "[2001:db8::2]:443", flowOpenLen6},
+		{"203.0.113.7:1", "[2001:db8::2]:443", flowOpenLen6},
+	} {
+		h := proxyproto.Header{Source: netip.MustParseAddrPort(tc.src), Destination: netip.MustParseAddrPort(tc.dst)}
+		b := appendFlowOpen(nil, h)
+		if len(b) != tc.n {
+			t.Fatalf("%v: %d bytes, want %d", h, len(b), tc.n)
+		}
+		got, err := parseFlowOpen(b)
+		if err != nil {
+			t.Fatalf("%v: %v", h, err)
+		}
+		if got.Source.Addr().Unmap() != h.Source.Addr().Unmap() || got.Source.Port() != h.Source.Port() ||
+			got.Destination.Addr().Unmap() != h.Destination.Addr().Unmap() || got.Destination.Port() != h.Destination.Port() {
+			t.Fatalf("%v came back as %v", h, got)
+		}
+	}
+	for name, b := range map[string][]byte{
+		"empty": nil, "family 5": {5}, "short v4": make([]byte, flowOpenLen4-1), "v6 length for v4": append([]byte{4}, make([]byte, flowOpenLen6-1)...),
+		"port 0": append([]byte{4}, make([]byte, flowOpenLen4-1)...),
+	} {
+		if len(b) > 0 && b[0] == 0 {
+			b[0] = 4
+		}
+		if _, err := parseFlowOpen(b); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func FuzzParseFlowOpen(f *testing.F) {
+	f.Add(appendFlowOpen(nil, proxyproto.Header{Source: netip.MustParseAddrPort("203.0.113.7:51234"), Destination: netip.MustParseAddrPort("198.51.100.1:3478")}))
+	f.Add(appendFlowOpen(nil, proxyproto.Header{Source: netip.MustParseAddrPort("[2001:db8::1]:1"), Destination: netip.MustParseAddrPort("[2001:db8::2]:2")}))
+	f.Add([]byte{6, 1})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		h, err := parseFlowOpen(b)
+		if err != nil {
+			return
+		}
+		// What parses re-encodes to the same bytes.
+		if again := appendFlowOpen(nil, h); string(again) != string(b) {
+			// A v6 block of two IPv4-mapped addresses re-encodes as v4.
+			if !(b[0] == 6 && h.Source.Addr().Is4In6() && h.Destination.Addr().Is4In6()) {
+				t.Fatalf("% x parsed as %v, re-encoded as % x", b, h, again)
+			}
+		}
+		if h.Destination.Port() == 0 {
+			t.Fatal("destination port 0 accepted")
+		}
+	})
+}
