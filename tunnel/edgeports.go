@@ -59,6 +59,7 @@ func (e *Edge) bindUDPLocked(p int) error {
 	uc := pc.(*net.UDPConn)
 	_ = uc.SetReadBuffer(udpSocketBuffer) // room for bursts; the kernel caps it at rmem_max
 	up := &udpPort{port: p, pc: uc, local: uc.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap(), accepting: true}
+	up.v6, up.pktinfo = enablePktinfo(uc)
 	e.ports.udp[p] = up
 	e.wg.Add(1)
 	go e.udp.readLoop(up)

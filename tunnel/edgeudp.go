@@ -34,7 +34,11 @@ const udpSocketBuffer = 4 << 20
 type udpPort struct {
 	port  int
 	pc    *net.UDPConn
-	local netip.Addr // the address bound; the destination of its flows
+	local netip.Addr // the address bound; the destination of its flows without pktinfo
+	v6    bool       // an IPv6 socket (it may take IPv4 too)
+	// pktinfo: the kernel gives each datagram's destination, which becomes
+	// its flow's, and replies name it as their source (udppktinfo_linux.go).
+	pktinfo bool
 
 	// Guarded by edgeUDP.mu.
 	accepting bool // in the assignment: new flows are taken
@@ -57,6 +61,7 @@ type edgeFlow struct {
 	key     edgeFlowKey
 	ref     edgeFlowRef
 	p       *udpPort
+	srcOOB  []byte // pktinfo: the control message that sends replies from the address the client sent to
 	ticket  *firewall.Ticket
 	elem    *list.Element // in edgeUDP.lru; guarded by edgeUDP.mu
 	last    atomic.Int64  // unix nanoseconds of the last datagram either way
@@ -128,8 +133,16 @@ func (u *edgeUDP) closeDraining() {
 func (u *edgeUDP) readLoop(p *udpPort) {
 	defer u.e.wg.Done()
 	buf := make([]byte, MaxDatagram+1)
+	oob := make([]byte, pktinfoOOB)
 	for {
-		n, from, err := p.pc.ReadFromUDPAddrPort(buf)
+		var n, oobn int
+		var from netip.AddrPort
+		var err error
+		if p.pktinfo {
+			n, oobn, _, from, err = p.pc.ReadMsgUDPAddrPort(buf, oob)
+		} else {
+			n, from, err = p.pc.ReadFromUDPAddrPort(buf)
+		}
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -145,18 +158,19 @@ func (u *edgeUDP) readLoop(p *udpPort) {
 			u.dropped.Add(1)
 			continue
 		}
-		u.safeDatagram(p, from, buf[:n])
+		u.safeDatagram(p, from, buf[:n], oob[:oobn])
 	}
 }
 
-func (u *edgeUDP) safeDatagram(p *udpPort, from netip.AddrPort, b []byte) {
+func (u *edgeUDP) safeDatagram(p *udpPort, from netip.AddrPort, b, oob []byte) {
 	var err error
 	defer recoverInto(u.e.log, "a UDP datagram", &err)
-	u.datagram(p, from, b)
+	u.datagram(p, from, b, oob)
 }
 
-// datagram carries one client datagram: on its flow, or on a new one.
-func (u *edgeUDP) datagram(p *udpPort, from netip.AddrPort, b []byte) {
+// datagram carries one client datagram: on its flow, or on a new one. oob
+// is its control messages (pktinfo).
+func (u *edgeUDP) datagram(p *udpPort, from netip.AddrPort, b, oob []byte) {
 	now := time.Now().UnixNano()
 	key := edgeFlowKey{client: from, port: p.port}
 	u.mu.Lock()
@@ -202,7 +216,14 @@ func (u *edgeUDP) datagram(p *udpPort, from netip.AddrPort, b []byte) {
 	}
 	fl.ticket = ticket
 	client := netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-	id, err := conn.OpenFlow(proxyproto.Header{Source: client, Destination: netip.AddrPortFrom(p.local, uint16(p.port))})
+	local := p.local
+	if p.pktinfo {
+		if d := parsePktinfo(oob); d.IsValid() {
+			local = d
+			fl.srcOOB = appendPktinfoSrc(nil, d, p.v6)
+		}
+	}
+	id, err := conn.OpenFlow(proxyproto.Header{Source: client, Destination: netip.AddrPortFrom(local, uint16(p.port))})
 	if err != nil {
 		ticket.Release()
 		u.dropped.Add(1)
@@ -289,7 +310,11 @@ func (u *edgeUDP) handler(c tunnelConn) *flowHandler {
 				return // ended here: the frame crossed our UDP_CLOSE
 			}
 			fl.last.Store(time.Now().UnixNano())
-			_, _ = fl.p.pc.WriteToUDPAddrPort(b, fl.key.client)
+			if fl.srcOOB != nil {
+				_, _, _ = fl.p.pc.WriteMsgUDPAddrPort(b, fl.srcOOB, fl.key.client)
+			} else {
+				_, _ = fl.p.pc.WriteToUDPAddrPort(b, fl.key.client)
+			}
 		},
 		closed: func(id uint32) {
 			u.mu.Lock()

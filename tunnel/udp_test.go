@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/serve-zone/remoteingress/internal/testutil"
 	"github.com/serve-zone/remoteingress/tunnel/firewall"
+	"github.com/serve-zone/remoteingress/tunnel/proxyproto"
 )
 
 // udpTarget is a UDP echo server on 127.0.0.2 (or ::1) that takes the PROXY
@@ -370,6 +372,14 @@ func testLRU(t *testing.T, r *udpRig) {
 	// cs[1] gets a new flow, which evicts another.
 	roundTrip(t, cs[1], []byte("back"))
 	r.waitFlows(t, 3, 3)
+	// A flood of new source ports stays within the cap on both sides.
+	for i := 0; i < 50; i++ {
+		c := r.client(t)
+		c.Write([]byte("flood"))
+		if e, h := r.edge.Status().ActiveUDPFlows, r.hubFlows(); e > 3 || h > 3 {
+			t.Fatalf("%d edge and %d hub flows under a flood, cap 3", e, h)
+		}
+	}
 }
 
 func TestUDPReconnectDropsFlows(t *testing.T) {
@@ -515,4 +525,74 @@ func TestUDPCongestionDropsDatagrams(t *testing.T) {
 		putBuf(e.bp)
 	}
 	s.udp.drain()
+}
+
+// rawPeerSession runs a session of the given side over loopback TCP whose
+// peer announced caps, with flows as its flow handler, and returns the
+// peer's raw end and the session's result.
+func rawPeerSession(t *testing.T, hub bool, caps uint32, flows *flowHandler) (*session, net.Conn, <-chan error) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	conn, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newSession(conn, hub, DefaultTuning(), peerParams{window: DefaultWindow, caps: caps}, testLogger(t), sessionHooks{})
+	done, finished := make(chan error, 1), make(chan struct{})
+	go func() {
+		defer close(finished)
+		done <- s.Serve(&streamHandler{flows: flows})
+	}()
+	t.Cleanup(func() { s.Close("test over"); <-finished })
+	return s, raw, done
+}
+
+// Flow frames the other way round or without capability bit 3 end the
+// tunnel as protocol errors, and a session whose peer lacks the bit opens
+// no flows.
+func TestUDPFrameDirectionAndCapability(t *testing.T) {
+	nop := &flowHandler{opened: func(uint32, proxyproto.Header) {}, data: func(uint32, []byte) {}, closed: func(uint32) {}}
+	edgeSide := &flowHandler{data: func(uint32, []byte) {}, closed: func(uint32) {}}
+	blk := appendFlowOpen(nil, proxyproto.Header{Source: netip.MustParseAddrPort("198.51.100.7:4242"), Destination: netip.MustParseAddrPort("127.0.0.1:53")})
+	for _, tc := range []struct {
+		name  string
+		hub   bool
+		caps  uint32
+		h     *flowHandler
+		frame []byte
+		want  string
+	}{
+		{"UDP_OPEN from the hub", false, ourCaps, edgeSide, appendFrame(nil, 1, frameUDPOpen, blk), "unexpected UDP_OPEN"},
+		{"UDP_DATA from a hub without the bit", false, ourCaps &^ capUDP, edgeSide, appendFrame(nil, 1, frameUDPData, []byte("x")), "carries no UDP"},
+		{"UDP_OPEN from an edge without the bit", true, ourCaps &^ capUDP, nop, appendFrame(nil, 1, frameUDPOpen, blk), "carries no UDP"},
+		{"UDP_DATA to a side with no flow handler", true, ourCaps, nil, appendFrame(nil, 1, frameUDPData, []byte("x")), "carries no UDP"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, raw, done := rawPeerSession(t, tc.hub, tc.caps, tc.h)
+			raw.Write(tc.frame)
+			select {
+			case err := <-done:
+				if err == nil || !strings.Contains(err.Error(), "protocol error") || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("session ended with %v, want a protocol error about %q", err, tc.want)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("the session did not end")
+			}
+		})
+	}
+	t.Run("no flows toward a hub without the bit", func(t *testing.T) {
+		s, _, _ := rawPeerSession(t, false, ourCaps&^capUDP, edgeSide)
+		if _, err := s.OpenFlow(proxyproto.Header{Source: netip.MustParseAddrPort("198.51.100.7:1"), Destination: netip.MustParseAddrPort("127.0.0.1:53")}); err != errNoUDP {
+			t.Fatalf("OpenFlow: %v, want %v", err, errNoUDP)
+		}
+	})
 }
