@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -236,6 +238,16 @@ func TestUDPEchoSizes(t *testing.T) {
 	}
 }
 
+// openFDs counts the process's open file descriptors.
+func openFDs(t testing.TB) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("cannot count descriptors: %v", err)
+	}
+	return len(ents)
+}
+
 func TestUDPManyFlowsOwnReplies(t *testing.T) {
 	r := startUDPRig(t, udpRigOptions{mode: UDPProxyFirst})
 	const n = 200
@@ -326,8 +338,17 @@ func TestUDPProxyHeaderModes(t *testing.T) {
 
 func TestUDPIdleExpiryFreesBothSides(t *testing.T) {
 	r := startUDPRig(t, udpRigOptions{mode: UDPProxyNone, idle: 300 * time.Millisecond})
+	// The baseline once both tunnel connections serve on both sides.
+	waitFor(t, 5*time.Second, "both tunnel connections", func() bool {
+		st := r.hub.Status()
+		return len(st.ConnectedEdges) == 1 && st.ConnectedEdges[0].Connections == 2 && r.edge.Status().Connections == 2
+	})
+	time.Sleep(200 * time.Millisecond)
+	fds, goroutines := openFDs(t), runtime.NumGoroutine()
 	for i := 0; i < 5; i++ {
-		roundTrip(t, r.client(t), []byte("x"))
+		c := r.client(t)
+		roundTrip(t, c, []byte("x"))
+		c.Close()
 	}
 	if e, h := r.edge.Status().ActiveUDPFlows, r.hubFlows(); e == 0 || h == 0 {
 		t.Fatalf("flows before idling: edge %d hub %d", e, h)
@@ -335,6 +356,11 @@ func TestUDPIdleExpiryFreesBothSides(t *testing.T) {
 	r.waitFlows(t, 0, 0)
 	if m := r.edge.Metrics(); m.UDPFlowsActive != 0 {
 		t.Fatalf("edge metrics: %d flows active after idling", m.UDPFlowsActive)
+	}
+	// Every flow's socket at the hub is closed and its reader gone.
+	if !testutil.Poll(5*time.Second, func() bool { return openFDs(t) <= fds && runtime.NumGoroutine() <= goroutines }) {
+		buf := make([]byte, 1<<20)
+		t.Fatalf("%d descriptors (before %d), %d goroutines (before %d)\n%s", openFDs(t), fds, runtime.NumGoroutine(), goroutines, buf[:runtime.Stack(buf, true)])
 	}
 	// A flow that sent again starts anew.
 	c := r.client(t)
@@ -345,15 +371,17 @@ func TestUDPIdleExpiryFreesBothSides(t *testing.T) {
 func TestUDPFlowCapEvictsLeastRecentlyUsed(t *testing.T) {
 	t.Run("edge", func(t *testing.T) {
 		r := startUDPRig(t, udpRigOptions{mode: UDPProxyNone, edgeFlows: 3})
-		testLRU(t, r)
+		testLRU(t, r, func() int { return r.edge.Status().ActiveUDPFlows })
 	})
 	t.Run("hub", func(t *testing.T) {
 		r := startUDPRig(t, udpRigOptions{mode: UDPProxyNone, hubFlows: 3})
-		testLRU(t, r)
+		testLRU(t, r, r.hubFlows)
 	})
 }
 
-func testLRU(t *testing.T, r *udpRig) {
+// testLRU checks the cap of 3 flows that one side has; capped counts that
+// side's flows.
+func testLRU(t *testing.T, r *udpRig, capped func() int) {
 	cs := make([]*net.UDPConn, 4)
 	for i := range 3 {
 		cs[i] = r.client(t)
@@ -372,14 +400,18 @@ func testLRU(t *testing.T, r *udpRig) {
 	// cs[1] gets a new flow, which evicts another.
 	roundTrip(t, cs[1], []byte("back"))
 	r.waitFlows(t, 3, 3)
-	// A flood of new source ports stays within the cap on both sides.
+	// A flood of new source ports stays within the cap on the side that
+	// has it, and the other side follows its UDP_CLOSEs.
 	for i := 0; i < 50; i++ {
 		c := r.client(t)
 		c.Write([]byte("flood"))
-		if e, h := r.edge.Status().ActiveUDPFlows, r.hubFlows(); e > 3 || h > 3 {
-			t.Fatalf("%d edge and %d hub flows under a flood, cap 3", e, h)
+		if n := capped(); n > 3 {
+			t.Fatalf("%d flows under a flood, cap 3", n)
 		}
 	}
+	waitFor(t, 5*time.Second, "both sides within the cap", func() bool {
+		return r.edge.Status().ActiveUDPFlows <= 3 && r.hubFlows() <= 3
+	})
 }
 
 func TestUDPReconnectDropsFlows(t *testing.T) {
@@ -429,6 +461,20 @@ func TestUDPFirewall(t *testing.T) {
 		if got != 0 || r.hubFlows() != 0 || r.edge.Status().ActiveUDPFlows != 0 {
 			t.Fatalf("a blocked client reached the target (%d datagrams) or has flows", got)
 		}
+	})
+	t.Run("blocked later", func(t *testing.T) {
+		r := startUDPRig(t, udpRigOptions{mode: UDPProxyNone})
+		c := r.client(t)
+		roundTrip(t, c, []byte("open"))
+		r.waitFlows(t, 1, 1)
+		port := int(r.edgeAddr.Port())
+		if err := r.hub.SetAllowedEdges([]EdgeCredential{{ID: "edge-1", Secret: "s3cret-edge-1", Ports: &PortAssignment{UDP: []int{port}},
+			Firewall: &firewall.Rules{BlockedIPs: []string{"127.0.0.0/8"}}}}); err != nil {
+			t.Fatal(err)
+		}
+		r.waitFlows(t, 0, 0) // the edge closed the flow and told the hub
+		c.Write([]byte("blocked now"))
+		waitFor(t, 5*time.Second, "the datagram refused", func() bool { return r.edge.Status().FirewallRefused >= 1 })
 	})
 	t.Run("maxConnectionsPerIp counts flows", func(t *testing.T) {
 		r := startUDPRig(t, udpRigOptions{mode: UDPProxyNone, firewall: &firewall.Rules{MaxConnectionsPerIP: 2}})
@@ -595,4 +641,41 @@ func TestUDPFrameDirectionAndCapability(t *testing.T) {
 			t.Fatalf("OpenFlow: %v, want %v", err, errNoUDP)
 		}
 	})
+}
+
+// An edge session toward a peer that stops reading drops datagrams once its
+// queue is full, counted, and the sender never waits.
+func TestUDPStalledTunnelDropsDatagrams(t *testing.T) {
+	s, _, _ := rawPeerSession(t, false, ourCaps, &flowHandler{data: func(uint32, []byte) {}, closed: func(uint32) {}})
+	id, err := s.OpenFlow(proxyproto.Header{Source: netip.MustParseAddrPort("127.0.0.1:4000"), Destination: netip.MustParseAddrPort("127.0.0.1:53")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := make([]byte, 1200)
+	const n = 40000 // 48 MB: far more than the socket buffers and the queue hold
+	done := make(chan int)
+	go func() {
+		sent := 0
+		for i := 0; i < n; i++ {
+			if s.SendDatagram(id, p) {
+				sent++
+			}
+		}
+		done <- sent
+	}()
+	var sent int
+	select {
+	case sent = <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("SendDatagram blocked on a stalled tunnel")
+	}
+	s.udp.mu.Lock()
+	queued, count := s.udp.bytes, s.udp.data
+	s.udp.mu.Unlock()
+	if queued > udpQueueBytes || count > udpQueueCount {
+		t.Fatalf("%d bytes in %d datagrams queued, beyond the bounds", queued, count)
+	}
+	if dropped := s.DatagramsDropped(); dropped == 0 || int(dropped)+sent != n {
+		t.Fatalf("%d queued and %d dropped of %d", sent, dropped, n)
+	}
 }
