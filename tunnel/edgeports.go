@@ -59,7 +59,10 @@ func (e *Edge) bindUDPLocked(p int) error {
 	uc := pc.(*net.UDPConn)
 	_ = uc.SetReadBuffer(udpSocketBuffer) // room for bursts; the kernel caps it at rmem_max
 	up := &udpPort{port: p, pc: uc, local: uc.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap(), accepting: true}
-	up.v6, up.pktinfo = enablePktinfo(uc)
+	up.v6 = uc.LocalAddr().(*net.UDPAddr).IP.To4() == nil
+	if v6, ok := enablePktinfo(uc); ok {
+		up.v6, up.pktinfo = v6, true
+	}
 	e.ports.udp[p] = up
 	e.wg.Add(1)
 	go e.udp.readLoop(up)

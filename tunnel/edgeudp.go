@@ -61,7 +61,8 @@ type edgeFlow struct {
 	key     edgeFlowKey
 	ref     edgeFlowRef
 	p       *udpPort
-	srcOOB  []byte // pktinfo: the control message that sends replies from the address the client sent to
+	srcOOB  []byte  // pktinfo: the control message that sends replies from the address the client sent to
+	dest    udpDest // the client, as replies are sent to it
 	ticket  *firewall.Ticket
 	elem    *list.Element // in edgeUDP.lru; guarded by edgeUDP.mu
 	last    atomic.Int64  // unix nanoseconds of the last datagram either way
@@ -205,7 +206,7 @@ func (u *edgeUDP) datagram(p *udpPort, from netip.AddrPort, b, oob []byte) {
 		}
 		return
 	}
-	fl = &edgeFlow{key: key, p: p}
+	fl = &edgeFlow{key: key, p: p, dest: sockaddrOf(from, p.v6)}
 	fl.last.Store(now)
 	ticket, ok := u.e.firewall.admit(net.UDPAddrFromAddrPort(from), func() {
 		fl.blocked.Store(true)
@@ -246,6 +247,25 @@ func (u *edgeUDP) datagram(p *udpPort, from netip.AddrPort, b, oob []byte) {
 	u.mu.Unlock()
 	if evicted != nil {
 		u.finish(evicted, true)
+	}
+	// The tunnel may have ended meanwhile, its flows dropped before this one
+	// was in the table: then it goes too, and the next datagram opens a flow
+	// on the new tunnel. (The tunnel is cleared before its flows are dropped.)
+	u.e.mu.Lock()
+	live := u.e.tunnel == t
+	u.e.mu.Unlock()
+	if !live {
+		u.mu.Lock()
+		gone := fl.gone
+		if !gone {
+			u.removeLocked(fl)
+		}
+		u.mu.Unlock()
+		if !gone {
+			u.finish(fl, false)
+		}
+		u.dropped.Add(1)
+		return
 	}
 	if !conn.SendDatagram(id, b) {
 		u.dropped.Add(1)
@@ -310,11 +330,7 @@ func (u *edgeUDP) handler(c tunnelConn) *flowHandler {
 				return // ended here: the frame crossed our UDP_CLOSE
 			}
 			fl.last.Store(time.Now().UnixNano())
-			if fl.srcOOB != nil {
-				_, _, _ = fl.p.pc.WriteMsgUDPAddrPort(b, fl.srcOOB, fl.key.client)
-			} else {
-				_, _ = fl.p.pc.WriteToUDPAddrPort(b, fl.key.client)
-			}
+			sendToNoWait(fl.p.pc, b, fl.srcOOB, fl.dest) // a client that cannot take it now loses it
 		},
 		closed: func(id uint32) {
 			u.mu.Lock()

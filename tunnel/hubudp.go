@@ -117,7 +117,9 @@ func (f *hubFlows) open(c tunnelConn, id uint32, hdr proxyproto.Header) {
 	go f.readReplies(fl)
 }
 
-// data writes a datagram of the edge's client to the flow's target.
+// data writes a datagram of the edge's client to the flow's target. It
+// runs on the tunnel connection's reader, so it never waits: a datagram the
+// kernel cannot take at once is dropped.
 func (f *hubFlows) data(c tunnelConn, id uint32, p []byte) {
 	f.mu.Lock()
 	fl := f.flows[hubFlowKey{c, id}]
@@ -132,19 +134,19 @@ func (f *hubFlows) data(c tunnelConn, id uint32, p []byte) {
 	var hb [proxyproto.MaxV2Len]byte
 	switch f.h.cfg.UDPProxyProtocol {
 	case UDPProxyNone:
-		_, _ = fl.uc.Write(p)
+		writeDatagramNoWait(fl.uc, p)
 	case UDPProxyEvery:
 		bp := getBuf(proxyproto.MaxV2Len + len(p))
 		b := fl.hdr.AppendV2((*bp)[:0], proxyproto.Datagram)
 		b = append(b, p...)
-		_, _ = fl.uc.Write(b)
+		writeDatagramNoWait(fl.uc, b)
 		putBuf(bp)
 	default: // UDPProxyFirst
 		if !fl.first {
 			fl.first = true
-			_, _ = fl.uc.Write(fl.hdr.AppendV2(hb[:0], proxyproto.Datagram))
+			writeDatagramNoWait(fl.uc, fl.hdr.AppendV2(hb[:0], proxyproto.Datagram))
 		}
-		_, _ = fl.uc.Write(p)
+		writeDatagramNoWait(fl.uc, p)
 	}
 }
 
