@@ -29,11 +29,12 @@ const (
 	// the most an IPv4 UDP datagram holds).
 	MaxDatagram = 65507
 	// udpQueueBytes and udpQueueCount bound the datagrams waiting for the
-	// tunnel in one session.
+	// tunnel in one session: the memory of their buffers (a datagram frame
+	// of up to 2 KiB takes 2 KiB), and their number.
 	udpQueueBytes = 512 << 10
 	udpQueueCount = 4096
 	// udpQueueCtl bounds the UDP_OPENs and UDP_CLOSEs waiting beside them.
-	udpQueueCtl = 4096
+	udpQueueCtl = 1024
 	// udpBatchBytes is what one turn at the write lock writes of the queue
 	// (at least one frame).
 	udpBatchBytes = 16 << 10
@@ -135,9 +136,10 @@ type udpQueue struct {
 }
 
 // push queues the frame in bp; false (bp released) when the queue is full.
+// The byte bound counts the buffers' memory, not only the datagrams'.
 func (u *udpQueue) push(bp *[]byte, data bool) bool {
 	u.mu.Lock()
-	n := len(*bp)
+	n := cap(*bp)
 	full := data && (u.bytes+n > udpQueueBytes || u.data >= udpQueueCount) || !data && u.ctl >= udpQueueCtl
 	if full {
 		u.mu.Unlock()
@@ -173,10 +175,9 @@ func (u *udpQueue) take(out []udpEntry, budget int) []udpEntry {
 		e := u.q[u.head]
 		u.q[u.head] = udpEntry{}
 		u.head++
-		n := len(*e.bp)
-		budget -= n
+		budget -= len(*e.bp)
 		if e.data {
-			u.bytes -= n
+			u.bytes -= cap(*e.bp)
 			u.data--
 		} else {
 			u.ctl--
@@ -207,7 +208,7 @@ func (s *session) queueFlowFrame(t frameType, id uint32, p []byte) bool {
 	if s.ctx.Err() != nil {
 		return false
 	}
-	bp := getBuf(headerLen + len(p))
+	bp := getDatagramBuf(headerLen + len(p))
 	b := *bp
 	putHeader(b, frameHeader{StreamID: id, Type: t, Length: uint32(len(p))})
 	copy(b[headerLen:], p)
