@@ -36,6 +36,9 @@ type Hub struct {
 	junkLog  *ratelog.Limiter // connections refused before authentication
 	authLog  *ratelog.Limiter // edges refused at authentication
 
+	// flowPoll reads the replies of the UDP flows (hubudp.go).
+	flowPoll *flowPoller
+
 	// draining is set by Shutdown: streams the edges open are refused.
 	draining atomic.Bool
 
@@ -143,6 +146,7 @@ func startHub(cfg HubConfig, allowed []EdgeCredential, limits proofLimits) (*Hub
 		junkLog:  ratelog.New(log, slog.LevelInfo, "%d more connections rejected before authentication"),
 		authLog:  ratelog.New(log, slog.LevelWarn, "%d more edges rejected at authentication"),
 	}
+	h.flowPoll = newFlowPoller(h)
 	h.allowedLoaded = allowed != nil
 	h.setTrafficLocked(allow)
 	h.log.Info("hub listening", "tunnelPort", h.port, "targetHost", cfg.TargetHost, "certSha256", h.fingerprint)
@@ -306,6 +310,7 @@ func (h *Hub) Close() error {
 		}
 	}
 	h.mu.Unlock()
+	h.flowPoll.close() // flows opened from now on read with goroutines of their own, until their tunnel ends
 	h.wg.Wait()
 	h.junkLog.Flush()
 	h.authLog.Flush()

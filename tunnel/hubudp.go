@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/serve-zone/remoteingress/tunnel/proxyproto"
@@ -14,9 +15,10 @@ import (
 
 // The hub's UDP flows (CONTRACT section 9). Each flow an edge opens gets a
 // UDP socket of its own, connected to targetHost:<edge port>, so that the
-// target's replies reach that client alone; a goroutine per flow reads the
-// replies (it holds no read buffer while the flow is idle: see
-// readDatagramPooled) and sends them back as UDP_DATA. Flows idle in both
+// target's replies reach that client alone. The replies of all flows are
+// read by one epoll set and goroutine of the hub (hubudppoll_linux.go) and
+// sent back as UDP_DATA; where there is none, a goroutine per flow reads
+// them (readReplies; it holds no read buffer while the flow is idle). Flows idle in both
 // directions for UDPIdleTimeout are closed, and beyond MaxUDPFlows per edge
 // the least recently used goes; both tell the edge with UDP_CLOSE.
 
@@ -40,7 +42,10 @@ type hubFlowKey struct {
 // hubFlow is one flow at the hub.
 type hubFlow struct {
 	key   hubFlowKey
+	owner *hubFlows
 	hdr   proxyproto.Header
+	rc    syscall.RawConn // set by the flow poller that reads it
+	fd    int32
 	uc    *net.UDPConn
 	elem  *list.Element // in hubFlows.lru; guarded by hubFlows.mu
 	last  atomic.Int64  // unix nanoseconds of the last datagram either way
@@ -95,7 +100,7 @@ func (f *hubFlows) open(c tunnelConn, id uint32, hdr proxyproto.Header) {
 		c.CloseFlow(id)
 		return
 	}
-	fl := &hubFlow{key: hubFlowKey{c, id}, hdr: hdr, uc: uc}
+	fl := &hubFlow{key: hubFlowKey{c, id}, owner: f, hdr: hdr, uc: uc}
 	fl.last.Store(time.Now().UnixNano())
 	var evicted *hubFlow
 	f.mu.Lock()
@@ -113,8 +118,10 @@ func (f *hubFlows) open(c tunnelConn, id uint32, hdr proxyproto.Header) {
 		evicted.key.conn.CloseFlow(evicted.key.id)
 		f.end(evicted)
 	}
-	f.h.wg.Add(1)
-	go f.readReplies(fl)
+	if !f.h.flowPoll.watch(fl) {
+		f.h.wg.Add(1)
+		go f.readReplies(fl)
+	}
 }
 
 // data writes a datagram of the edge's client to the flow's target. It
@@ -211,7 +218,10 @@ func (f *hubFlows) removeLocked(fl *hubFlow) {
 }
 
 // end closes a flow taken out of the table; its reader then returns.
-func (f *hubFlows) end(fl *hubFlow) { _ = fl.uc.Close() }
+func (f *hubFlows) end(fl *hubFlow) {
+	f.h.flowPoll.unwatch(fl)
+	_ = fl.uc.Close()
+}
 
 // dropConn ends every flow of connection c, which has ended: nothing is
 // sent.

@@ -251,6 +251,8 @@ func openFDs(t testing.TB) int {
 func TestUDPManyFlowsOwnReplies(t *testing.T) {
 	r := startUDPRig(t, udpRigOptions{mode: UDPProxyFirst})
 	const n = 200
+	time.Sleep(100 * time.Millisecond) // the sessions' last goroutines start
+	base := runtime.NumGoroutine()
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	for i := 0; i < n; i++ {
@@ -286,6 +288,10 @@ func TestUDPManyFlowsOwnReplies(t *testing.T) {
 	}
 	r.target.check(t)
 	r.waitFlows(t, n, n)
+	// No goroutine per flow on either side (Linux: the hub's flow poller).
+	if got := runtime.NumGoroutine(); runtime.GOOS == "linux" && got > base+10 {
+		t.Fatalf("%d goroutines with %d flows open, %d before", got, n, base)
+	}
 }
 
 func TestUDPProxyHeaderModes(t *testing.T) {
