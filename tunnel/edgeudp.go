@@ -208,9 +208,11 @@ func (u *edgeUDP) datagram(p *udpPort, from netip.AddrPort, b, oob []byte) {
 	}
 	fl = &edgeFlow{key: key, p: p, dest: sockaddrOf(from, p.v6)}
 	fl.last.Store(now)
+	// onBlock runs in the goroutine of the firewall's update, outside its
+	// locks (firewall.Update), so it may end the flow there.
 	ticket, ok := u.e.firewall.admit(net.UDPAddrFromAddrPort(from), func() {
 		fl.blocked.Store(true)
-		go u.closeLocal(fl)
+		u.closeLocal(fl)
 	})
 	if !ok {
 		return // counted in firewallRefused

@@ -363,6 +363,9 @@ func TestUDPIdleExpiryFreesBothSides(t *testing.T) {
 	if m := r.edge.Metrics(); m.UDPFlowsActive != 0 {
 		t.Fatalf("edge metrics: %d flows active after idling", m.UDPFlowsActive)
 	}
+	if n := r.edge.firewall.fw.Open(); n != 0 {
+		t.Fatalf("%d firewall tickets held after the flows idled out", n)
+	}
 	// Every flow's socket at the hub is closed and its reader gone.
 	if !testutil.Poll(5*time.Second, func() bool { return openFDs(t) <= fds && runtime.NumGoroutine() <= goroutines }) {
 		buf := make([]byte, 1<<20)
@@ -434,8 +437,14 @@ func TestUDPReconnectDropsFlows(t *testing.T) {
 	_, idx := r.edgeEvts.wait(t, from, 10*time.Second, named(EventTunnelDisconnected))
 	r.edgeEvts.wait(t, idx+1, 10*time.Second, named(EventTunnelConnected))
 	r.waitFlows(t, 0, 0)
+	if n := r.edge.firewall.fw.Open(); n != 0 {
+		t.Fatalf("%d firewall tickets held after the flows were dropped", n)
+	}
 	roundTrip(t, c, []byte("after"))
 	r.waitFlows(t, 1, 1)
+	if n := r.edge.firewall.fw.Open(); n != 1 {
+		t.Fatalf("%d firewall tickets held for one flow", n)
+	}
 	// The new flow announced itself anew: a second header from the same client.
 	waitFor(t, 5*time.Second, "two PROXY headers", func() bool { return len(r.target.allHeaders()) == 2 })
 	r.target.check(t)
