@@ -1,8 +1,11 @@
 package tunnel
 
 import (
+	"bytes"
+	"net"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/serve-zone/remoteingress/tunnel/proxyproto"
 )
@@ -63,5 +66,52 @@ func FuzzParseFlowOpen(f *testing.F) {
 		if h.Destination.Port() == 0 {
 			t.Fatal("destination port 0 accepted")
 		}
+	})
+}
+
+// fuzzConn is a connection that reads a fuzz input and discards writes.
+type fuzzConn struct{ r *bytes.Reader }
+
+func (c *fuzzConn) Read(p []byte) (int, error)       { return c.r.Read(p) }
+func (c *fuzzConn) Write(p []byte) (int, error)      { return len(p), nil }
+func (c *fuzzConn) Close() error                     { return nil }
+func (c *fuzzConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
+func (c *fuzzConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
+func (c *fuzzConn) SetDeadline(time.Time) error      { return nil }
+func (c *fuzzConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *fuzzConn) SetWriteDeadline(time.Time) error { return nil }
+
+// The hub's reader of flow frames, on any input: no panic, flows opened in
+// increasing id order, data and closes only for ids opened, no datagram
+// over the limit.
+func FuzzFlowFrames(f *testing.F) {
+	blk := appendFlowOpen(nil, proxyproto.Header{Source: netip.MustParseAddrPort("198.51.100.7:4242"), Destination: netip.MustParseAddrPort("127.0.0.1:53")})
+	f.Add(appendFrame(appendFrame(appendFrame(nil, 1, frameUDPOpen, blk), 1, frameUDPData, []byte("q")), 1, frameUDPClose, nil))
+	f.Add(appendFrame(appendFrame(nil, 3, frameUDPOpen, blk), 2, frameUDPOpen, blk))
+	f.Add(appendFrame(nil, 9, frameUDPData, []byte("x")))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		var maxID uint32
+		check := func(what string, id uint32) {
+			if id == 0 || id > maxID {
+				t.Fatalf("%s for flow %d, last opened %d", what, id, maxID)
+			}
+		}
+		h := &flowHandler{
+			opened: func(id uint32, hdr proxyproto.Header) {
+				if id <= maxID || hdr.Destination.Port() == 0 {
+					t.Fatalf("flow %d opened after %d, header %v", id, maxID, hdr)
+				}
+				maxID = id
+			},
+			data: func(id uint32, p []byte) {
+				check("data", id)
+				if len(p) > MaxDatagram {
+					t.Fatalf("datagram of %d bytes", len(p))
+				}
+			},
+			closed: func(id uint32) { check("close", id) },
+		}
+		s := newSession(&fuzzConn{r: bytes.NewReader(in)}, true, DefaultTuning(), peerParams{window: DefaultWindow, caps: ourCaps}, discardLogger(), sessionHooks{})
+		_ = s.Serve(&streamHandler{flows: h})
 	})
 }
