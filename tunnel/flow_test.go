@@ -115,3 +115,38 @@ func FuzzFlowFrames(f *testing.F) {
 		_ = s.Serve(&streamHandler{flows: h})
 	})
 }
+
+// The hub's target for UDP flows: an IP at once, a name looked up once and
+// then served from the cache while it is refreshed in the background.
+func TestUDPTargetResolver(t *testing.T) {
+	var r targetResolver
+	if ip, err := r.resolve("127.0.0.2"); err != nil || ip != netip.MustParseAddr("127.0.0.2") {
+		t.Fatalf("literal: %v %v", ip, err)
+	}
+	ip, err := r.resolve("localhost")
+	if err != nil {
+		t.Skipf("localhost does not resolve here: %v", err)
+	}
+	if !ip.IsLoopback() {
+		t.Fatalf("localhost resolved to %v", ip)
+	}
+	r.mu.Lock()
+	r.at = time.Now().Add(-2 * udpTargetTTL) // stale: served, and refreshed behind
+	r.mu.Unlock()
+	if again, err := r.resolve("localhost"); err != nil || again != ip {
+		t.Fatalf("stale entry: %v %v", again, err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r.mu.Lock()
+		fresh := time.Since(r.at) < udpTargetTTL && !r.refreshing
+		r.mu.Unlock()
+		if fresh {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the stale entry was not refreshed")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

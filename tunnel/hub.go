@@ -37,7 +37,8 @@ type Hub struct {
 	authLog  *ratelog.Limiter // edges refused at authentication
 
 	// flowPoll reads the replies of the UDP flows (hubudp.go).
-	flowPoll *flowPoller
+	flowPoll  *flowPoller
+	udpTarget targetResolver // TargetHost for new UDP flows
 
 	// draining is set by Shutdown: streams the edges open are refused.
 	draining atomic.Bool

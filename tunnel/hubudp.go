@@ -2,8 +2,10 @@ package tunnel
 
 import (
 	"container/list"
+	"context"
 	"errors"
 	"net"
+	"net/netip"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -90,10 +92,10 @@ func (f *hubFlows) handler(c tunnelConn) *flowHandler {
 // open starts a flow: its socket toward the target, and its reader.
 func (f *hubFlows) open(c tunnelConn, id uint32, hdr proxyproto.Header) {
 	addr := net.JoinHostPort(f.h.cfg.TargetHost, strconv.Itoa(int(hdr.Destination.Port())))
-	ua, err := net.ResolveUDPAddr("udp", addr)
+	ip, err := f.h.udpTarget.resolve(f.h.cfg.TargetHost)
 	var uc *net.UDPConn
 	if err == nil {
-		uc, err = net.DialUDP("udp", nil, ua)
+		uc, err = net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, hdr.Destination.Port())))
 	}
 	if err != nil {
 		f.h.log.Debug("UDP target unreachable", "edgeId", f.edgeID, "flow", id, "target", addr, "err", err)
@@ -289,4 +291,59 @@ func (h *Hub) sweepUDP() {
 			}
 		}
 	}
+}
+
+// udpTargetTTL is how long a resolved target host name serves new flows
+// before it is looked up again (in the background).
+const udpTargetTTL = 30 * time.Second
+
+// targetResolver gives the address of the hub's target host to new flows,
+// which open on a tunnel connection's reader: an IP literal at once, a name
+// from a cache refreshed in the background, so that a flood of new flows
+// does not hold up that connection's streams with a lookup each. Only the
+// first flow after the start waits for a lookup (bounded by 5 s).
+type targetResolver struct {
+	mu         sync.Mutex
+	ip         netip.Addr
+	at         time.Time
+	refreshing bool
+}
+
+func (r *targetResolver) resolve(host string) (netip.Addr, error) {
+	if a, err := netip.ParseAddr(host); err == nil {
+		return a.Unmap(), nil
+	}
+	r.mu.Lock()
+	ip, at := r.ip, r.at
+	stale := ip.IsValid() && time.Since(at) > udpTargetTTL && !r.refreshing
+	if stale {
+		r.refreshing = true
+	}
+	r.mu.Unlock()
+	if stale {
+		go func() {
+			_, _ = r.lookup(host)
+		}()
+	}
+	if ip.IsValid() {
+		return ip, nil
+	}
+	return r.lookup(host)
+}
+
+func (r *targetResolver) lookup(host string) (netip.Addr, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.refreshing = false
+	if err != nil || len(addrs) == 0 {
+		if err == nil {
+			err = errors.New("no address for " + host)
+		}
+		return netip.Addr{}, err
+	}
+	r.ip, r.at = addrs[0].Unmap(), time.Now()
+	return r.ip, nil
 }
