@@ -301,19 +301,31 @@ const udpTargetTTL = 30 * time.Second
 // which open on a tunnel connection's reader: an IP literal at once, a name
 // from a cache refreshed in the background, so that a flood of new flows
 // does not hold up that connection's streams with a lookup each. Only the
-// first flow after the start waits for a lookup (bounded by 5 s).
+// first flow after the start waits for a lookup (bounded by 5 s), and after
+// a failure with nothing cached the failure answers for udpTargetRetry.
 type targetResolver struct {
 	mu         sync.Mutex
 	ip         netip.Addr
 	at         time.Time
 	refreshing bool
+	failedAt   time.Time // the last lookup without an address failed then
+	failure    error
 }
+
+// udpTargetRetry is how long a failed lookup (with no address cached) is
+// the answer for new flows before one looks again.
+const udpTargetRetry = 5 * time.Second
 
 func (r *targetResolver) resolve(host string) (netip.Addr, error) {
 	if a, err := netip.ParseAddr(host); err == nil {
 		return a.Unmap(), nil
 	}
 	r.mu.Lock()
+	if !r.ip.IsValid() && r.failure != nil && time.Since(r.failedAt) < udpTargetRetry {
+		err := r.failure
+		r.mu.Unlock()
+		return netip.Addr{}, err
+	}
 	ip, at := r.ip, r.at
 	stale := ip.IsValid() && time.Since(at) > udpTargetTTL && !r.refreshing
 	if stale {
@@ -342,8 +354,9 @@ func (r *targetResolver) lookup(host string) (netip.Addr, error) {
 		if err == nil {
 			err = errors.New("no address for " + host)
 		}
+		r.failure, r.failedAt = err, time.Now()
 		return netip.Addr{}, err
 	}
-	r.ip, r.at = addrs[0].Unmap(), time.Now()
+	r.ip, r.at, r.failure = addrs[0].Unmap(), time.Now(), nil
 	return r.ip, nil
 }
