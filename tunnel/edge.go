@@ -260,7 +260,7 @@ func (e *Edge) tunnelLoop() {
 		attempt = 0
 		// The ports and the firewall of the assignment are in force before
 		// the tunnel is: no client goes through under the previous ones.
-		handler := e.takeAssignments(tunnel, assign)
+		handler, report := e.takeAssignments(tunnel, assign)
 		e.mu.Lock()
 		if e.closed { // Close found no tunnel to close: this one is closed here
 			e.mu.Unlock()
@@ -271,6 +271,7 @@ func (e *Edge) tunnelLoop() {
 		e.tunnel = tunnel
 		e.lastError, e.attempts = "", 0
 		e.mu.Unlock()
+		report()
 		e.log.Info("tunnel connected", "hub", hubAddr, "connections", len(tunnel.conns))
 		e.emit(EventTunnelConnected, TunnelConnectedEvent{HubAddr: hubAddr})
 		reported = false

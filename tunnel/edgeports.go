@@ -135,6 +135,14 @@ func (e *Edge) closePortsLocked() error {
 // (portError) and then the assignment (portsAssigned) when received says
 // the hub sent it, and returns what is bound now, for BOUND.
 func (e *Edge) applyAssign(m assignMsg, received bool) boundMsg {
+	bound, report := e.applyAssignLater(m, received)
+	report()
+	return bound
+}
+
+// applyAssignLater is applyAssign that leaves the events and logs to the
+// function it returns.
+func (e *Edge) applyAssignLater(m assignMsg, received bool) (boundMsg, func()) {
 	want := e.own
 	if m.Ports != nil {
 		want = *m.Ports
@@ -144,31 +152,36 @@ func (e *Edge) applyAssign(m assignMsg, received bool) boundMsg {
 	bound := e.boundLocked()
 	e.mu.Unlock()
 	e.firewall.apply(m.Firewall, bound)
-	for _, pe := range errs {
-		e.log.Warn("port not bound", "port", pe.Port, "protocol", pe.Protocol, "err", pe.Error)
-		e.emit(EventPortError, pe)
+	return boundMsg{Seq: m.Seq, portLists: bound}, func() {
+		for _, pe := range errs {
+			e.log.Warn("port not bound", "port", pe.Port, "protocol", pe.Protocol, "err", pe.Error)
+			e.emit(EventPortError, pe)
+		}
+		if len(want.TCP) == 0 && len(want.UDP) == 0 {
+			e.log.Warn("no ports to listen on: neither the hub nor the edge's config gives any")
+		}
+		if received {
+			e.log.Info("ports assigned", "listenPorts", want.TCP, "listenPortsUdp", want.UDP, "boundTcp", bound.TCP, "boundUdp", bound.UDP)
+			e.emit(EventPortsAssigned, PortsAssignedEvent{ListenPorts: nonNil(want.TCP), ListenPortsUDP: nonNil(want.UDP)})
+		}
 	}
-	if len(want.TCP) == 0 && len(want.UDP) == 0 {
-		e.log.Warn("no ports to listen on: neither the hub nor the edge's config gives any")
-	}
-	if received {
-		e.log.Info("ports assigned", "listenPorts", want.TCP, "listenPortsUdp", want.UDP, "boundTcp", bound.TCP, "boundUdp", bound.UDP)
-		e.emit(EventPortsAssigned, PortsAssignedEvent{ListenPorts: nonNil(want.TCP), ListenPortsUDP: nonNil(want.UDP)})
-	}
-	return boundMsg{Seq: m.Seq, portLists: bound}
 }
 
 // takeAssignments applies the hub's first assignment of a new tunnel (or,
 // from a hub that assigns nothing, the edge's own ports), tells the hub
 // what is bound, and returns the handler of the assignments that follow on
-// the tunnel's connection of index 0.
-func (e *Edge) takeAssignments(t *edgeConns, first *assignMsg) *streamHandler {
+// the tunnel's connection of index 0, and the reporting of the first
+// assignment (portError, portsAssigned), for the caller to run once the
+// tunnel serves clients: a client that connects on the word of
+// portsAssigned finds the tunnel there.
+func (e *Edge) takeAssignments(t *edgeConns, first *assignMsg) (*streamHandler, func()) {
 	if first == nil {
-		e.applyAssign(assignMsg{}, false)
-		return nil
+		_, report := e.applyAssignLater(assignMsg{}, false)
+		return nil, report
 	}
 	conn := t.conns[0]
-	conn.Send(frameBound, encodeBound(e.applyAssign(*first, true)))
+	bound, report := e.applyAssignLater(*first, true)
+	conn.Send(frameBound, encodeBound(bound))
 	last := first.Seq
 	return &streamHandler{message: func(_ frameType, p []byte) error {
 		m, err := parseAssign(p)
@@ -181,7 +194,7 @@ func (e *Edge) takeAssignments(t *edgeConns, first *assignMsg) *streamHandler {
 		last = m.Seq
 		conn.Send(frameBound, encodeBound(e.applyAssign(m, true)))
 		return nil
-	}}
+	}}, report
 }
 
 // readFirstAssign reads the ASSIGN a hub that assigns sends right after
