@@ -47,6 +47,15 @@ export interface IHubConfig {
   metricsListen?: string;
   /** PROXY protocol header written to the TCP targets: "v1" (text, the default) or "v2" (binary). */
   proxyProtocol?: 'v1' | 'v2';
+  /**
+   * PROXY v2 header (DGRAM) for UDP targets: "first" (default: one datagram holding only the
+   * header before a flow's first datagram), "every" (in front of every datagram) or "none".
+   */
+  udpProxyProtocol?: 'first' | 'every' | 'none';
+  /** A UDP flow idle in both directions this many seconds is closed. Default 60. */
+  udpIdleTimeoutSecs?: number;
+  /** UDP flows per edge; beyond it the least recently used goes. Default 65536. */
+  maxUdpFlows?: number;
   /** Engine binary to use for this start (see IRemoteIngressOptions.binaryPath). Not sent to the engine. */
   binaryPath?: string;
 }
@@ -93,6 +102,8 @@ export interface IConnectedEdgeStatus {
   listenPorts: number[];
   /** UDP ports the edge reports bound. */
   listenPortsUdp: number[];
+  /** The edge's UDP flows open at the hub. */
+  activeUdpFlows?: number;
   [extra: string]: unknown;
 }
 
@@ -175,6 +186,10 @@ export interface IEdgeConfig {
    * in-process check alone.
    */
   firewallBackend?: 'auto' | 'process';
+  /** A UDP flow idle in both directions this many seconds is closed. Default 60. */
+  udpIdleTimeoutSecs?: number;
+  /** UDP flows of this edge; beyond it the least recently used goes. Default 65536. */
+  maxUdpFlows?: number;
   /** Address to bind the listen ports to. Default: all interfaces. */
   listenHost?: string;
   /** STUN refresh interval in seconds. Default 300; 0 turns STUN off. */
@@ -208,6 +223,10 @@ export interface IEdgeStatus {
   firewallRefused: number;
   /** Each hub's tunnel; `connected` is true while any is up. */
   hubs: IEdgeHubStatus[];
+  /** UDP flows open now. */
+  activeUdpFlows?: number;
+  /** Client datagrams dropped (tunnel congested or down, hub without UDP, port removed). */
+  udpDatagramsDropped?: number;
   /** Why the tunnel is down, if it is. */
   lastError?: string;
   /** Failed connection attempts since the last success. */

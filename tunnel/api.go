@@ -111,6 +111,8 @@ type ConnectedEdge struct {
 	// (empty for an edge that does not report them).
 	ListenPorts    []int `json:"listenPorts"`
 	ListenPortsUDP []int `json:"listenPortsUdp"`
+	// ActiveUDPFlows is the edge's UDP flows open at the hub now.
+	ActiveUDPFlows int `json:"activeUdpFlows"`
 }
 
 // EdgeStatus is the result of getEdgeStatus.
@@ -132,4 +134,10 @@ type EdgeStatus struct {
 	ReconnectAttempts int `json:"reconnectAttempts"`
 	// Connections is how many tunnel connections are up (0 while disconnected).
 	Connections int `json:"connections"`
+	// ActiveUDPFlows is the UDP flows open now.
+	ActiveUDPFlows int `json:"activeUdpFlows"`
+	// UDPDatagramsDropped counts the client datagrams dropped: the tunnel's
+	// queue was full, there was no tunnel or the hub carries no UDP, or the
+	// flow cap could not make room.
+	UDPDatagramsDropped uint64 `json:"udpDatagramsDropped"`
 }

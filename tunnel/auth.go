@@ -27,12 +27,14 @@ const (
 	// capAssign: the peer sends (hub) or takes (edge) ASSIGN and BOUND: the
 	// hub decides the edge's ports and firewall (assign.go).
 	capAssign uint32 = 1 << 2
+	// capUDP: the peer carries UDP flows (UDP_OPEN, UDP_DATA, UDP_CLOSE; flow.go).
+	capUDP uint32 = 1 << 3
 	// capDrain: the edge takes DRAIN, the hub's notice that it stops, and
 	// sends new clients to its other hubs from then on.
 	capDrain uint32 = 1 << 4
 
 	// ourCaps is what this implementation announces.
-	ourCaps = capWindowAutotune | capConnectionSet | capAssign | capDrain
+	ourCaps = capWindowAutotune | capConnectionSet | capAssign | capUDP | capDrain
 
 	// MaxTunnelConnections is the most connections one edge may use at once.
 	MaxTunnelConnections = 16

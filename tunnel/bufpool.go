@@ -35,9 +35,27 @@ func getBuf(n int) *[]byte {
 	return bp
 }
 
-// putBuf returns a buffer obtained from getBuf.
+// tinyBuf is the size class of datagram frames that fit a common MTU
+// (getDatagramBuf): a queue of small datagrams holds no 16 KiB buffers.
+const tinyBuf = 2 << 10
+
+var tinyPool = sync.Pool{New: func() any { b := make([]byte, tinyBuf); return &b }}
+
+// getDatagramBuf is getBuf with a smaller class for frames of at most tinyBuf.
+func getDatagramBuf(n int) *[]byte {
+	if n > tinyBuf {
+		return getBuf(n)
+	}
+	bp := tinyPool.Get().(*[]byte)
+	*bp = (*bp)[:n]
+	return bp
+}
+
+// putBuf returns a buffer obtained from getBuf or getDatagramBuf.
 func putBuf(bp *[]byte) {
 	switch cap(*bp) {
+	case tinyBuf:
+		tinyPool.Put(bp)
 	case smallBuf:
 		smallPool.Put(bp)
 	case largeBuf:

@@ -37,6 +37,16 @@ const (
 	DefaultDialTimeout = 10 * time.Second
 	// DefaultMaxPendingHandshakes caps the connections that have not authenticated yet.
 	DefaultMaxPendingHandshakes = 256
+	// DefaultUDPProxyProtocol is how the hub tells UDP targets the client's address.
+	DefaultUDPProxyProtocol = UDPProxyFirst
+)
+
+// Defaults of UDP, on both sides.
+const (
+	// DefaultUDPIdleTimeout ends a flow idle in both directions this long.
+	DefaultUDPIdleTimeout = 60 * time.Second
+	// DefaultMaxUDPFlows caps the flows of one edge (the hub: per edge).
+	DefaultMaxUDPFlows = 1 << 16
 )
 
 // Defaults of EdgeConfig.
@@ -238,6 +248,14 @@ type HubConfig struct {
 	// ProxyProtocol is the PROXY protocol version the hub writes to its TCP
 	// targets: ProxyProtocolV1 (the default) or ProxyProtocolV2.
 	ProxyProtocol string
+	// UDPProxyProtocol is how the hub gives UDP targets the client's
+	// address: UDPProxyFirst (the default), UDPProxyEvery or UDPProxyNone.
+	UDPProxyProtocol string
+	// UDPIdleTimeout ends a flow idle in both directions this long (default 60 s).
+	UDPIdleTimeout time.Duration
+	// MaxUDPFlows caps the flows of one edge; beyond it the least recently
+	// used goes (default 65536).
+	MaxUDPFlows int
 	Tuning
 	Logger *slog.Logger
 	Events EventSink
@@ -264,6 +282,15 @@ func (c HubConfig) withDefaults() HubConfig {
 	}
 	if c.ProxyProtocol == "" {
 		c.ProxyProtocol = ProxyProtocolV1
+	}
+	if c.UDPProxyProtocol == "" {
+		c.UDPProxyProtocol = DefaultUDPProxyProtocol
+	}
+	if c.UDPIdleTimeout == 0 {
+		c.UDPIdleTimeout = DefaultUDPIdleTimeout
+	}
+	if c.MaxUDPFlows == 0 {
+		c.MaxUDPFlows = DefaultMaxUDPFlows
 	}
 	c.Tuning = c.Tuning.withDefaults()
 	if c.Logger == nil {
@@ -296,7 +323,26 @@ func (c HubConfig) Validate() error {
 	if err := checkProxyProtocol(c.ProxyProtocol); err != nil {
 		return err
 	}
+	switch c.UDPProxyProtocol {
+	case UDPProxyFirst, UDPProxyEvery, UDPProxyNone:
+	default:
+		return configErr("UDPProxyProtocol", "must be %q, %q or %q", UDPProxyFirst, UDPProxyEvery, UDPProxyNone)
+	}
+	if err := checkUDPLimits(c.UDPIdleTimeout, c.MaxUDPFlows); err != nil {
+		return err
+	}
 	return c.Tuning.Validate()
+}
+
+// checkUDPLimits checks UDPIdleTimeout and MaxUDPFlows of either side.
+func checkUDPLimits(idle time.Duration, maxFlows int) error {
+	if idle <= 0 {
+		return configErr("UDPIdleTimeout", "must be positive")
+	}
+	if maxFlows <= 0 {
+		return configErr("MaxUDPFlows", "must be positive")
+	}
+	return nil
 }
 
 // certPairError says which of a certificate and its key is missing.
@@ -453,6 +499,11 @@ type EdgeConfig struct {
 	// addresses where the edge may use it, and the in-process check) or
 	// FirewallProcess (the in-process check alone).
 	FirewallBackend string
+	// UDPIdleTimeout ends a flow idle in both directions this long (default 60 s).
+	UDPIdleTimeout time.Duration
+	// MaxUDPFlows caps the edge's flows; beyond it the least recently used
+	// goes (default 65536).
+	MaxUDPFlows int
 	Tuning
 	Logger *slog.Logger
 	Events EventSink
@@ -497,6 +548,12 @@ func (c EdgeConfig) withDefaults() EdgeConfig {
 	}
 	if c.HubMode == "" {
 		c.HubMode = HubSpread
+	}
+	if c.UDPIdleTimeout == 0 {
+		c.UDPIdleTimeout = DefaultUDPIdleTimeout
+	}
+	if c.MaxUDPFlows == 0 {
+		c.MaxUDPFlows = DefaultMaxUDPFlows
 	}
 	c.Tuning = c.Tuning.withDefaults()
 	if c.Logger == nil {
@@ -562,6 +619,9 @@ func (c EdgeConfig) Validate() error {
 	}
 	if c.FirewallBackend != FirewallAuto && c.FirewallBackend != FirewallProcess {
 		return configErr("FirewallBackend", "must be %q or %q", FirewallAuto, FirewallProcess)
+	}
+	if err := checkUDPLimits(c.UDPIdleTimeout, c.MaxUDPFlows); err != nil {
+		return err
 	}
 	if _, err := edgeTLSConfigFor(c.serverName(), c.HubCertSHA256, c.HubCAPEM); err != nil {
 		return err

@@ -36,6 +36,7 @@ type Edge struct {
 	reconnects atomic.Uint64
 	pickNext   atomic.Uint32 // pickTunnel's turn among equal hubs
 	firewall   *edgeFirewall
+	udp        *edgeUDP // the UDP flows (edgeudp.go)
 
 	mu       sync.Mutex
 	ports    edgePorts // the listening sockets (edgeports.go)
@@ -74,6 +75,7 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 		}
 	}
 	e.firewall = newEdgeFirewall(cfg, e.log)
+	e.udp = newEdgeUDP(e)
 	e.mu.Lock()
 	errs := e.setPortsLocked(e.own)
 	if len(errs) > 0 {
@@ -101,6 +103,8 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 		e.wg.Add(1)
 		go e.refreshLoop(names)
 	}
+	e.wg.Add(1)
+	go e.udp.sweep()
 	e.mu.Unlock()
 	if cfg.StunInterval > 0 { // negative disables STUN
 		e.wg.Add(1)
@@ -132,6 +136,8 @@ func (e *Edge) Status() EdgeStatus {
 		ip := e.publicIP
 		st.PublicIP = &ip
 	}
+	st.ActiveUDPFlows = e.udp.active()
+	st.UDPDatagramsDropped = e.udp.dropped.Load()
 	return st
 }
 

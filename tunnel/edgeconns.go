@@ -48,10 +48,28 @@ func (t *edgeConns) close(reason string) {
 // run serves every connection until the first one ends, closes the others
 // and returns, once all have ended, why the first one ended. first, if not
 // nil, handles the hub's messages on the connection of index 0, others on
-// the other connections.
-func (t *edgeConns) run(first, others *streamHandler) error {
+// the other connections; flows, if not nil, gives each connection the
+// handler of the hub's flow frames.
+func (t *edgeConns) run(first, others *streamHandler, flows func(c tunnelConn) *flowHandler) error {
+	handlers := make([]*streamHandler, len(t.conns))
+	for i, c := range t.conns {
+		h := others
+		if i == 0 {
+			h = first
+		}
+		if h != nil {
+			one := *h
+			handlers[i] = &one
+		}
+		if flows != nil {
+			if handlers[i] == nil {
+				handlers[i] = &streamHandler{}
+			}
+			handlers[i].flows = flows(c)
+		}
+	}
 	if len(t.conns) == 1 {
-		return t.conns[0].Serve(first)
+		return t.conns[0].Serve(handlers[0])
 	}
 	reasons := make(chan error, len(t.conns))
 	var wg sync.WaitGroup
@@ -59,11 +77,7 @@ func (t *edgeConns) run(first, others *streamHandler) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if i == 0 {
-				reasons <- c.Serve(first)
-			} else {
-				reasons <- c.Serve(others)
-			}
+			reasons <- c.Serve(handlers[i])
 		}()
 	}
 	why := <-reasons

@@ -233,6 +233,18 @@ func (e *Edge) pickTunnel() *edgeConns {
 	return best
 }
 
+// tunnelLive reports whether t is the tunnel of a link now.
+func (e *Edge) tunnelLive(t *edgeConns) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, l := range e.links {
+		if l.tunnel == t {
+			return true
+		}
+	}
+	return false
+}
+
 // anyUpLocked reports whether a tunnel is up; e.mu is held.
 func (e *Edge) anyUpLocked() bool {
 	for _, l := range e.links {
@@ -346,24 +358,26 @@ func (e *Edge) serveLink(l *hubLink, attempt int) bool {
 	}
 	// The ports and the firewall of the assignment are in force before the
 	// tunnel is: no client goes through under the previous ones.
-	onFirst, onOthers := e.tunnelHandlers(l, tunnel, assign)
+	onFirst, onOthers, report := e.tunnelHandlers(l, tunnel, assign)
 	e.mu.Lock()
 	if e.closed { // Close found no tunnel to close: this one is closed here
 		e.mu.Unlock()
 		tunnel.close("edge stopping")
-		tunnel.run(nil, nil)
+		tunnel.run(nil, nil, nil)
 		return true
 	}
 	l.tunnel, l.draining = tunnel, false
 	l.lastError, l.attempts, l.reported = "", 0, false
 	e.mu.Unlock()
+	report()
 	e.log.Info("tunnel connected", "hub", l.addr, "connections", len(tunnel.conns))
 	e.emit(EventTunnelConnected, TunnelConnectedEvent{HubAddr: l.addr, Hub: l.addr, Transport: "tls"})
-	reason := tunnel.run(onFirst, onOthers)
+	reason := tunnel.run(onFirst, onOthers, e.udp.handler)
 	e.mu.Lock()
 	l.tunnel, l.draining = nil, false
 	l.lastError, l.reported = reason.Error(), true
 	e.mu.Unlock()
+	e.udp.dropTunnel(tunnel)
 	e.log.Warn("tunnel disconnected", "hub", l.addr, "reason", reason.Error())
 	e.emit(EventTunnelDisconnected, TunnelDisconnectedEvent{Reason: reason.Error(), Hub: l.addr})
 	return true
@@ -376,11 +390,12 @@ func (e *Edge) linkError(l *hubLink) string {
 }
 
 // tunnelHandlers apply the first assignment of a new tunnel (see
-// takeAssignments) and return the handlers of the hub's messages on it: on
+// takeAssignments) and return the handlers of the hub's messages on it (on
 // the connection of index 0 the later assignments, and on every connection
-// DRAIN, after which l gets no new clients.
-func (e *Edge) tunnelHandlers(l *hubLink, t *edgeConns, first *assignMsg) (onFirst, onOthers *streamHandler) {
-	assigns := e.takeAssignments(t, first)
+// DRAIN, after which l gets no new clients) and the reporting of that first
+// assignment, to run once the tunnel is recorded.
+func (e *Edge) tunnelHandlers(l *hubLink, t *edgeConns, first *assignMsg) (onFirst, onOthers *streamHandler, report func()) {
+	assigns, report := e.takeAssignments(t, first)
 	drained := func(p []byte) {
 		e.mu.Lock()
 		was := l.draining
@@ -407,7 +422,7 @@ func (e *Edge) tunnelHandlers(l *hubLink, t *edgeConns, first *assignMsg) (onFir
 		drained(p)
 		return nil
 	}}
-	return onFirst, onOthers
+	return onFirst, onOthers, report
 }
 
 // hubsStatusLocked is the per-hub part of EdgeStatus; e.mu is held.

@@ -1,7 +1,6 @@
 package tunnel
 
 import (
-	"errors"
 	"fmt"
 	"maps"
 	"net"
@@ -20,11 +19,11 @@ import (
 // edgePorts holds the edge's listeners by port; guarded by Edge.mu.
 type edgePorts struct {
 	tcp map[int]net.Listener
-	udp map[int]net.PacketConn
+	udp map[int]*udpPort
 }
 
 func newEdgePorts() edgePorts {
-	return edgePorts{tcp: make(map[int]net.Listener), udp: make(map[int]net.PacketConn)}
+	return edgePorts{tcp: make(map[int]net.Listener), udp: make(map[int]*udpPort)}
 }
 
 // boundLocked is the ports bound now, sorted; e.mu is held.
@@ -45,36 +44,29 @@ func (e *Edge) bindTCPLocked(p int) error {
 	return nil
 }
 
-// bindUDPLocked binds UDP port p on the listen host; e.mu is held. What
-// arrives on it is read and dropped: flows through the tunnel are not
-// carried yet.
+// bindUDPLocked binds UDP port p on the listen host, or takes back the
+// socket of p that still serves the flows of an earlier assignment, and
+// starts carrying its flows (edgeudp.go); e.mu is held.
 func (e *Edge) bindUDPLocked(p int) error {
+	if up := e.udp.takeBack(p); up != nil {
+		e.ports.udp[p] = up
+		return nil
+	}
 	pc, err := net.ListenPacket("udp", net.JoinHostPort(e.cfg.ListenHost, strconv.Itoa(p)))
 	if err != nil {
 		return unwrapOpError(err)
 	}
-	e.ports.udp[p] = pc
-	e.wg.Add(1)
-	go e.drainUDP(pc)
-	return nil
-}
-
-// drainUDP reads and drops the datagrams of pc until it is closed.
-func (e *Edge) drainUDP(pc net.PacketConn) {
-	defer e.wg.Done()
-	buf := make([]byte, 2048)
-	for {
-		if _, _, err := pc.ReadFrom(buf); err != nil {
-			if !errors.Is(err, net.ErrClosed) {
-				var ne net.Error
-				if errors.As(err, &ne) && ne.Timeout() {
-					continue
-				}
-				e.log.Warn("UDP socket failed", "addr", pc.LocalAddr().String(), "err", err)
-			}
-			return
-		}
+	uc := pc.(*net.UDPConn)
+	_ = uc.SetReadBuffer(udpSocketBuffer) // room for bursts; the kernel caps it at rmem_max
+	up := &udpPort{port: p, pc: uc, local: uc.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap(), accepting: true}
+	up.v6 = uc.LocalAddr().(*net.UDPAddr).IP.To4() == nil
+	if v6, ok := enablePktinfo(uc); ok {
+		up.v6, up.pktinfo = v6, true
 	}
+	e.ports.udp[p] = up
+	e.wg.Add(1)
+	go e.udp.readLoop(up)
+	return nil
 }
 
 // setPortsLocked makes the bound ports those of want: it closes the
@@ -92,9 +84,9 @@ func (e *Edge) setPortsLocked(want portLists) []PortErrorEvent {
 			delete(e.ports.tcp, p)
 		}
 	}
-	for p, pc := range e.ports.udp {
+	for p, up := range e.ports.udp {
 		if !slices.Contains(want.UDP, p) {
-			_ = pc.Close()
+			e.udp.retire(up) // its flows live on until they end
 			delete(e.ports.udp, p)
 		}
 	}
@@ -129,11 +121,12 @@ func (e *Edge) closePortsLocked() error {
 			errs = multierror.Append(errs, fmt.Errorf("closing listener on port %d: %w", p, err))
 		}
 	}
-	for p, pc := range e.ports.udp {
-		if err := pc.Close(); err != nil {
+	for p, up := range e.ports.udp {
+		if err := up.pc.Close(); err != nil {
 			errs = multierror.Append(errs, fmt.Errorf("closing UDP socket on port %d: %w", p, err))
 		}
 	}
+	e.udp.closeDraining()
 	return errs
 }
 
@@ -142,6 +135,14 @@ func (e *Edge) closePortsLocked() error {
 // (portError) and then the assignment (portsAssigned) when received says
 // the hub sent it, and returns what is bound now, for BOUND.
 func (e *Edge) applyAssign(m assignMsg, received bool) boundMsg {
+	bound, report := e.applyAssignLater(m, received)
+	report()
+	return bound
+}
+
+// applyAssignLater is applyAssign that leaves the events and logs to the
+// function it returns.
+func (e *Edge) applyAssignLater(m assignMsg, received bool) (boundMsg, func()) {
 	want := e.own
 	if m.Ports != nil {
 		want = *m.Ports
@@ -151,31 +152,36 @@ func (e *Edge) applyAssign(m assignMsg, received bool) boundMsg {
 	bound := e.boundLocked()
 	e.mu.Unlock()
 	e.firewall.apply(m.Firewall, bound)
-	for _, pe := range errs {
-		e.log.Warn("port not bound", "port", pe.Port, "protocol", pe.Protocol, "err", pe.Error)
-		e.emit(EventPortError, pe)
+	return boundMsg{Seq: m.Seq, portLists: bound}, func() {
+		for _, pe := range errs {
+			e.log.Warn("port not bound", "port", pe.Port, "protocol", pe.Protocol, "err", pe.Error)
+			e.emit(EventPortError, pe)
+		}
+		if len(want.TCP) == 0 && len(want.UDP) == 0 {
+			e.log.Warn("no ports to listen on: neither the hub nor the edge's config gives any")
+		}
+		if received {
+			e.log.Info("ports assigned", "listenPorts", want.TCP, "listenPortsUdp", want.UDP, "boundTcp", bound.TCP, "boundUdp", bound.UDP)
+			e.emit(EventPortsAssigned, PortsAssignedEvent{ListenPorts: nonNil(want.TCP), ListenPortsUDP: nonNil(want.UDP)})
+		}
 	}
-	if len(want.TCP) == 0 && len(want.UDP) == 0 {
-		e.log.Warn("no ports to listen on: neither the hub nor the edge's config gives any")
-	}
-	if received {
-		e.log.Info("ports assigned", "listenPorts", want.TCP, "listenPortsUdp", want.UDP, "boundTcp", bound.TCP, "boundUdp", bound.UDP)
-		e.emit(EventPortsAssigned, PortsAssignedEvent{ListenPorts: nonNil(want.TCP), ListenPortsUDP: nonNil(want.UDP)})
-	}
-	return boundMsg{Seq: m.Seq, portLists: bound}
 }
 
 // takeAssignments applies the hub's first assignment of a new tunnel (or,
 // from a hub that assigns nothing, the edge's own ports), tells the hub
 // what is bound, and returns the handler of the assignments that follow on
-// the tunnel's connection of index 0 (nil from a hub that assigns nothing).
-func (e *Edge) takeAssignments(t *edgeConns, first *assignMsg) func(frameType, []byte) error {
+// the tunnel's connection of index 0 (nil from a hub that assigns nothing),
+// and the reporting of the first assignment (portError, portsAssigned), for
+// the caller to run once the tunnel serves clients: a client that connects
+// on the word of portsAssigned finds the tunnel there.
+func (e *Edge) takeAssignments(t *edgeConns, first *assignMsg) (func(frameType, []byte) error, func()) {
 	if first == nil {
-		e.applyAssign(assignMsg{}, false)
-		return nil
+		_, report := e.applyAssignLater(assignMsg{}, false)
+		return nil, report
 	}
 	conn := t.conns[0]
-	conn.Send(frameBound, encodeBound(e.applyAssign(*first, true)))
+	bound, report := e.applyAssignLater(*first, true)
+	conn.Send(frameBound, encodeBound(bound))
 	last := first.Seq
 	return func(_ frameType, p []byte) error {
 		m, err := parseAssign(p)
@@ -188,7 +194,7 @@ func (e *Edge) takeAssignments(t *edgeConns, first *assignMsg) func(frameType, [
 		last = m.Seq
 		conn.Send(frameBound, encodeBound(e.applyAssign(m, true)))
 		return nil
-	}
+	}, report
 }
 
 // readFirstAssign reads the ASSIGN a hub that assigns sends right after

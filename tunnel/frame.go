@@ -33,6 +33,10 @@ const (
 	frameAssign frameType = 0x14 // hub→edge, stream 0: the edge's ports and firewall (assign.go)
 	frameBound  frameType = 0x15 // edge→hub, stream 0: the ports the edge has bound (assign.go)
 	frameDrain  frameType = 0x19 // hub→edge, stream 0: the hub is stopping; payload the reason
+
+	frameUDPOpen  frameType = 0x16 // edge→hub: open flow id (the stream-id field); payload its address block (flow.go)
+	frameUDPData  frameType = 0x17 // both: one datagram of a flow
+	frameUDPClose frameType = 0x18 // both: the flow ended; empty
 )
 
 // headerLen is the size of a frame header.
@@ -46,6 +50,7 @@ var frameNames = map[frameType]string{
 	frameCloseBack: "CLOSE_BACK", frameWindowUpdate: "WINDOW_UPDATE", frameReset: "RESET",
 	framePing: "PING", framePong: "PONG", frameGoAway: "GOAWAY", frameBlocked: "BLOCKED", frameHello: "HELLO",
 	frameChallenge: "CHALLENGE", frameAuth: "AUTH", frameAuthOK: "AUTH_OK", frameAssign: "ASSIGN", frameBound: "BOUND", frameDrain: "DRAIN",
+	frameUDPOpen: "UDP_OPEN", frameUDPData: "UDP_DATA", frameUDPClose: "UDP_CLOSE",
 }
 
 // String names the frame type.

@@ -107,8 +107,9 @@ func TestIdlePollerEndsWithItsLastStream(t *testing.T) {
 	testutil.Eventually(t, 10*time.Second, "earlier tests' pollers to end", func() bool { return epollFDs(t) == 1 })
 	r := startRig(t, rigOptions{tuning: Tuning{idleAfter: 20 * time.Millisecond}, connections: 1})
 	// The rig's last goroutines (the hub session's writer and keepalive)
-	// start a moment after it reports the tunnel up.
-	testutil.Eventually(t, 10*time.Second, "the hub's session to run", func() bool { return runtime.NumGoroutine() >= 11 })
+	// start a moment after it reports the tunnel up; the hub and the edge
+	// each run a sweeper of idle UDP flows.
+	testutil.Eventually(t, 10*time.Second, "the hub's session to run", func() bool { return runtime.NumGoroutine() >= 13 })
 	base, epolls := runtime.NumGoroutine(), epollFDs(t)
 	const n = 4
 	var conns []*net.TCPConn

@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/serve-zone/remoteingress/tunnel/proxyproto"
 )
 
 // Each hostile frame sequence from an authenticated edge is a protocol error
@@ -43,6 +46,8 @@ func TestHostileFramesCloseOnlyThatTunnel(t *testing.T) {
 		}
 		return out
 	}
+	flowBlk := appendFlowOpen(nil, proxyproto.Header{Source: netip.MustParseAddrPort("198.51.100.7:4242"),
+		Destination: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(holdTarget.port))})
 	cases := []struct {
 		name, wire, reason string
 	}{
@@ -62,6 +67,15 @@ func TestHostileFramesCloseOnlyThatTunnel(t *testing.T) {
 		{"PING of the wrong size", string(frame(0, framePing, []byte("abc"))), "PING with 3 bytes"},
 		{"zero window update", string(cat(frame(1, frameOpen, open), frame(1, frameWindowUpdate, make([]byte, 4)))), "zero window update"},
 		{"handshake frame after authentication", string(frame(0, frameHello, []byte("x"))), "HELLO on stream 0"},
+		{"UDP_DATA for a flow never opened", string(frame(1, frameUDPData, []byte("x"))), "UDP_DATA for flow 1, which was never opened"},
+		{"UDP_CLOSE for a flow never opened", string(frame(3, frameUDPClose, nil)), "UDP_CLOSE for flow 3, which was never opened"},
+		{"oversized UDP_DATA", string(cat(frame(1, frameUDPOpen, flowBlk), header(1, frameUDPData, MaxDatagram+1))), "UDP_DATA of 65508 bytes"},
+		{"reused flow id", string(cat(frame(1, frameUDPOpen, flowBlk), frame(1, frameUDPOpen, flowBlk))), "not above the last opened"},
+		{"flow ids out of order", string(cat(frame(5, frameUDPOpen, flowBlk), frame(3, frameUDPOpen, flowBlk))), "UDP_OPEN for flow 3, not above the last opened 5"},
+		{"malformed flow address block", string(frame(1, frameUDPOpen, []byte{5, 1, 2})), "address family"},
+		{"flow address block of the wrong length", string(frame(1, frameUDPOpen, flowBlk[:len(flowBlk)-1])), "wrong length"},
+		{"UDP_CLOSE with a payload", string(cat(frame(1, frameUDPOpen, flowBlk), frame(1, frameUDPClose, []byte("x")))), "UDP_CLOSE with a payload"},
+		{"UDP_OPEN for flow 0", string(frame(0, frameUDPOpen, flowBlk)), "for flow 0"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

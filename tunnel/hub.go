@@ -36,6 +36,10 @@ type Hub struct {
 	junkLog  *ratelog.Limiter // connections refused before authentication
 	authLog  *ratelog.Limiter // edges refused at authentication
 
+	// flowPoll reads the replies of the UDP flows (hubudp.go).
+	flowPoll  *flowPoller
+	udpTarget targetResolver // TargetHost for new UDP flows
+
 	// draining is set by Shutdown: streams the edges open are refused, but
 	// those an edge that takes DRAIN opened before DRAIN reached it, until
 	// drainSynced says they have all arrived.
@@ -85,6 +89,7 @@ type hubEdge struct {
 	connectedAt time.Time
 	remote      string
 	ended       chan struct{} // closed when the last connection has ended
+	flows       *hubFlows     // its UDP flows (hubudp.go)
 }
 
 // connsLocked returns the live connections; the caller holds Hub.mu.
@@ -145,11 +150,13 @@ func startHub(cfg HubConfig, allowed []EdgeCredential, limits proofLimits) (*Hub
 		junkLog:  ratelog.New(log, slog.LevelInfo, "%d more connections rejected before authentication"),
 		authLog:  ratelog.New(log, slog.LevelWarn, "%d more edges rejected at authentication"),
 	}
+	h.flowPoll = newFlowPoller(h)
 	h.allowedLoaded = allowed != nil
 	h.setTrafficLocked(allow)
 	h.log.Info("hub listening", "tunnelPort", h.port, "targetHost", cfg.TargetHost, "certSha256", h.fingerprint)
-	h.wg.Add(1)
+	h.wg.Add(2)
 	go h.acceptLoop()
+	go h.sweepUDP()
 	return h, nil
 }
 
@@ -269,6 +276,7 @@ func (h *Hub) Status() HubStatus {
 		st.ConnectedEdges = append(st.ConnectedEdges, ConnectedEdge{
 			EdgeID: e.id, ConnectedAt: e.connectedAt.Unix(), ActiveStreams: active, RemoteAddr: e.remote,
 			Connections: len(conns), ListenPorts: slices.Clone(e.bound.TCP), ListenPortsUDP: slices.Clone(e.bound.UDP),
+			ActiveUDPFlows: e.flows.active(),
 		})
 	}
 	h.mu.Unlock()
@@ -306,6 +314,7 @@ func (h *Hub) Close() error {
 		}
 	}
 	h.mu.Unlock()
+	h.flowPoll.close() // flows opened from now on read with goroutines of their own, until their tunnel ends
 	h.wg.Wait()
 	h.junkLog.Flush()
 	h.authLog.Flush()
@@ -504,7 +513,9 @@ func (h *Hub) serveTunnel(c *hubConn) {
 			h.log.Debug("edge ports bound", "edgeId", id, "listenPorts", m.TCP, "listenPortsUdp", m.UDP)
 			return nil
 		},
+		flows: e.flows.handler(c.conn),
 	})
+	e.flows.dropConn(c.conn)
 	h.mu.Lock()
 	e.conns[c.set.Index] = nil
 	last := len(e.connsLocked()) == 0
@@ -623,6 +634,11 @@ func (h *Hub) register(c *hubConn) (*hubEdge, bool) {
 			e := &hubEdge{id: c.edgeID, secret: c.secret, set: c.set.ID, conns: make([]tunnelConn, c.set.Size),
 				caps: c.caps, sentSeq: c.assignSeq, bound: portLists{TCP: []int{}, UDP: []int{}},
 				connectedAt: time.Now(), remote: c.remote, ended: make(chan struct{})}
+			ctr := h.traffic[c.edgeID]
+			if ctr == nil {
+				ctr = new(streamCounters)
+			}
+			e.flows = newHubFlows(h, c.edgeID, ctr)
 			e.conns[c.set.Index] = c.conn
 			h.edges[c.edgeID] = e
 			h.sendAssignLocked(e, a.assign) // if the list changed since the handshake

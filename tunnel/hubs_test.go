@@ -103,8 +103,8 @@ func (r *hubsRig) streamsOpened() []uint64 {
 	return out
 }
 
-// roundTrip sends a message through the edge and reads its echo.
-func roundTrip(addr, msg string) error {
+// tcpRoundTrip sends a message through the edge and reads its echo.
+func tcpRoundTrip(addr, msg string) error {
 	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
 	if err != nil {
 		return err
@@ -147,7 +147,7 @@ func startLoad(addr string, workers int) *load {
 					return
 				default:
 				}
-				if err := roundTrip(addr, "ping"); err != nil {
+				if err := tcpRoundTrip(addr, "ping"); err != nil {
 					l.failed.Add(1)
 					l.mu.Lock()
 					if len(l.errs) < 5 {
@@ -174,7 +174,7 @@ func TestSpreadOverTwoHubs(t *testing.T) {
 	r := startHubsRig(t, 2, HubSpread)
 	r.waitConnected(true, true)
 	for i := 0; i < 20; i++ {
-		if err := roundTrip(r.edgeAddr, "hello"); err != nil {
+		if err := tcpRoundTrip(r.edgeAddr, "hello"); err != nil {
 			t.Fatalf("round trip %d: %v", i, err)
 		}
 	}
@@ -215,7 +215,7 @@ func TestHubLossLeavesTheOther(t *testing.T) {
 	r.waitConnected(true, true)
 	before := r.streamsOpened()[0]
 	for i := 0; i < 10; i++ {
-		if err := roundTrip(r.edgeAddr, "again"); err != nil {
+		if err := tcpRoundTrip(r.edgeAddr, "again"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -254,7 +254,7 @@ func TestRollingRestartRefusesNothing(t *testing.T) {
 func TestFailoverOrderAndReturn(t *testing.T) {
 	r := startHubsRig(t, 2, HubFailover)
 	r.waitConnected(true, false)
-	if err := roundTrip(r.edgeAddr, "first"); err != nil {
+	if err := tcpRoundTrip(r.edgeAddr, "first"); err != nil {
 		t.Fatal(err)
 	}
 	if o := r.streamsOpened(); o[0] != 1 || o[1] != 0 {
@@ -262,7 +262,7 @@ func TestFailoverOrderAndReturn(t *testing.T) {
 	}
 	r.hubs[0].Close()
 	r.waitConnected(false, true)
-	if err := roundTrip(r.edgeAddr, "second"); err != nil {
+	if err := tcpRoundTrip(r.edgeAddr, "second"); err != nil {
 		t.Fatal(err)
 	}
 	r.startHub(0)
@@ -272,7 +272,7 @@ func TestFailoverOrderAndReturn(t *testing.T) {
 	}
 	r.hubs[1].Close()
 	r.waitConnected(true, false)
-	if err := roundTrip(r.edgeAddr, "third"); err != nil {
+	if err := tcpRoundTrip(r.edgeAddr, "third"); err != nil {
 		t.Fatal(err)
 	}
 }

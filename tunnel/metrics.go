@@ -33,6 +33,7 @@ type streamCounters struct {
 	_      [cacheLine - 8]byte
 	recv   atomic.Uint64 // DATA payload bytes received from the tunnel
 	_      [cacheLine - 8]byte
+	flows  atomic.Int64 // UDP flows open now
 }
 
 // countInto makes the session count its streams and bytes in c, which
@@ -60,6 +61,7 @@ func (c *streamCounters) streams(hub bool) StreamMetrics {
 	closed := c.closed.Load() // before opened: active never goes below 0
 	m := StreamMetrics{StreamsTotal: c.opened.Load()}
 	m.StreamsActive = m.StreamsTotal - min(closed, m.StreamsTotal)
+	m.UDPFlowsActive = uint64(max(0, c.flows.Load()))
 	if hub {
 		m.BytesIn, m.BytesOut = c.recv.Load(), c.sent.Load()
 	} else {

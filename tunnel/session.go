@@ -103,6 +103,13 @@ type session struct {
 	poller     *idlePoller // the sockets of hibernating streams; see idle
 
 	stats *streamCounters // streams and bytes, for metrics (see countInto)
+
+	// UDP flows (flow.go).
+	flows     *flowHandler  // the peer's flow frames; nil: refused
+	udp       udpQueue      // flow frames waiting for the write lock
+	udpBatch  []udpEntry    // guarded by wlock
+	flowIDs   flowIDs       // edge: the ids of new flows
+	maxFlowID atomic.Uint32 // the highest flow id opened: received (hub) or sent (edge)
 }
 
 func newSession(conn net.Conn, isHub bool, tuning Tuning, peer peerParams, log *slog.Logger, hooks sessionHooks) *session {
@@ -147,6 +154,7 @@ func (s *session) run() error {
 		s.poller.close()
 	}
 	s.wg.Wait()
+	s.udp.drain()
 	return s.closeErr
 }
 
@@ -304,6 +312,9 @@ func (s *session) readError(err error) error {
 // dispatch handles one frame whose header has been read; it reads (or
 // skips) the payload.
 func (s *session) dispatch(h frameHeader) error {
+	if h.Type >= frameUDPOpen && h.Type <= frameUDPClose {
+		return s.dispatchFlow(h)
+	}
 	if h.StreamID == 0 {
 		return s.dispatchControl(h)
 	}

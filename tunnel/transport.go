@@ -52,6 +52,18 @@ type tunnelConn interface {
 	// or frameBound (edge), and returns without waiting for the write. It is
 	// lost if the connection ends first.
 	Send(t frameType, payload []byte)
+
+	// OpenFlow opens a new UDP flow described by hdr (the client, the
+	// address it sent to) and returns its id; edge only, to a peer that
+	// announced capUDP. Its UDP_OPEN goes out before any datagram of it.
+	OpenFlow(hdr proxyproto.Header) (uint32, error)
+	// SendDatagram queues one datagram (p is copied) of flow id; false when
+	// it was dropped (the queue is full, the tunnel closed), never waiting.
+	SendDatagram(id uint32, p []byte) bool
+	// CloseFlow tells the peer that flow id has ended here.
+	CloseFlow(id uint32)
+	// DatagramsDropped counts the datagrams SendDatagram dropped.
+	DatagramsDropped() uint64
 }
 
 // streamHandler serves the streams a peer opens (the hub's side).
@@ -69,6 +81,9 @@ type streamHandler struct {
 	// peer sends, in order, on the connection's reader; an error ends the
 	// connection as a protocol error.
 	message func(t frameType, payload []byte) error
+	// flows, if not nil, takes the peer's UDP flow frames (flow.go); without
+	// it they are a protocol error.
+	flows *flowHandler
 }
 
 // tunnelStream is a stream the peer opened, waiting for its local end.
@@ -105,6 +120,7 @@ func (s *session) Serve(h *streamHandler) error {
 	s.hooks.open = func(st *stream, _ proxyproto.Header) { st.abort("this side accepts no streams", true) }
 	if h != nil {
 		s.message = h.message
+		s.flows = h.flows
 	}
 	if h != nil && h.serve != nil {
 		s.hooks.open = func(st *stream, _ proxyproto.Header) {

@@ -42,6 +42,9 @@ func (s *session) unlockWriter(err error) error {
 	if err == nil {
 		err = s.writeControlLocked()
 	}
+	if err == nil {
+		err = s.writeUDPLocked()
+	}
 	if err == nil && s.waiting.Load() == 0 && s.bw.Buffered() > 0 {
 		// Let goroutines that are runnable now (other streams whose sockets
 		// just became readable) reach the lock: they then flush for us, and
@@ -139,6 +142,9 @@ func (s *session) controlWriter() {
 				return
 			}
 			_ = s.unlockWriter(nil)
+			if s.udp.pending.Load() {
+				s.ctrl.signal() // more datagrams: another turn, after the streams waiting
+			}
 		case <-s.done():
 			s.finalWrite()
 			return

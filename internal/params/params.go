@@ -409,6 +409,9 @@ var StartHub = Schema[tunnel.HubConfig]{Fields: []Field[tunnel.HubConfig]{
 	String("tlsKeyPem", "TLSKeyPEM", false, func(c *tunnel.HubConfig) *string { return &c.TLSKeyPEM }),
 	String("metricsListen", "MetricsListen", false, func(c *tunnel.HubConfig) *string { return &c.MetricsListen }),
 	String("proxyProtocol", "ProxyProtocol", false, func(c *tunnel.HubConfig) *string { return &c.ProxyProtocol }),
+	String("udpProxyProtocol", "UDPProxyProtocol", false, func(c *tunnel.HubConfig) *string { return &c.UDPProxyProtocol }),
+	Seconds("udpIdleTimeoutSecs", "UDPIdleTimeout", func(c *tunnel.HubConfig) *time.Duration { return &c.UDPIdleTimeout }),
+	Int("maxUdpFlows", "MaxUDPFlows", func(c *tunnel.HubConfig) *int { return &c.MaxUDPFlows }),
 }}
 
 // UpdateAllowedEdges is the params of updateAllowedEdges.
@@ -435,6 +438,8 @@ var StartEdge = Schema[tunnel.EdgeConfig]{Fields: []Field[tunnel.EdgeConfig]{
 	Int("tunnelConnections", "Connections", func(c *tunnel.EdgeConfig) *int { return &c.Connections }),
 	String("metricsListen", "MetricsListen", false, func(c *tunnel.EdgeConfig) *string { return &c.MetricsListen }),
 	String("firewallBackend", "FirewallBackend", false, func(c *tunnel.EdgeConfig) *string { return &c.FirewallBackend }),
+	Seconds("udpIdleTimeoutSecs", "UDPIdleTimeout", func(c *tunnel.EdgeConfig) *time.Duration { return &c.UDPIdleTimeout }),
+	Int("maxUdpFlows", "MaxUDPFlows", func(c *tunnel.EdgeConfig) *int { return &c.MaxUDPFlows }),
 }}
 
 // engineNames maps the engine's config field names to the params they come
