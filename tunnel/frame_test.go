@@ -330,7 +330,7 @@ func TestParseHeaderRejects(t *testing.T) {
 		{"type 0x00", "00 00 00 01 00 00 00 00 00", maxPayload, errUnknownFrame},
 		{"type 0x0c", "00 00 00 01 0c 00 00 00 00", maxPayload, errUnknownFrame},
 		{"type 0x0f", "00 00 00 01 0f 00 00 00 00", maxPayload, errUnknownFrame},
-		{"type 0x19", "00 00 00 01 19 00 00 00 00", maxPayload, errUnknownFrame},
+		{"type 0x1a", "00 00 00 01 1a 00 00 00 00", maxPayload, errUnknownFrame},
 		{"type 0xff", "00 00 00 01 ff 00 00 00 00", maxPayload, errUnknownFrame},
 		{"above maxPayload", "00 00 00 01 02 01 00 00 01", maxPayload, errFrameTooLarge},
 		{"above maxPayload with limit maxPayload+1", "00 00 00 01 02 01 00 00 01", maxPayload + 1, errFrameTooLarge},
