@@ -671,11 +671,19 @@ func tcpRelay(t testing.TB, listen, target string) {
 	}
 	var mu sync.Mutex
 	var open []net.Conn
+	closed := false
 	var wg sync.WaitGroup
-	track := func(c net.Conn) {
+	// track keeps c to be closed on cleanup, or closes it now when the
+	// cleanup has begun.
+	track := func(c net.Conn) bool {
 		mu.Lock()
+		defer mu.Unlock()
+		if closed {
+			c.Close()
+			return false
+		}
 		open = append(open, c)
-		mu.Unlock()
+		return true
 	}
 	wg.Go(func() {
 		for {
@@ -683,14 +691,19 @@ func tcpRelay(t testing.TB, listen, target string) {
 			if err != nil {
 				return
 			}
-			track(c)
+			if !track(c) {
+				return
+			}
 			wg.Go(func() {
 				u, err := net.DialTimeout("tcp", target, 5*time.Second)
 				if err != nil {
 					c.Close()
 					return
 				}
-				track(u)
+				if !track(u) {
+					c.Close()
+					return
+				}
 				pipe := func(dst, src net.Conn) {
 					_, _ = io.Copy(dst, src)
 					if tc, ok := dst.(*net.TCPConn); ok {
@@ -709,6 +722,7 @@ func tcpRelay(t testing.TB, listen, target string) {
 	t.Cleanup(func() {
 		ln.Close()
 		mu.Lock()
+		closed = true
 		for _, c := range open {
 			c.Close()
 		}
