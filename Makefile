@@ -106,7 +106,7 @@ check: fmt-check vet test-go test-ts
 test-go:
 	$(GO) test -race -count=1 -timeout 15m $$($(GO) list ./... | grep -v /systest)
 
-## test-system: the real binary against nginx, HAProxy, wrk, coturn, network namespaces, kill -9, soak
+## test-system: the real binary against nginx, HAProxy, wrk, coturn, dnsmasq, iperf3, network namespaces, kill -9, soak
 ## (scripts/ci-system-deps.sh installs the tools; namespace tests need root; SOAK_DURATION=10m for a longer soak)
 test-system:
 	$(GO) test -race -count=1 -timeout 20m -v ./systest/ 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}

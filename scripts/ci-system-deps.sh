@@ -5,13 +5,16 @@
 #   nginx, haproxy  real PROXY-protocol consumers behind the hub
 #   wrk             HTTP load through the tunnel
 #   coturn          a real STUN server (turnserver), also for tunnel/stun's TestCoturn
+#   dnsmasq-base    a real DNS server behind the hub's UDP path (the binary only:
+#                   no service, no system resolver change)
+#   iperf3          UDP load (loss and jitter) through the tunnel
 #   iproute2        ip (network namespaces, veth, TUN) and tc (netem)
 #   iptables        cutting a link without a clean close
 #   systemd         systemd-analyze verify on deploy/systemd's units
 #   podman          builds the container image (make image-check)
 #
 # Idempotent and quiet: it does nothing when every tool is there. The
-# packages' own services (nginx, haproxy, coturn) are never started: the
+# packages' own services (nginx, haproxy, coturn, iperf3) are never started: the
 # start on install is refused with policy-rc.d (honoured by invoke-rc.d and
 # deb-systemd-invoke), and with systemd the units are disabled and stopped in
 # case they came up anyway. The tests start their own instances on loopback
@@ -34,7 +37,7 @@ have() {
 }
 
 missing=
-for pair in nginx:nginx haproxy:haproxy wrk:wrk turnserver:coturn ip:iproute2 tc:iproute2 iptables:iptables systemd-analyze:systemd podman:podman; do
+for pair in nginx:nginx haproxy:haproxy wrk:wrk turnserver:coturn dnsmasq:dnsmasq-base iperf3:iperf3 ip:iproute2 tc:iproute2 iptables:iptables systemd-analyze:systemd podman:podman; do
 	tool=${pair%%:*}
 	pkg=${pair#*:}
 	if ! have "$tool"; then
@@ -60,14 +63,14 @@ fi
 
 # The daemons the packages ship must not run.
 if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-	for unit in nginx.service haproxy.service coturn.service; do
+	for unit in nginx.service haproxy.service coturn.service iperf3.service; do
 		if systemctl list-unit-files "$unit" >/dev/null 2>&1; then
 			$SUDO systemctl disable --now "$unit" >/dev/null 2>&1 || true
 		fi
 	done
 fi
 if command -v pgrep >/dev/null 2>&1; then
-	for daemon in nginx haproxy turnserver; do
+	for daemon in nginx haproxy turnserver iperf3; do
 		if pgrep -x "$daemon" >/dev/null 2>&1; then
 			echo "ci-system-deps: warning: a $daemon process is running (not started by the tests)" >&2
 		fi
@@ -94,5 +97,6 @@ if ! grep -q '^sch_netem ' /proc/modules 2>/dev/null; then
 fi
 
 echo "ci-system-deps: nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'), $(haproxy -v 2>/dev/null | head -n1 | cut -d' ' -f1-3)," \
-	"wrk $(wrk -v 2>&1 | head -n1 | cut -d' ' -f2), coturn $(turnserver --version 2>/dev/null || echo '?'), $(ip -V 2>/dev/null), $(iptables --version 2>/dev/null)," \
+	"wrk $(wrk -v 2>&1 | head -n1 | cut -d' ' -f2), coturn $(turnserver --version 2>/dev/null || echo '?'), $(dnsmasq --version 2>/dev/null | head -n1 | cut -d' ' -f1-3)," \
+	"$(iperf3 --version 2>/dev/null | head -n1 | cut -d' ' -f1-2), $(ip -V 2>/dev/null), $(iptables --version 2>/dev/null)," \
 	"$(systemd-analyze --version 2>/dev/null | head -n1), $(podman --version 2>/dev/null)"

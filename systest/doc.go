@@ -2,6 +2,8 @@
 // remoteingress-bin (built once per run), each hub and edge its own process
 // driven over the --management dialect, against real PROXY-protocol
 // consumers (nginx, HAProxy), a real STUN server (coturn), HTTP load (wrk),
+// real UDP software on the UDP path (a DNS server, dnsmasq; UDP load with
+// loss and jitter measured, iperf3 -u),
 // simulated networks (network namespaces with delay, loss and cuts) and
 // process faults (kill -9 of hub, edge and parent), several hubs (one
 // hub killed, hung by SIGSTOP or restarted gracefully under load, and
