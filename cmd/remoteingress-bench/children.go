@@ -29,18 +29,18 @@ type child struct {
 
 // stopInfo says how a child ended.
 type stopInfo struct {
-	Name     string  `json:"name"`
-	Pid      int     `json:"pid"`
-	ExitCode int     `json:"exitCode"`
-	Signal   string  `json:"signal,omitempty"`
-	Killed   bool    `json:"killed"` // it did not exit on stdin EOF and SIGTERM
+	Name     string `json:"name"`
+	Pid      int    `json:"pid"`
+	ExitCode int    `json:"exitCode"`
+	Signal   string `json:"signal,omitempty"`
+	Killed   bool   `json:"killed"` // it did not exit on stdin EOF and SIGTERM
 	// KilledByBench: the bench sent it SIGKILL on purpose (the several-hubs
 	// failover row); its exit code is not a problem.
-	KilledByBench bool `json:"killedByBench,omitempty"`
-	Seconds  float64 `json:"secondsToExit"`
-	Warnings int     `json:"stderrWarnings"` // not counting expected ones
-	Errors   int     `json:"stderrErrors"`
-	Expected int     `json:"stderrExpectedWarnings"`
+	KilledByBench bool    `json:"killedByBench,omitempty"`
+	Seconds       float64 `json:"secondsToExit"`
+	Warnings      int     `json:"stderrWarnings"` // not counting expected ones
+	Errors        int     `json:"stderrErrors"`
+	Expected      int     `json:"stderrExpectedWarnings"`
 }
 
 // children is every process the bench started, so they can all be stopped.
