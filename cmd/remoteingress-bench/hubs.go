@@ -314,7 +314,9 @@ func (b *bench) hubsFailover(two *mode) error {
 	}()
 	begin := time.Now()
 	b.logf("  several hubs: failover: %d clients; kill -9 of %s in %v", b.cfg.HubsLoad, victim.label, phase)
-	sleepCtx(b.ctx, phase)
+	if sleepCtx(b.ctx, phase) != nil {
+		return b.ctx.Err()
+	}
 
 	inFlight := load.inFlight.Load()
 	victimOpen := victim.eventCount("streamOpened") - victim.eventCount("streamClosed")
@@ -329,7 +331,9 @@ func (b *bench) hubsFailover(two *mode) error {
 	}
 	notice := noticeAt.Sub(killAt)
 	b.logf("  several hubs: the edge noticed the kill in %.2f ms", ms(notice))
-	sleepCtx(b.ctx, phase)
+	if sleepCtx(b.ctx, phase) != nil {
+		return b.ctx.Err()
+	}
 
 	// Start hub B again on its tunnel port.
 	restartAt := time.Now()
@@ -352,7 +356,9 @@ func (b *bench) hubsFailover(two *mode) error {
 	reconnect := connectedAt.Sub(listeningAt)
 	b.logf("  several hubs: %s restarted; the edge connected %.0f ms after its startHub answer", victim.label, ms(reconnect))
 	opened0 := nh.eventCount("streamOpened")
-	sleepCtx(b.ctx, phase)
+	if sleepCtx(b.ctx, phase) != nil {
+		return b.ctx.Err()
+	}
 	restartedStreams := nh.eventCount("streamOpened") - opened0
 
 	// A graceful stopHub of hub B under the same load, then startHub again.
@@ -368,7 +374,9 @@ func (b *bench) hubsFailover(two *mode) error {
 	} else {
 		b.res.problem("several hubs, stopHub: %v", err)
 	}
-	sleepCtx(b.ctx, phase)
+	if sleepCtx(b.ctx, phase) != nil {
+		return b.ctx.Err()
+	}
 	stopEnd := time.Now()
 	load.stop()
 	stopped = true
@@ -451,10 +459,11 @@ func (b *bench) hubsFailover(two *mode) error {
 	return errors.Join(two.settle(20 * time.Second))
 }
 
-// sleepCtx sleeps d or until ctx ends.
-func sleepCtx(ctx context.Context, d time.Duration) {
+// sleepCtx sleeps d or until ctx ends, and returns ctx.Err().
+func sleepCtx(ctx context.Context, d time.Duration) error {
 	select {
 	case <-ctx.Done():
 	case <-time.After(d):
 	}
+	return ctx.Err()
 }
