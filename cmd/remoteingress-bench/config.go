@@ -65,7 +65,7 @@ type config struct {
 const usageText = `usage: remoteingress-bench [flags]
 
 Runs direct, TLS relay and tunnel (hub + edge processes of -bin) on loopback,
-prints a table and writes -json. A full run takes about four minutes on 2 cores;
+prints a table and writes -json. A full run takes about five minutes on 2 cores;
 -quick is a smoke run of about half a minute.
 
 flags:
