@@ -73,7 +73,7 @@ func rowDefs(cfg config) []rowDef {
 		rowDef{Key: "hubs_streams_ratio", Label: fmt.Sprintf("hubs: %d streams, two/one", cfg.Streams), Unit: "ratio", Better: "higher", decimals: 3, modes: tun},
 		rowDef{Key: "hubs_streams_busier_pct", Label: fmt.Sprintf("hubs: %d streams, busier hub's streams", cfg.Streams), Unit: "%", Better: "lower", decimals: 1, modes: tun},
 		rowDef{Key: "hubs_kill_notice_ms", Label: "hubs: kill -9 → tunnelDisconnected", Unit: "ms", Better: "lower", decimals: 2, modes: tun},
-		rowDef{Key: "hubs_kill_inflight", Label: "hubs: kill -9, client conns in flight", Unit: "conns", Better: "equal", decimals: 0, modes: tun},
+		rowDef{Key: "hubs_kill_inflight", Label: "hubs: kill -9, conns in flight (both hubs)", Unit: "conns", Better: "equal", decimals: 0, modes: tun},
 		rowDef{Key: "hubs_kill_failed", Label: "hubs: kill -9, failed conns", Unit: "conns", Better: "lower", decimals: 0, modes: tun},
 		rowDef{Key: "hubs_restart_connected_ms", Label: "hubs: restarted hub → tunnelConnected", Unit: "ms", Better: "lower", decimals: 0, modes: tun},
 		rowDef{Key: "hubs_stop_failed", Label: "hubs: stopHub, failed conns", Unit: "conns", Better: "equal", decimals: 0, modes: tun},
