@@ -24,6 +24,7 @@ type bench struct {
 	modes   []*mode
 	setMode *mode // the tunnel over cfg.SetConns connections, for the N-stream row
 	fwMode  *mode // the tunnel whose edge runs firewallBackend "process", for the firewall row
+	hubMode *mode // the tunnel whose edge spreads over two hubs, for the several-hubs row
 	res     *results
 
 	children []stopInfo
@@ -71,6 +72,7 @@ func (b *bench) runAll() error {
 		{"connrate", "connection rate (+events)", b.measureConnRate, 1},
 		{"portchange", "port change latency", b.measurePortChange, 1},
 		{"firewall", "firewall cost on the connection rate", b.measureFirewall, 1},
+		{"hubs", "several hubs: spread over two, failover", b.measureHubs, 1},
 		{"fairness", "fairness", b.measureFairness, 1},
 		{"memory", "memory", b.measureMemory, 1},
 	}
@@ -85,7 +87,7 @@ func (b *bench) runAll() error {
 			if b.setMode != nil {
 				modes = append(modes, b.setMode) // the extra tunnel is measured in this row only
 			}
-		case "portchange", "firewall": // the tunnel's own features
+		case "portchange", "firewall", "hubs": // the tunnel's own features
 			modes = slices.DeleteFunc(slices.Clone(b.modes), func(m *mode) bool { return m.hub == nil })
 		}
 		for round := 1; round <= r.rounds; round++ {
@@ -184,6 +186,15 @@ func (b *bench) setup() error {
 		b.fwMode = m
 		b.logf("%-7s ready: clients connect to %s (firewallBackend process)", m.name, m.addr)
 	}
+	if slices.Contains(b.cfg.Modes, modeTunnel) && slices.Contains(b.cfg.Rows, "hubs") {
+		m, err := setupTunnelHubs(b.kids, b.cfg.Bin, modeTunnelHubs, "-hubs", 2, 0, false, map[string]any{"hubMode": "spread"})
+		if err != nil {
+			return fmt.Errorf("tunnel over two hubs: %w", err)
+		}
+		b.targets = append(b.targets, m.tgt)
+		b.hubMode = m
+		b.logf("%-7s ready: clients connect to %s (hubs %v, spread)", m.name, m.addr, m.hubAddrs)
+	}
 	time.Sleep(time.Second) // let the fresh processes reach their idle state
 	for _, m := range b.modes {
 		if len(m.procs) == 0 {
@@ -211,7 +222,7 @@ func (b *bench) checkFinal() {
 		if m.hub == nil {
 			continue
 		}
-		for _, p := range []*mgmt{m.hub, m.edge} {
+		for _, p := range append(slices.Clone(m.hubs), m.edge) {
 			method := "getHubStatus"
 			if p == m.edge {
 				method = "getEdgeStatus"
@@ -243,16 +254,25 @@ func (b *bench) stopSetups() {
 			continue
 		}
 		stops := map[string]float64{}
-		for _, s := range []struct {
+		type stopCall struct {
 			p      *mgmt
 			method string
-		}{{m.edge, "stopEdge"}, {m.hub, "stopHub"}} {
+		}
+		calls := []stopCall{{m.edge, "stopEdge"}}
+		for _, h := range m.hubs {
+			calls = append(calls, stopCall{h, "stopHub"})
+		}
+		for i, s := range calls {
 			t0 := time.Now()
 			if _, err := s.p.call(s.method, map[string]any{}, 10*time.Second); err != nil {
 				b.res.problem("%s: %v", s.method, err)
 				continue
 			}
-			stops[s.method+"Seconds"] = time.Since(t0).Seconds()
+			key := s.method + "Seconds"
+			if len(m.hubs) > 1 && i > 0 {
+				key = s.p.label + "StopHubSeconds"
+			}
+			stops[key] = time.Since(t0).Seconds()
 		}
 		time.Sleep(200 * time.Millisecond) // the disconnect events
 		b.res.detail(m.name, "stop", stops)
@@ -278,7 +298,9 @@ func (b *bench) finish(infos []stopInfo, err error) {
 	b.stderr = map[string][]string{}
 	for _, m := range b.setups() {
 		if m.hub != nil {
-			b.events[m.hub.label] = m.hub.summary()
+			for _, h := range m.allHubs {
+				b.events[h.label] = h.summary()
+			}
 			b.events[m.edge.label] = m.edge.summary()
 		}
 		for _, p := range m.procs {
@@ -288,6 +310,9 @@ func (b *bench) finish(infos []stopInfo, err error) {
 		}
 	}
 	for _, ci := range infos {
+		if ci.KilledByBench {
+			continue // killed on purpose
+		}
 		if ci.Killed {
 			b.res.problem("%s (pid %d) did not exit within 5 s of its stdin closing and 3 s of SIGTERM; killed", ci.Name, ci.Pid)
 		} else if ci.ExitCode != 0 {
@@ -309,7 +334,7 @@ func firstOf(lines []string) string {
 // setups returns every set-up: the table's columns and the extra tunnel.
 func (b *bench) setups() []*mode {
 	all := slices.Clip(b.modes)
-	for _, m := range []*mode{b.setMode, b.fwMode} {
+	for _, m := range []*mode{b.setMode, b.fwMode, b.hubMode} {
 		if m != nil {
 			all = append(all, m)
 		}

@@ -24,19 +24,23 @@ type child struct {
 
 	stopOnce sync.Once
 	stopInfo stopInfo
+	killed   bool // by the bench on purpose (kill), before stop
 }
 
 // stopInfo says how a child ended.
 type stopInfo struct {
-	Name     string  `json:"name"`
-	Pid      int     `json:"pid"`
-	ExitCode int     `json:"exitCode"`
-	Signal   string  `json:"signal,omitempty"`
-	Killed   bool    `json:"killed"` // it did not exit on stdin EOF and SIGTERM
-	Seconds  float64 `json:"secondsToExit"`
-	Warnings int     `json:"stderrWarnings"` // not counting expected ones
-	Errors   int     `json:"stderrErrors"`
-	Expected int     `json:"stderrExpectedWarnings"`
+	Name     string `json:"name"`
+	Pid      int    `json:"pid"`
+	ExitCode int    `json:"exitCode"`
+	Signal   string `json:"signal,omitempty"`
+	Killed   bool   `json:"killed"` // it did not exit on stdin EOF and SIGTERM
+	// KilledByBench: the bench sent it SIGKILL on purpose (the several-hubs
+	// failover row); its exit code is not a problem.
+	KilledByBench bool    `json:"killedByBench,omitempty"`
+	Seconds       float64 `json:"secondsToExit"`
+	Warnings      int     `json:"stderrWarnings"` // not counting expected ones
+	Errors        int     `json:"stderrErrors"`
+	Expected      int     `json:"stderrExpectedWarnings"`
 }
 
 // children is every process the bench started, so they can all be stopped.
@@ -106,13 +110,30 @@ func (c *child) exited() bool {
 	}
 }
 
+// kill sends the child SIGKILL on purpose and waits for it to end; it
+// returns when the signal was sent.
+func (c *child) kill() (time.Time, error) {
+	c.killed = true
+	err := c.cmd.Process.Signal(syscall.SIGKILL)
+	at := time.Now()
+	if err != nil {
+		return at, err
+	}
+	select {
+	case <-c.done:
+		return at, nil
+	case <-time.After(10 * time.Second):
+		return at, fmt.Errorf("%s (pid %d) still running 10 s after SIGKILL", c.name, c.pid())
+	}
+}
+
 // stop closes the child's stdin (the graceful way for every child here),
 // then sends SIGTERM after 5 s and SIGKILL after 8 s, and waits for it.
 func (c *child) stop() stopInfo {
 	c.stopOnce.Do(func() {
 		start := time.Now()
 		c.stdin.Close()
-		info := stopInfo{Name: c.name, Pid: c.pid()}
+		info := stopInfo{Name: c.name, Pid: c.pid(), KilledByBench: c.killed}
 		select {
 		case <-c.done:
 		case <-time.After(5 * time.Second):

@@ -20,13 +20,16 @@ const (
 	// modeTunnelSet is the tunnel with an edge over several TLS connections;
 	// it is measured in the N-stream row only, reported in the tunnel column.
 	modeTunnelSet = "tunnel-set"
+	// modeTunnelHubs is the tunnel whose edge spreads over two hub
+	// processes; it is measured in the several-hubs row only.
+	modeTunnelHubs = "tunnel-2hubs"
 )
 
 // allModes are the three set-ups every row is measured on.
 var allModes = []string{modeDirect, modeRelay, modeTunnel}
 
 // allRows are the keys of the rows -rows can choose, in the table's order.
-var allRows = []string{"memory", "up1", "down1", "streams", "latency1", "latencyN", "connrate", "portchange", "firewall", "fairness"}
+var allRows = []string{"memory", "up1", "down1", "streams", "latency1", "latencyN", "connrate", "portchange", "firewall", "hubs", "fairness"}
 
 // config is what the flags choose.
 type config struct {
@@ -52,6 +55,9 @@ type config struct {
 	FwCIDRs        int           `json:"firewallBlockedCIDRs"`
 	FwRounds       int           `json:"firewallRounds"`
 	FwConns        int           `json:"firewallConnections"`
+	HubsRounds     int           `json:"hubsRounds"`
+	HubsLoad       int           `json:"hubsLoadClients"`
+	HubsLoadDur    time.Duration `json:"hubsLoadPhaseNs"`
 	Verbose        bool          `json:"-"`
 }
 
@@ -59,7 +65,7 @@ type config struct {
 const usageText = `usage: remoteingress-bench [flags]
 
 Runs direct, TLS relay and tunnel (hub + edge processes of -bin) on loopback,
-prints a table and writes -json. A full run takes about three minutes on 2 cores;
+prints a table and writes -json. A full run takes about five minutes on 2 cores;
 -quick is a smoke run of about half a minute.
 
 flags:
@@ -92,6 +98,9 @@ func parseFlags(args []string) (config, error) {
 	fwCIDRs := fs.Int("fw-cidrs", 10000, "blocked CIDRs of the firewall row (quick: 2000)")
 	fwRounds := fs.Int("fw-rounds", 12, "rounds of the firewall row, each measuring the connection rate without and with the blocked CIDRs, for each backend (quick: 1)")
 	fwConns := fs.Int("fw-conns", 2000, "connections of each measurement of the firewall row (quick: 300)")
+	hubsRounds := fs.Int("hubs-rounds", 4, "alternating rounds of the several-hubs row's connection rate and N-stream throughput, one hub against two (quick: 1)")
+	hubsLoad := fs.Int("hubs-load", 4, "client goroutines of the several-hubs failover load, each doing connect, one round trip, close, every 5 ms")
+	hubsLoadDur := fs.Duration("hubs-load-phase", 2*time.Second, "length of each phase of the failover load: before the kill, after the edge noticed, after the restart, around the stopHub (quick: 500ms)")
 	verbose := fs.Bool("v", false, "also print the children's stderr warnings as they happen (progress always goes to stderr)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -138,6 +147,12 @@ func parseFlags(args []string) (config, error) {
 		if !set["fw-conns"] {
 			*fwConns = 300
 		}
+		if !set["hubs-rounds"] {
+			*hubsRounds = 1
+		}
+		if !set["hubs-load-phase"] {
+			*hubsLoadDur = 500 * time.Millisecond
+		}
 	}
 	cfg := config{
 		Bin: *bin, JSONPath: *jsonPath, Quick: *quick, Duration: *dur,
@@ -145,6 +160,7 @@ func parseFlags(args []string) (config, error) {
 		Workers: *workers, Streams: *streams, Verbose: *verbose, SetConns: *setConns,
 		MetricsAB: *metricsAB, ABRounds: *abRounds, ABOffBin: *abOffBin, ScrapeInterval: *scrape,
 		PortChanges: *portChanges, FwCIDRs: *fwCIDRs, FwRounds: *fwRounds, FwConns: *fwConns,
+		HubsRounds: *hubsRounds, HubsLoad: *hubsLoad, HubsLoadDur: *hubsLoadDur,
 	}
 	for _, f := range strings.Split(*mem, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
@@ -174,7 +190,8 @@ func parseFlags(args []string) (config, error) {
 	}
 	if cfg.Duration <= 0 || cfg.LatencyRT <= 0 || cfg.LatencyConns <= 0 || cfg.LatencyDur <= 0 ||
 		cfg.Conns <= 0 || cfg.Workers <= 0 || cfg.Streams <= 0 || cfg.SetConns < 0 || cfg.SetConns > 16 ||
-		cfg.ABRounds <= 0 || cfg.ScrapeInterval <= 0 || cfg.PortChanges <= 0 || cfg.FwCIDRs <= 0 || cfg.FwRounds <= 0 || cfg.FwConns <= 0 {
+		cfg.ABRounds <= 0 || cfg.ScrapeInterval <= 0 || cfg.PortChanges <= 0 || cfg.FwCIDRs <= 0 || cfg.FwRounds <= 0 || cfg.FwConns <= 0 ||
+		cfg.HubsRounds <= 0 || cfg.HubsLoad <= 0 || cfg.HubsLoadDur <= 0 {
 		return config{}, errors.New("sizes and durations must be positive")
 	}
 	return cfg, nil

@@ -76,13 +76,18 @@ func TestQuickRun(t *testing.T) {
 		"events_connections", "events_stream_opened", "events_stream_closed",
 		"port_change_p50_ms", "port_change_p90_ms", "port_change_max_ms", "port_change_removed_refused",
 		"fw_auto_conn_rate_without", "fw_auto_conn_rate_with", "fw_auto_ratio", "fw_auto_ratio_median", "fw_auto_cpu_ratio",
+		"hubs_conn_rate_one", "hubs_conn_rate_two", "hubs_conn_rate_ratio", "hubs_conn_busier_pct",
+		"hubs_streams_one_gbps", "hubs_streams_two_gbps", "hubs_streams_ratio", "hubs_streams_busier_pct",
+		"hubs_kill_notice_ms", "hubs_kill_inflight", "hubs_kill_failed", "hubs_restart_connected_ms", "hubs_stop_failed",
 		"fw_process_conn_rate_without", "fw_process_conn_rate_with", "fw_process_ratio", "fw_process_ratio_median", "fw_process_cpu_ratio",
 	}
+	// Counts of failures and of connections in flight may well be 0.
+	mayBeZero := map[string]bool{"hubs_kill_inflight": true, "hubs_kill_failed": true, "hubs_stop_failed": true}
 	rows := map[string]map[string]*float64{}
 	for _, r := range rep.Rows {
 		rows[r.Key] = r.Values
 		for _, mode := range r.AppliesTo {
-			if v := r.Values[mode]; v == nil || *v <= 0 {
+			if v := r.Values[mode]; v == nil || *v < 0 || (*v == 0 && !mayBeZero[r.Key]) {
 				t.Errorf("row %s, %s: want a positive number, got %v", r.Key, mode, v)
 			}
 		}
@@ -102,6 +107,9 @@ func TestQuickRun(t *testing.T) {
 				t.Errorf("%s: got %v, want %v (one per connection)", k, v, made)
 			}
 		}
+	}
+	if v := rows["hubs_stop_failed"]; v != nil && v[modeTunnel] != nil && *v[modeTunnel] != 0 {
+		t.Errorf("hubs_stop_failed: got %v, want 0 (a graceful stopHub of one of two hubs refuses no client)", *v[modeTunnel])
 	}
 
 	t.Run("metrics-ab", func(t *testing.T) { quickMetricsAB(t, bench, bin, dir) })

@@ -27,6 +27,7 @@ type mgmt struct {
 	events   map[string]int64
 	lastAt   map[string]time.Time // when the last event of each name arrived
 	notable  []eventRecord        // events other than streamOpened/streamClosed
+	timed    []timedEvent         // the same, with their arrival times (up to keepTimed)
 	badLines int
 	version  string
 	ready    chan struct{}
@@ -44,6 +45,17 @@ type eventRecord struct {
 
 // keepEvents bounds the notable events kept.
 const keepEvents = 100
+
+// timedEvent is an event other than streamOpened/streamClosed with when
+// the bench read it.
+type timedEvent struct {
+	at   time.Time
+	name string
+	hub  string // its data's "hub", if any
+}
+
+// keepTimed bounds the timed events kept.
+const keepTimed = 10000
 
 // startMgmt starts bin --management and waits for its ready event.
 func startMgmt(kids *children, name, bin string) (*mgmt, error) {
@@ -129,7 +141,15 @@ func (m *mgmt) handleLine(line []byte, started time.Time) {
 	case msg.Event != "":
 		m.mu.Lock()
 		m.events[msg.Event]++
-		m.lastAt[msg.Event] = time.Now()
+		now := time.Now()
+		m.lastAt[msg.Event] = now
+		if len(m.timed) < keepTimed {
+			var d struct {
+				Hub string `json:"hub"`
+			}
+			json.Unmarshal(msg.Data, &d)
+			m.timed = append(m.timed, timedEvent{at: now, name: msg.Event, hub: d.Hub})
+		}
 		if len(m.notable) < keepEvents {
 			m.notable = append(m.notable, eventRecord{At: time.Since(started).Seconds(), Event: msg.Event, Data: msg.Data})
 		}
@@ -191,6 +211,28 @@ func (m *mgmt) eventAfter(name string, n int64, timeout time.Duration) (time.Tim
 			return time.Time{}, fmt.Errorf("%s: no %s event within %v", m.label, name, timeout)
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// hubEventAfter waits up to timeout for an event of that name whose "hub"
+// is hub and that the bench read at or after since; it returns when.
+func (m *mgmt) hubEventAfter(name, hub string, since time.Time, timeout time.Duration) (time.Time, error) {
+	deadline := time.Now().Add(timeout)
+	seen := 0
+	for {
+		m.mu.Lock()
+		for ; seen < len(m.timed); seen++ {
+			e := m.timed[seen]
+			if e.name == name && e.hub == hub && !e.at.Before(since) {
+				m.mu.Unlock()
+				return e.at, nil
+			}
+		}
+		m.mu.Unlock()
+		if time.Now().After(deadline) {
+			return time.Time{}, fmt.Errorf("%s: no %s event for hub %s within %v", m.label, name, hub, timeout)
+		}
+		time.Sleep(200 * time.Microsecond)
 	}
 }
 

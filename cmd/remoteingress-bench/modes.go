@@ -12,9 +12,17 @@ type mode struct {
 	addr  string   // where clients connect
 	tgt   *target  // where their connections end
 	procs []*child // the set-up's own processes (none for direct)
-	hub   *mgmt    // tunnel only
+	hub   *mgmt    // tunnel only: the (first) hub
 	edge  *mgmt    // tunnel only
-	info  map[string]any
+	// hubs are the tunnel's hub processes now (hub first); allHubs every
+	// one it had, a hub killed and started again included; hubAddrs and
+	// hubPorts are each hub's tunnel address and port, as the edge lists
+	// them.
+	hubs     []*mgmt
+	allHubs  []*mgmt
+	hubAddrs []string
+	hubPorts []int
+	info     map[string]any
 	// idleKiB is the RSS of the fresh processes, before any row ran: the
 	// base of the memory rows, so that what earlier rows left in a heap (and
 	// a process may or may not have handed back since) counts for no side.
@@ -86,24 +94,27 @@ func (m *mode) rssKiB() (int64, map[string]int64, error) {
 	return sum, each, nil
 }
 
-// streams returns the hub's and the edge's activeStreams (tunnel only).
+// streams returns the hubs' (summed) and the edge's activeStreams (tunnel
+// only).
 func (m *mode) streams() (hub, edge int, err error) {
-	raw, err := m.hub.call("getHubStatus", map[string]any{}, 10*time.Second)
-	if err != nil {
-		return 0, 0, err
+	for _, h := range m.hubs {
+		raw, err := h.call("getHubStatus", map[string]any{}, 10*time.Second)
+		if err != nil {
+			return 0, 0, err
+		}
+		var hs struct {
+			ConnectedEdges []struct {
+				ActiveStreams int `json:"activeStreams"`
+			} `json:"connectedEdges"`
+		}
+		if err := json.Unmarshal(raw, &hs); err != nil {
+			return 0, 0, err
+		}
+		for _, e := range hs.ConnectedEdges {
+			hub += e.ActiveStreams
+		}
 	}
-	var hs struct {
-		ConnectedEdges []struct {
-			ActiveStreams int `json:"activeStreams"`
-		} `json:"connectedEdges"`
-	}
-	if err := json.Unmarshal(raw, &hs); err != nil {
-		return 0, 0, err
-	}
-	for _, e := range hs.ConnectedEdges {
-		hub += e.ActiveStreams
-	}
-	raw, err = m.edge.call("getEdgeStatus", map[string]any{}, 10*time.Second)
+	raw, err := m.edge.call("getEdgeStatus", map[string]any{}, 10*time.Second)
 	if err != nil {
 		return 0, 0, err
 	}

@@ -64,6 +64,21 @@ func rowDefs(cfg config) []rowDef {
 		)
 	}
 	defs = append(defs,
+		rowDef{Key: "hubs_conn_rate_one", Label: "hubs: conn rate, one hub", Unit: "conn/s", Better: "higher", decimals: 0, modes: tun},
+		rowDef{Key: "hubs_conn_rate_two", Label: "hubs: conn rate, two hubs (spread)", Unit: "conn/s", Better: "higher", decimals: 0, modes: tun},
+		rowDef{Key: "hubs_conn_rate_ratio", Label: "hubs: conn rate, two/one", Unit: "ratio", Better: "higher", decimals: 3, modes: tun},
+		rowDef{Key: "hubs_conn_busier_pct", Label: "hubs: conn rate, busier hub's streams", Unit: "%", Better: "lower", decimals: 1, modes: tun},
+		rowDef{Key: "hubs_streams_one_gbps", Label: fmt.Sprintf("hubs: %d streams, one hub", cfg.Streams), Unit: "Gbit/s", Better: "higher", decimals: 2, modes: tun},
+		rowDef{Key: "hubs_streams_two_gbps", Label: fmt.Sprintf("hubs: %d streams, two hubs (spread)", cfg.Streams), Unit: "Gbit/s", Better: "higher", decimals: 2, modes: tun},
+		rowDef{Key: "hubs_streams_ratio", Label: fmt.Sprintf("hubs: %d streams, two/one", cfg.Streams), Unit: "ratio", Better: "higher", decimals: 3, modes: tun},
+		rowDef{Key: "hubs_streams_busier_pct", Label: fmt.Sprintf("hubs: %d streams, busier hub's streams", cfg.Streams), Unit: "%", Better: "lower", decimals: 1, modes: tun},
+		rowDef{Key: "hubs_kill_notice_ms", Label: "hubs: kill -9 → tunnelDisconnected", Unit: "ms", Better: "lower", decimals: 2, modes: tun},
+		rowDef{Key: "hubs_kill_inflight", Label: "hubs: kill -9, conns in flight (both hubs)", Unit: "conns", Better: "equal", decimals: 0, modes: tun},
+		rowDef{Key: "hubs_kill_failed", Label: "hubs: kill -9, failed conns", Unit: "conns", Better: "lower", decimals: 0, modes: tun},
+		rowDef{Key: "hubs_restart_connected_ms", Label: "hubs: restarted hub → tunnelConnected", Unit: "ms", Better: "lower", decimals: 0, modes: tun},
+		rowDef{Key: "hubs_stop_failed", Label: "hubs: stopHub, failed conns", Unit: "conns", Better: "equal", decimals: 0, modes: tun},
+	)
+	defs = append(defs,
 		rowDef{Key: "rss_idle_mib", Label: "memory, RSS idle", Unit: "MiB", Better: "lower", decimals: 1, modes: procs},
 	)
 	if cfg.SetConns <= 0 {

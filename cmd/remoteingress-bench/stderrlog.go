@@ -22,6 +22,15 @@ type stderrLog struct {
 	lines    int
 	onNotice func(string)
 	matches  map[string]int // lines containing each of watchedLines
+	also     []string       // this child's own expected warnings (expect)
+}
+
+// expect adds warnings the bench causes on purpose in this child from now
+// on (the several-hubs row's edge, whose hub it kills and stops).
+func (l *stderrLog) expect(patterns ...string) {
+	l.mu.Lock()
+	l.also = append(l.also, patterns...)
+	l.mu.Unlock()
 }
 
 // watchedLines are log messages the bench counts on every child's stderr:
@@ -81,7 +90,7 @@ func (l *stderrLog) add(line string) {
 		}
 	}
 	if warn && !bad {
-		for _, e := range expectedWarnings {
+		for _, e := range append(expectedWarnings, l.also...) {
 			if strings.Contains(line, e) {
 				l.expected++
 				warn = false

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"math"
 	"os"
@@ -127,28 +128,8 @@ func (b *bench) measureDown1(m *mode) error {
 // aggregate is all bytes over the time until the last one finished.
 func (b *bench) measureUpN(m *mode) error {
 	a, err := b.measureBulk(m, "throughputNUp", func() (int64, time.Duration, any, error) {
-		var (
-			wg    sync.WaitGroup
-			mu    sync.Mutex
-			total int64
-			errs  []error
-			per   []float64
-		)
-		start := time.Now()
-		for range b.cfg.Streams {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				n, d, err := bulkUp(b.ctx, m.addr, b.cfg.Duration)
-				mu.Lock()
-				defer mu.Unlock()
-				total += n
-				per = append(per, gbps(n, d))
-				errs = append(errs, err)
-			}()
-		}
-		wg.Wait()
-		return total, time.Since(start), map[string]any{"perStreamGbps": per}, errors.Join(errs...)
+		total, d, per, err := nStreamsUp(b.ctx, m.addr, b.cfg.Streams, b.cfg.Duration)
+		return total, d, map[string]any{"perStreamGbps": per}, err
 	})
 	if err != nil {
 		return err
@@ -163,6 +144,34 @@ func (b *bench) measureUpN(m *mode) error {
 		b.res.set("throughput_n_up_set_gbps", m.name, a.gbps())
 	}
 	return nil
+}
+
+// nStreamsUp runs n bulk transfers client→target at once for d each; it
+// returns all bytes, the time until the last one finished and each
+// stream's Gbit/s.
+func nStreamsUp(ctx context.Context, addr string, n int, d time.Duration) (int64, time.Duration, []float64, error) {
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		total int64
+		errs  []error
+		per   []float64
+	)
+	start := time.Now()
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n, d, err := bulkUp(ctx, addr, d)
+			mu.Lock()
+			defer mu.Unlock()
+			total += n
+			per = append(per, gbps(n, d))
+			errs = append(errs, err)
+		}()
+	}
+	wg.Wait()
+	return total, time.Since(start), per, errors.Join(errs...)
 }
 
 // diff is a − b per key.
