@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -440,13 +441,23 @@ func (b *bench) udpRates(modes []*mode, utgt *udpTarget) error {
 		var trials []map[string]any
 		achieved := map[float64]float64{} // offered rate → what the client managed to send
 		try := func(rate float64) bool {
+			var drop0, drop1 uint64
+			if m.edge != nil {
+				_, _, drop0, _ = udpStatus(m)
+			}
+			rcv0 := udpRcvbufErrors()
 			sent, got := b.udpOffer(c, utgt, rate, trial)
+			rcvErrs := udpRcvbufErrors() - rcv0
+			if m.edge != nil {
+				_, _, drop1, _ = udpStatus(m)
+			}
 			achieved[rate] = float64(sent) / trial.Seconds()
 			loss := 1.0
 			if sent > 0 {
 				loss = 1 - float64(got)/float64(sent)
 			}
-			trials = append(trials, map[string]any{"offeredPps": rate, "sent": sent, "received": got, "loss": loss})
+			trials = append(trials, map[string]any{"offeredPps": rate, "sent": sent, "received": got, "loss": loss,
+				"edgeDropped": drop1 - drop0, "socketBufferDrops": rcvErrs})
 			return sent > 0 && loss <= 0.01
 		}
 		good, bad := 0.0, 0.0
@@ -499,12 +510,16 @@ func (b *bench) udpFairness(modes []*mode, utgt *udpTarget) error {
 		var alone, beside []float64
 		var flooded, floodGot int64
 		var dropped uint64
+		var cpuAlone, cpuBeside float64 // the set-up's own processes
+		cpu := func() float64 { v, _, _ := m.cpuSeconds(); return v }
 		for r := 0; r < rounds && b.ctx.Err() == nil; r++ {
+			c0 := cpu()
 			n, el, err := bulkUp(b.ctx, m.tcpAddr(), d)
 			if err != nil {
 				return fmt.Errorf("%s, TCP alone: %w", m.name, err)
 			}
 			alone = append(alone, gbps(n, el))
+			cpuAlone += cpu() - c0
 
 			var drop0 uint64
 			if m.edge != nil {
@@ -540,7 +555,9 @@ func (b *bench) udpFairness(modes []*mode, utgt *udpTarget) error {
 				}
 			}()
 			time.Sleep(100 * time.Millisecond)
+			c0 = cpu()
 			n, el, err = bulkUp(b.ctx, m.tcpAddr(), d)
+			cpuBeside += cpu() - c0
 			close(stop)
 			wg.Wait()
 			c.Close()
@@ -571,7 +588,8 @@ func (b *bench) udpFairness(modes []*mode, utgt *udpTarget) error {
 			b.res.set("udp_fair_dropped", m.name, float64(dropped))
 		}
 		b.res.detail(m.name, "udpFairness", map[string]any{"tcpAloneGbps": alone, "tcpBesideFloodGbps": beside,
-			"roundSeconds": d.Seconds(), "floodSent": flooded, "floodReceived": floodGot, "edgeDropped": dropped})
+			"roundSeconds": d.Seconds(), "floodSent": flooded, "floodReceived": floodGot, "edgeDropped": dropped,
+			"ownCpuSecondsAlone": cpuAlone, "ownCpuSecondsBeside": cpuBeside})
 	}
 	return nil
 }
@@ -706,4 +724,32 @@ func udpRowDefs() []rowDef {
 		{Key: "udp_fair_delivered_pps", Label: "UDP flood: datagrams delivered", Unit: "dgram/s", Better: "higher", decimals: 0, modes: dt},
 		{Key: "udp_fair_dropped", Label: "UDP flood: edge udpDatagramsDropped", Unit: "dgrams", Better: "lower", decimals: 0, modes: tun},
 	}
+}
+
+// udpRcvbufErrors is the machine's count of UDP datagrams dropped because a
+// socket's receive buffer was full (/proc/net/snmp Udp RcvbufErrors): on
+// loopback, every socket on the way.
+func udpRcvbufErrors() int64 {
+	raw, err := os.ReadFile("/proc/net/snmp")
+	if err != nil {
+		return 0
+	}
+	var names []string
+	for _, line := range strings.Split(string(raw), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "Udp:" {
+			continue
+		}
+		if names == nil {
+			names = f
+			continue
+		}
+		for i, n := range names {
+			if n == "RcvbufErrors" && i < len(f) {
+				v, _ := strconv.ParseInt(f[i], 10, 64)
+				return v
+			}
+		}
+	}
+	return 0
 }
