@@ -426,70 +426,86 @@ func (b *bench) udpOffer(c *net.UDPConn, utgt *udpTarget, rate float64, d time.D
 
 // udpRates finds, per set-up, the highest offered rate of 1200-byte
 // datagrams (one flow) that arrives with ≤ 1% loss: the rate doubles from
-// 5 000/s until a trial loses more, then a bisection between the last good
-// and the first bad rate narrows it to 1/16 of the step.
+// 5 000/s until a trial loses more, then a 4-step bisection between the
+// last good and the first bad rate narrows it to 1/16 of the step. The
+// set-ups take turns trial by trial, so they see the same machine.
 func (b *bench) udpRates(modes []*mode, utgt *udpTarget) error {
 	trial, maxRate := time.Second, 640000.0
 	if b.cfg.Quick {
 		trial = 200 * time.Millisecond
 	}
+	type search struct {
+		m               *mode
+		c               *net.UDPConn
+		good, bad, next float64
+		bisect          int
+		achieved        map[float64]float64 // offered rate → what the client managed to send
+		trials          []map[string]any
+	}
+	var all []*search
 	for _, m := range modes {
 		c, err := udpDial(m.addr)
 		if err != nil {
 			return err
 		}
-		var trials []map[string]any
-		achieved := map[float64]float64{} // offered rate → what the client managed to send
-		try := func(rate float64) bool {
+		defer c.Close()
+		all = append(all, &search{m: m, c: c, next: 5000, achieved: map[float64]float64{}})
+	}
+	for more := true; more && b.ctx.Err() == nil; {
+		more = false
+		for _, s := range all {
+			if s.next == 0 {
+				continue
+			}
+			more = true
+			m, rate := s.m, s.next
 			var drop0, drop1 uint64
 			if m.edge != nil {
 				_, _, drop0, _ = udpStatus(m)
 			}
 			rcv0 := udpRcvbufErrors()
-			sent, got := b.udpOffer(c, utgt, rate, trial)
+			sent, got := b.udpOffer(s.c, utgt, rate, trial)
 			rcvErrs := udpRcvbufErrors() - rcv0
 			if m.edge != nil {
 				_, _, drop1, _ = udpStatus(m)
 			}
-			achieved[rate] = float64(sent) / trial.Seconds()
+			s.achieved[rate] = float64(sent) / trial.Seconds()
 			loss := 1.0
 			if sent > 0 {
 				loss = 1 - float64(got)/float64(sent)
 			}
-			trials = append(trials, map[string]any{"offeredPps": rate, "sent": sent, "received": got, "loss": loss,
+			s.trials = append(s.trials, map[string]any{"offeredPps": rate, "sent": sent, "received": got, "loss": loss,
 				"edgeDropped": drop1 - drop0, "socketBufferDrops": rcvErrs})
-			return sent > 0 && loss <= 0.01
-		}
-		good, bad := 0.0, 0.0
-		for rate := 5000.0; rate <= maxRate; rate *= 2 {
-			if !try(rate) {
-				bad = rate
-				break
+			if sent > 0 && loss <= 0.01 {
+				s.good = rate
+			} else {
+				s.bad = rate
 			}
-			good = rate
-		}
-		if bad == 0 {
-			b.res.note("UDP rate, %s: no loss above 1%% up to %.0f datagrams/s, the most the row offers", m.name, maxRate)
-		} else {
-			for i := 0; i < 4 && b.ctx.Err() == nil; i++ {
-				mid := (good + bad) / 2
-				if try(mid) {
-					good = mid
-				} else {
-					bad = mid
-				}
+			switch {
+			case s.bad == 0 && rate*2 <= maxRate:
+				s.next = rate * 2
+			case s.bad == 0:
+				s.next = 0
+				b.res.note("UDP rate, %s: no loss above 1%% up to %.0f datagrams/s, the most the row offers", m.name, maxRate)
+			case s.bisect < 4:
+				s.bisect++
+				s.next = (s.good + s.bad) / 2
+			default:
+				s.next = 0
 			}
 		}
-		c.Close()
-		if good == 0 {
-			b.res.problem("UDP rate, %s: more than 1%% loss already at 5 000 datagrams/s", m.name)
-		}
-		pps := min(good, achieved[good]) // the client may fall short of the rate asked
-		b.res.set("udp_rate_pps", m.name, pps)
-		b.res.set("udp_rate_mbps", m.name, pps*udpSize*8/1e6)
-		b.res.detail(m.name, "udpRate", map[string]any{"trialSeconds": trial.Seconds(), "trials": trials})
 	}
-	return nil
+	for _, s := range all {
+		if s.good == 0 {
+			b.res.problem("UDP rate, %s: more than 1%% loss already at 5 000 datagrams/s", s.m.name)
+		}
+		pps := min(s.good, s.achieved[s.good]) // the client may fall short of the rate asked
+		b.res.set("udp_rate_pps", s.m.name, pps)
+		b.res.set("udp_rate_mbps", s.m.name, pps*udpSize*8/1e6)
+		b.res.detail(s.m.name, "udpRate", map[string]any{"trialSeconds": trial.Seconds(), "trials": s.trials,
+			"socketBufferDrops": "/proc/net/snmp Udp RcvbufErrors during the trial: the network namespace's, every socket on the way"})
+	}
+	return b.ctx.Err()
 }
 
 // udpFairness: a TCP bulk stream (client→target) alone and beside a UDP
