@@ -74,6 +74,8 @@ func (b *bench) runAll() error {
 		{"firewall", "firewall cost on the connection rate", b.measureFirewall, 1},
 		{"hubs", "several hubs: spread over two, failover", b.measureHubs, 1},
 		{"fairness", "fairness", b.measureFairness, 1},
+		{"udp", "UDP: round trip, rate, beside TCP (own set-ups)", b.measureUDP, 1},
+		{"udpmemory", "UDP: memory per idle flow (fresh processes)", b.measureUDPMemory, 1},
 		{"memory", "memory", b.measureMemory, 1},
 	}
 	for _, r := range rows {
@@ -87,7 +89,7 @@ func (b *bench) runAll() error {
 			if b.setMode != nil {
 				modes = append(modes, b.setMode) // the extra tunnel is measured in this row only
 			}
-		case "portchange", "firewall", "hubs": // the tunnel's own features
+		case "portchange", "firewall", "hubs", "udp", "udpmemory": // the tunnel's own features (udp*: set-ups of their own)
 			modes = slices.DeleteFunc(slices.Clone(b.modes), func(m *mode) bool { return m.hub == nil })
 		}
 		for round := 1; round <= r.rounds; round++ {

@@ -29,7 +29,7 @@ const (
 var allModes = []string{modeDirect, modeRelay, modeTunnel}
 
 // allRows are the keys of the rows -rows can choose, in the table's order.
-var allRows = []string{"memory", "up1", "down1", "streams", "latency1", "latencyN", "connrate", "portchange", "firewall", "hubs", "fairness"}
+var allRows = []string{"memory", "up1", "down1", "streams", "latency1", "latencyN", "connrate", "portchange", "firewall", "hubs", "fairness", "udp", "udpmemory"}
 
 // config is what the flags choose.
 type config struct {

@@ -33,6 +33,8 @@ func main() {
 			os.Exit(relayMain(os.Args[1], os.Args[2:]))
 		case holdCmd:
 			os.Exit(holdMain(os.Args[2:]))
+		case udpRelayCmd:
+			os.Exit(udpRelayMain(os.Args[2:]))
 		}
 	}
 	cfg, err := parseFlags(os.Args[1:])

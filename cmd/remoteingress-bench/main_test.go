@@ -79,10 +79,12 @@ func TestQuickRun(t *testing.T) {
 		"hubs_conn_rate_one", "hubs_conn_rate_two", "hubs_conn_rate_ratio", "hubs_conn_busier_pct",
 		"hubs_streams_one_gbps", "hubs_streams_two_gbps", "hubs_streams_ratio", "hubs_streams_busier_pct",
 		"hubs_kill_notice_ms", "hubs_kill_inflight", "hubs_kill_failed", "hubs_restart_connected_ms", "hubs_stop_failed",
+		"udp_rtt_p50_us", "udp_rtt_p90_us", "udp_rate_pps", "udp_rate_mbps", "udp_mem_hub_kib_per_flow", "udp_mem_edge_kib_per_flow",
+		"udp_mem_flows", "udp_fair_tcp_ratio", "udp_fair_flood_pps", "udp_fair_delivered_pps", "udp_fair_dropped",
 		"fw_process_conn_rate_without", "fw_process_conn_rate_with", "fw_process_ratio", "fw_process_ratio_median", "fw_process_cpu_ratio",
 	}
 	// Counts of failures and of connections in flight may well be 0.
-	mayBeZero := map[string]bool{"hubs_kill_inflight": true, "hubs_kill_failed": true, "hubs_stop_failed": true}
+	mayBeZero := map[string]bool{"hubs_kill_inflight": true, "hubs_kill_failed": true, "hubs_stop_failed": true, "udp_fair_dropped": true}
 	rows := map[string]map[string]*float64{}
 	for _, r := range rep.Rows {
 		rows[r.Key] = r.Values

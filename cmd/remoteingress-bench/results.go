@@ -100,6 +100,7 @@ func rowDefs(cfg config) []rowDef {
 		rowDef{Key: "events_stream_opened", Label: "events, streamOpened received", Unit: "events", Better: "equal", decimals: 0, modes: tun},
 		rowDef{Key: "events_stream_closed", Label: "events, streamClosed received", Unit: "events", Better: "equal", decimals: 0, modes: tun},
 	)
+	defs = append(defs, udpRowDefs()...)
 	return defs
 }
 
