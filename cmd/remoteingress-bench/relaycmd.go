@@ -34,13 +34,8 @@ func relayMain(which string, args []string) int {
 		fmt.Fprintf(os.Stderr, "%s: bad arguments %q\n", which, args)
 		return 2
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	ctx, stop := childContext()
 	defer stop()
-	ctx, cancel := context.WithCancel(ctx)
-	go func() { // the parent went away
-		io.Copy(io.Discard, os.Stdin)
-		cancel()
-	}()
 
 	ln, err := net.Listen("tcp4", *listen)
 	if err != nil {
@@ -76,4 +71,17 @@ func relayMain(which string, args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// childContext is the context of a re-executed child of the bench (the
+// relays): it ends on SIGTERM or SIGINT, and when stdin closes, that is when
+// the parent went away. stop releases it.
+func childContext() (ctx context.Context, stop func()) {
+	ctx, stopSignals := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		cancel()
+	}()
+	return ctx, func() { cancel(); stopSignals() }
 }

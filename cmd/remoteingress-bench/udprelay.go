@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -10,10 +9,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/signal"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -34,13 +31,8 @@ func udpRelayMain(args []string) int {
 		fmt.Fprintf(os.Stderr, "%s: bad arguments %q\n", udpRelayCmd, args)
 		return 2
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	ctx, stop := childContext()
 	defer stop()
-	ctx, cancel := context.WithCancel(ctx)
-	go func() { // the parent went away
-		io.Copy(io.Discard, os.Stdin)
-		cancel()
-	}()
 	laddr, err := net.ResolveUDPAddr("udp4", *listen)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", udpRelayCmd, err)
