@@ -65,6 +65,9 @@ func (r *hubRole) start(cfg tunnel.HubConfig) (int, string, error) {
 	return h.Port(), addr, nil
 }
 
+// quicPort is the running hub's QUIC port (0: none, or no hub).
+func (r *hubRole) quicPort() int { return r.status().QUICPort }
+
 // setAllowed replaces the allow list, in the running hub too. The caller has
 // validated it (tunnel.ValidateEdgeList); on error the old list stays.
 func (r *hubRole) setAllowed(edges []tunnel.EdgeCredential) error {

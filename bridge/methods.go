@@ -17,6 +17,8 @@ type pingResult struct {
 type startHubResult struct {
 	Started    bool `json:"started"`
 	TunnelPort int  `json:"tunnelPort"`
+	// QUICPort is the UDP port of the hub's QUIC listener, 0 when off.
+	QUICPort int `json:"quicPort"`
 	// MetricsAddress is the bound metricsListen address, when one was asked for.
 	MetricsAddress string `json:"metricsAddress,omitempty"`
 }
@@ -75,7 +77,7 @@ func (s *server) startHub(raw *json.RawMessage) (any, error) {
 	if err != nil {
 		return nil, checkConfig("startHub", err)
 	}
-	return startHubResult{Started: true, TunnelPort: port, MetricsAddress: metricsAddr}, nil
+	return startHubResult{Started: true, TunnelPort: port, QUICPort: s.hub.quicPort(), MetricsAddress: metricsAddr}, nil
 }
 
 // stopHub stops the hub; it succeeds when none runs.

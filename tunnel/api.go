@@ -97,6 +97,8 @@ type HubStatus struct {
 	AuthFailures uint64 `json:"authFailures"`
 	// ProxyProtocol is the PROXY protocol version written to TCP targets ("v1" or "v2").
 	ProxyProtocol string `json:"proxyProtocol,omitempty"`
+	// QUICPort is the UDP port of the QUIC listener, 0 when off.
+	QUICPort int `json:"quicPort"`
 }
 
 // ConnectedEdge describes one authenticated tunnel in HubStatus.
@@ -113,6 +115,8 @@ type ConnectedEdge struct {
 	ListenPortsUDP []int `json:"listenPortsUdp"`
 	// ActiveUDPFlows is the edge's UDP flows open at the hub now.
 	ActiveUDPFlows int `json:"activeUdpFlows"`
+	// Transport is "tls" or "quic", that of the edge's tunnel.
+	Transport string `json:"transport"`
 }
 
 // EdgeStatus is the result of getEdgeStatus.
@@ -126,6 +130,9 @@ type EdgeStatus struct {
 	ListenPortsUDP []int `json:"listenPortsUdp"`
 	// FirewallRefused counts the clients and flows the firewall refused.
 	FirewallRefused uint64 `json:"firewallRefused"`
+	// Transport is "tls" or "quic", that of the live tunnel (the first
+	// connected hub's), or null while none is up.
+	Transport *string `json:"transport"`
 	// Hubs is each hub's tunnel; Connected is true while any is up.
 	Hubs []HubLinkStatus `json:"hubs"`
 	// LastError says why the tunnel is down ("" while connected or never tried).

@@ -256,6 +256,9 @@ type HubConfig struct {
 	// MaxUDPFlows caps the flows of one edge; beyond it the least recently
 	// used goes (default 65536).
 	MaxUDPFlows int
+	// DisableQUIC turns off the QUIC listener on UDP TunnelPort (param
+	// quic: false); edges then connect over TLS alone.
+	DisableQUIC bool
 	Tuning
 	Logger *slog.Logger
 	Events EventSink
@@ -504,6 +507,13 @@ type EdgeConfig struct {
 	// MaxUDPFlows caps the edge's flows; beyond it the least recently used
 	// goes (default 65536).
 	MaxUDPFlows int
+	// Transport is how the edge reaches its hubs: TransportTLS (the
+	// default: TLS over TCP), TransportQUIC, or TransportAuto (QUIC, and
+	// TLS when no QUIC handshake completes within QUICFallback).
+	Transport string
+	// QUICFallback is how long TransportAuto waits for a QUIC handshake
+	// before it uses TLS (default 3 s).
+	QUICFallback time.Duration
 	Tuning
 	Logger *slog.Logger
 	Events EventSink
@@ -549,6 +559,12 @@ func (c EdgeConfig) withDefaults() EdgeConfig {
 	if c.HubMode == "" {
 		c.HubMode = HubSpread
 	}
+	if c.Transport == "" {
+		c.Transport = DefaultTransport
+	}
+	if c.QUICFallback == 0 {
+		c.QUICFallback = DefaultQUICFallback
+	}
 	if c.UDPIdleTimeout == 0 {
 		c.UDPIdleTimeout = DefaultUDPIdleTimeout
 	}
@@ -590,6 +606,14 @@ func (c EdgeConfig) Validate() error {
 	}
 	if c.HubMode != HubSpread && c.HubMode != HubFailover {
 		return configErr("HubMode", "must be %q or %q", HubSpread, HubFailover)
+	}
+	switch c.Transport {
+	case TransportTLS, TransportQUIC, TransportAuto:
+	default:
+		return configErr("Transport", "must be %q, %q or %q", TransportTLS, TransportQUIC, TransportAuto)
+	}
+	if c.QUICFallback <= 0 {
+		return configErr("QUICFallback", "must be positive")
 	}
 	switch {
 	case c.EdgeID == "":

@@ -126,6 +126,10 @@ func (e *Edge) Status() EdgeStatus {
 		if l.tunnel != nil {
 			st.ActiveStreams += l.tunnel.activeStreams()
 			st.Connections += len(l.tunnel.conns)
+			if st.Transport == nil {
+				tr := l.tunnel.transport
+				st.Transport = &tr
+			}
 		}
 		st.ReconnectAttempts = max(st.ReconnectAttempts, l.attempts)
 	}
@@ -306,7 +310,7 @@ func (e *Edge) connectSet(l *hubLink) (*edgeConns, *assignMsg, error) {
 	set := setPlace{ID: newSetID(), Size: uint8(n)}
 	slots := newStreamSlots(e.cfg.MaxStreams) // the limit is the edge's, over all its connections
 	assigned := make(chan assignMsg, 1)
-	first, err := e.connectTLS(l, set, slots, assigned)
+	first, transport, err := e.connectFirst(l, set, slots, assigned)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -325,7 +329,7 @@ func (e *Edge) connectSet(l *hubLink) (*edgeConns, *assignMsg, error) {
 			defer wg.Done()
 			one := set
 			one.Index = uint8(i)
-			c, err := e.connectTLS(l, one, slots, nil)
+			c, err := e.connectWith(transport, l, one, slots, nil)
 			if err != nil {
 				if e.ctx.Err() == nil {
 					e.log.Warn("extra tunnel connection failed; running with fewer", "index", i, "reason", err.Error())
@@ -336,13 +340,42 @@ func (e *Edge) connectSet(l *hubLink) (*edgeConns, *assignMsg, error) {
 		}()
 	}
 	wg.Wait()
-	t := &edgeConns{}
+	t := &edgeConns{transport: transport}
 	for _, c := range conns {
 		if c != nil {
 			t.conns = append(t.conns, c)
 		}
 	}
 	return t, assign, nil
+}
+
+// connectFirst connects the first connection of a set by the configured
+// transport and returns the transport it got: TransportAuto tries QUIC for
+// QUICFallback and then TLS, when the QUIC handshake did not complete (an
+// answer from the hub that refuses the edge is final).
+func (e *Edge) connectFirst(l *hubLink, set setPlace, slots *streamSlots, first chan<- assignMsg) (tunnelConn, string, error) {
+	switch e.cfg.Transport {
+	case TransportQUIC:
+		c, err := e.connectQUIC(l, set, slots, first, e.cfg.HandshakeTimeout)
+		return c, TransportQUIC, err
+	case TransportAuto:
+		c, err := e.connectQUIC(l, set, slots, first, e.cfg.QUICFallback)
+		var qe *errQUICHandshake
+		if err == nil || !errors.As(err, &qe) || e.ctx.Err() != nil {
+			return c, TransportQUIC, err
+		}
+		e.log.Info("QUIC did not connect; using TLS until the next reconnect", "hub", l.addr, "reason", err.Error())
+	}
+	c, err := e.connectTLS(l, set, slots, first)
+	return c, TransportTLS, err
+}
+
+// connectWith connects one more connection of a set by transport.
+func (e *Edge) connectWith(transport string, l *hubLink, set setPlace, slots *streamSlots, first chan<- assignMsg) (tunnelConn, error) {
+	if transport == TransportQUIC {
+		return e.connectQUIC(l, set, slots, first, e.cfg.HandshakeTimeout)
+	}
+	return e.connectTLS(l, set, slots, first)
 }
 
 // connectTLS dials the hub, runs TLS and the mutual authentication under one

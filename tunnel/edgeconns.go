@@ -12,7 +12,8 @@ import (
 // new streams over, round-robin. They live and die together: when one ends,
 // the others are closed, and the edge reconnects with a new set.
 type edgeConns struct {
-	conns []tunnelConn
+	conns     []tunnelConn
+	transport string // TransportTLS or TransportQUIC
 	next  atomic.Uint32
 }
 

@@ -51,7 +51,7 @@ type HubLinkStatus struct {
 	Address       string `json:"address"`
 	Connected     bool   `json:"connected"`
 	ActiveStreams int    `json:"activeStreams"`
-	// Transport is "tls" while connected, else null.
+	// Transport is "tls" or "quic" while connected, else null.
 	Transport *string `json:"transport"`
 	// Draining: the hub said it is stopping; it gets no new clients.
 	Draining  bool   `json:"draining,omitempty"`
@@ -370,8 +370,8 @@ func (e *Edge) serveLink(l *hubLink, attempt int) bool {
 	l.lastError, l.attempts, l.reported = "", 0, false
 	e.mu.Unlock()
 	report()
-	e.log.Info("tunnel connected", "hub", l.addr, "connections", len(tunnel.conns))
-	e.emit(EventTunnelConnected, TunnelConnectedEvent{HubAddr: l.addr, Hub: l.addr, Transport: "tls"})
+	e.log.Info("tunnel connected", "hub", l.addr, "connections", len(tunnel.conns), "transport", tunnel.transport)
+	e.emit(EventTunnelConnected, TunnelConnectedEvent{HubAddr: l.addr, Hub: l.addr, Transport: tunnel.transport})
 	reason := tunnel.run(onFirst, onOthers, e.udp.handler)
 	e.mu.Lock()
 	l.tunnel, l.draining = nil, false
@@ -432,7 +432,7 @@ func (e *Edge) hubsStatusLocked() []HubLinkStatus {
 		st := HubLinkStatus{Address: l.addr, Connected: l.tunnel != nil, Draining: l.draining && l.tunnel != nil, LastError: l.lastError}
 		if l.tunnel != nil {
 			st.ActiveStreams = l.tunnel.activeStreams()
-			tr := "tls"
+			tr := l.tunnel.transport
 			st.Transport = &tr
 			st.LastError = ""
 		}

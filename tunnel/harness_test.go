@@ -174,6 +174,18 @@ type rigOptions struct {
 	// connections is the edge's tunnel connections (default 2, so that
 	// every test runs over a set of several).
 	connections int
+	// transport is the edge's (default TransportTLS).
+	transport string
+}
+
+// transports are the transports the tests of eachTransport run on.
+var transports = []string{TransportTLS, TransportQUIC}
+
+// eachTransport runs f as a subtest on each transport.
+func eachTransport(t *testing.T, f func(t *testing.T, tr string)) {
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) { f(t, tr) })
+	}
 }
 
 func startRig(t testing.TB, o rigOptions) *rig {
@@ -205,7 +217,7 @@ func startRig(t testing.TB, o rigOptions) *rig {
 	r.edge, err = StartEdge(EdgeConfig{HubHost: "127.0.0.1", HubPort: r.hub.Port(), EdgeID: "edge-1", Secret: o.secret,
 		ListenHost: "127.0.0.1", ListenPorts: ports, StunInterval: -1,
 		ReconnectMin: 50 * time.Millisecond, ReconnectMax: 200 * time.Millisecond, Tuning: o.tuning, Connections: o.connections,
-		Logger: testLogger(t).With("t", "edge"), Events: r.edgeEvts.sink})
+		Transport: o.transport, Logger: testLogger(t).With("t", "edge"), Events: r.edgeEvts.sink})
 	if err != nil {
 		t.Fatalf("StartEdge: %v", err)
 	}

@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"io"
 	"context"
 	"crypto/subtle"
 	"crypto/tls"
@@ -25,6 +26,7 @@ type Hub struct {
 	cfg         HubConfig
 	log         *slog.Logger
 	ln          net.Listener
+	quic        *quicListener // nil with DisableQUIC (quichub.go)
 	tlsConf     *tls.Config
 	fingerprint string
 	port        int
@@ -52,7 +54,7 @@ type Hub struct {
 	allowed     map[string]allowedEdge
 	assignGen   uint64 // counts the allow lists that changed an assignment (assign.go)
 	edges       map[string]*hubEdge
-	handshaking map[net.Conn]*pendingConn
+	handshaking map[io.Closer]*pendingConn
 	evicted     int // entries of handshaking already evicted, not yet gone
 	closed      bool
 	wg          sync.WaitGroup
@@ -89,6 +91,7 @@ type hubEdge struct {
 	connectedAt time.Time
 	remote      string
 	ended       chan struct{} // closed when the last connection has ended
+	transport   string        // TransportTLS or TransportQUIC, that of its connections
 	flows       *hubFlows     // its UDP flows (hubudp.go)
 }
 
@@ -111,6 +114,7 @@ type hubConn struct {
 	caps      uint32 // the edge's capability bits
 	assignSeq uint64 // Seq of the ASSIGN sent in the handshake, 0 if none
 	remote    string
+	transport string // TransportTLS or TransportQUIC
 	conn      tunnelConn
 }
 
@@ -134,10 +138,9 @@ func startHub(cfg HubConfig, allowed []EdgeCredential, limits proofLimits) (*Hub
 	if err != nil {
 		return nil, err
 	}
-	addr := net.JoinHostPort(cfg.ListenHost, strconv.Itoa(cfg.TunnelPort))
-	ln, err := net.Listen("tcp", addr)
+	ln, pc, quicErr, err := listenTunnel(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("cannot listen on tunnel port %d: %v", cfg.TunnelPort, unwrapOpError(err))
+		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	log := cfg.Logger.With("side", "hub")
@@ -145,7 +148,7 @@ func startHub(cfg HubConfig, allowed []EdgeCredential, limits proofLimits) (*Hub
 		cfg: cfg, log: log, ln: ln, tlsConf: hubTLSConfig(cert),
 		fingerprint: certFingerprint(cert), port: ln.Addr().(*net.TCPAddr).Port,
 		ctx: ctx, cancel: cancel,
-		allowed: allow, assignGen: 1, edges: make(map[string]*hubEdge), handshaking: make(map[net.Conn]*pendingConn),
+		allowed: allow, assignGen: 1, edges: make(map[string]*hubEdge), handshaking: make(map[io.Closer]*pendingConn),
 		throttle: newProofThrottle(limits),
 		junkLog:  ratelog.New(log, slog.LevelInfo, "%d more connections rejected before authentication"),
 		authLog:  ratelog.New(log, slog.LevelWarn, "%d more edges rejected at authentication"),
@@ -153,7 +156,13 @@ func startHub(cfg HubConfig, allowed []EdgeCredential, limits proofLimits) (*Hub
 	h.flowPoll = newFlowPoller(h)
 	h.allowedLoaded = allowed != nil
 	h.setTrafficLocked(allow)
-	h.log.Info("hub listening", "tunnelPort", h.port, "targetHost", cfg.TargetHost, "certSha256", h.fingerprint)
+	if pc != nil {
+		quicErr = h.startQUIC(pc)
+	}
+	if quicErr != nil {
+		h.log.Warn("no QUIC listener: edges connect over TLS only", "udpPort", h.port, "err", unwrapOpError(quicErr).Error())
+	}
+	h.log.Info("hub listening", "tunnelPort", h.port, "quicPort", h.QUICPort(), "targetHost", cfg.TargetHost, "certSha256", h.fingerprint)
 	h.wg.Add(2)
 	go h.acceptLoop()
 	go h.sweepUDP()
@@ -267,6 +276,7 @@ func (h *Hub) Status() HubStatus {
 	st := HubStatus{Running: !h.closed, TunnelPort: h.port, ConnectedEdges: []ConnectedEdge{}, CertSha256: h.fingerprint,
 		PendingHandshakes: len(h.handshaking) - h.evicted, RejectedHandshakes: h.rejected.Load(), AuthFailures: h.throttle.failed()}
 	st.ProxyProtocol = h.cfg.ProxyProtocol
+	st.QUICPort = h.QUICPort()
 	for _, e := range h.edges {
 		conns := e.connsLocked()
 		active := 0
@@ -276,7 +286,7 @@ func (h *Hub) Status() HubStatus {
 		st.ConnectedEdges = append(st.ConnectedEdges, ConnectedEdge{
 			EdgeID: e.id, ConnectedAt: e.connectedAt.Unix(), ActiveStreams: active, RemoteAddr: e.remote,
 			Connections: len(conns), ListenPorts: slices.Clone(e.bound.TCP), ListenPortsUDP: slices.Clone(e.bound.UDP),
-			ActiveUDPFlows: e.flows.active(),
+			ActiveUDPFlows: e.flows.active(), Transport: e.transport,
 		})
 	}
 	h.mu.Unlock()
@@ -316,6 +326,9 @@ func (h *Hub) Close() error {
 	h.mu.Unlock()
 	h.flowPoll.close() // flows opened from now on read with goroutines of their own, until their tunnel ends
 	h.wg.Wait()
+	if h.quic != nil {
+		h.quic.close()
+	}
 	h.junkLog.Flush()
 	h.authLog.Flush()
 	h.log.Info("hub stopped")
@@ -328,7 +341,11 @@ func (h *Hub) closeListenerLocked() error {
 		return nil
 	}
 	h.lnClosed = true
-	return h.ln.Close()
+	err := h.ln.Close()
+	if h.quic != nil {
+		h.quic.closeListener()
+	}
+	return err
 }
 
 // Shutdown stops the hub gracefully, in the manner of http.Server.Shutdown:
@@ -424,7 +441,7 @@ func (h *Hub) admit(conn net.Conn) {
 // longest, so that a flood of idle or slow connections cannot keep a real
 // edge out: a real handshake takes milliseconds and will finish first.
 func (h *Hub) evictOldestLocked() {
-	var oldest net.Conn
+	var oldest io.Closer
 	var since time.Time
 	for c, p := range h.handshaking {
 		if !p.evicted && (oldest == nil || p.since.Before(since)) {
@@ -494,7 +511,7 @@ func (h *Hub) serveTunnel(c *hubConn) {
 		return
 	}
 	if first {
-		h.log.Info("edge connected", "edgeId", e.id, "remote", c.remote, "connections", int(c.set.Size))
+		h.log.Info("edge connected", "edgeId", e.id, "remote", c.remote, "connections", int(c.set.Size), "transport", c.transport)
 		h.emit(EventEdgeConnected, EdgeEvent{EdgeID: e.id, RemoteAddr: c.remote})
 	}
 	id := e.id
@@ -549,6 +566,7 @@ func (h *Hub) authenticateTLS(conn net.Conn) (*hubConn, error) {
 	}
 	_ = conn.SetDeadline(time.Time{})
 	c.remote = conn.RemoteAddr().String()
+	c.transport = TransportTLS
 	sess := newSession(tc, true, h.cfg.Tuning, peer, h.log.With("edgeId", c.edgeID), sessionHooks{})
 	sess.countInto(h.trafficFor(c.edgeID))
 	c.conn = sess
@@ -633,7 +651,7 @@ func (h *Hub) register(c *hubConn) (*hubEdge, bool) {
 		if old == nil {
 			e := &hubEdge{id: c.edgeID, secret: c.secret, set: c.set.ID, conns: make([]tunnelConn, c.set.Size),
 				caps: c.caps, sentSeq: c.assignSeq, bound: portLists{TCP: []int{}, UDP: []int{}},
-				connectedAt: time.Now(), remote: c.remote, ended: make(chan struct{})}
+				connectedAt: time.Now(), remote: c.remote, ended: make(chan struct{}), transport: c.transport}
 			ctr := h.traffic[c.edgeID]
 			if ctr == nil {
 				ctr = new(streamCounters)

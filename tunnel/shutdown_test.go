@@ -59,24 +59,26 @@ func shutdownAsync(shutdown func(context.Context) error, ctx context.Context) ch
 // Edge.Shutdown closes the listeners at once, lets an open stream finish
 // and returns once it has, with nil.
 func TestEdgeShutdownDrainsOpenStreams(t *testing.T) {
-	r := startRig(t, rigOptions{connections: 1})
-	c := r.dial(t)
-	if _, err := c.Write([]byte("first ")); err != nil {
-		t.Fatal(err)
-	}
-	testutil.Eventually(t, 10*time.Second, "the stream is open", func() bool { return r.edge.Status().ActiveStreams == 1 })
-	done := shutdownAsync(r.edge.Shutdown, context.Background())
-	testutil.Eventually(t, 10*time.Second, "the listener refuses", refuses(r.edgeAddr))
-	select {
-	case err := <-done:
-		t.Fatalf("Shutdown returned %v with a stream open", err)
-	case <-time.After(100 * time.Millisecond):
-	}
-	finishEcho(t, c, "first ", "second")
-	waitShutdown(t, done)
-	if r.edge.Status().Running {
-		t.Fatal("edge still running after Shutdown")
-	}
+	eachTransport(t, func(t *testing.T, tr string) {
+		r := startRig(t, rigOptions{transport: tr, connections: 1})
+		c := r.dial(t)
+		if _, err := c.Write([]byte("first ")); err != nil {
+			t.Fatal(err)
+		}
+		testutil.Eventually(t, 10*time.Second, "the stream is open", func() bool { return r.edge.Status().ActiveStreams == 1 })
+		done := shutdownAsync(r.edge.Shutdown, context.Background())
+		testutil.Eventually(t, 10*time.Second, "the listener refuses", refuses(r.edgeAddr))
+		select {
+		case err := <-done:
+			t.Fatalf("Shutdown returned %v with a stream open", err)
+		case <-time.After(100 * time.Millisecond):
+		}
+		finishEcho(t, c, "first ", "second")
+		waitShutdown(t, done)
+		if r.edge.Status().Running {
+			t.Fatal("edge still running after Shutdown")
+		}
+	})
 }
 
 // When ctx ends first, Edge.Shutdown closes the remaining streams and
@@ -105,28 +107,30 @@ func TestEdgeShutdownCutsStreamsAtTheDeadline(t *testing.T) {
 // Hub.Shutdown closes the tunnel port, refuses new streams (the client is
 // closed), lets the open stream finish, then stops.
 func TestHubShutdownDrainsAndRefusesNewStreams(t *testing.T) {
-	r := startRig(t, rigOptions{connections: 1})
-	c := r.dial(t)
-	if _, err := c.Write([]byte("first ")); err != nil {
-		t.Fatal(err)
-	}
-	testutil.Eventually(t, 10*time.Second, "the stream is open at the hub", func() bool {
-		st := r.hub.Status()
-		return len(st.ConnectedEdges) == 1 && st.ConnectedEdges[0].ActiveStreams == 1
+	eachTransport(t, func(t *testing.T, tr string) {
+		r := startRig(t, rigOptions{transport: tr, connections: 1})
+		c := r.dial(t)
+		if _, err := c.Write([]byte("first ")); err != nil {
+			t.Fatal(err)
+		}
+		testutil.Eventually(t, 10*time.Second, "the stream is open at the hub", func() bool {
+			st := r.hub.Status()
+			return len(st.ConnectedEdges) == 1 && st.ConnectedEdges[0].ActiveStreams == 1
+		})
+		done := shutdownAsync(r.hub.Shutdown, context.Background())
+		tunnelAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(r.hub.Port()))
+		testutil.Eventually(t, 10*time.Second, "the tunnel port refuses", refuses(tunnelAddr))
+		// A new client gets through to the edge but its stream is refused: it is closed without an answer.
+		expectRefused(t, r.edgeAddr)
+		finishEcho(t, c, "first ", "second")
+		waitShutdown(t, done)
+		if r.hub.Status().Running {
+			t.Fatal("hub still running after Shutdown")
+		}
+		if len(r.target.seenHeaders()) != 1 {
+			t.Fatalf("target saw %d streams, want 1", len(r.target.seenHeaders()))
+		}
 	})
-	done := shutdownAsync(r.hub.Shutdown, context.Background())
-	tunnelAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(r.hub.Port()))
-	testutil.Eventually(t, 10*time.Second, "the tunnel port refuses", refuses(tunnelAddr))
-	// A new client gets through to the edge but its stream is refused: it is closed without an answer.
-	expectRefused(t, r.edgeAddr)
-	finishEcho(t, c, "first ", "second")
-	waitShutdown(t, done)
-	if r.hub.Status().Running {
-		t.Fatal("hub still running after Shutdown")
-	}
-	if len(r.target.seenHeaders()) != 1 {
-		t.Fatalf("target saw %d streams, want 1", len(r.target.seenHeaders()))
-	}
 }
 
 // Shutdown with nothing open returns at once; Close after it is a no-op.

@@ -123,6 +123,7 @@ type udpRigOptions struct {
 	edgeFlows int
 	firewall  *firewall.Rules
 	ports     *PortAssignment // assigned by the hub (the target's port is added to UDP when nil)
+	transport string          // the edge's (default TransportTLS)
 }
 
 func startUDPRig(t testing.TB, o udpRigOptions) *udpRig {
@@ -148,7 +149,7 @@ func startUDPRig(t testing.TB, o udpRigOptions) *udpRig {
 	t.Cleanup(func() { r.hub.Close() })
 	r.edge, err = StartEdge(EdgeConfig{HubHost: "127.0.0.1", HubPort: r.hub.Port(), EdgeID: "edge-1", Secret: "s3cret-edge-1",
 		ListenHost: listen, StunInterval: -1, FirewallBackend: FirewallProcess,
-		UDPIdleTimeout: o.idle, MaxUDPFlows: o.edgeFlows,
+		UDPIdleTimeout: o.idle, MaxUDPFlows: o.edgeFlows, Transport: o.transport,
 		ReconnectMin: 50 * time.Millisecond, ReconnectMax: 200 * time.Millisecond,
 		Logger: testLogger(t).With("t", "edge"), Events: r.edgeEvts.sink})
 	if err != nil {
@@ -219,23 +220,25 @@ func (r *udpRig) waitFlows(t testing.TB, edge, hub int) {
 }
 
 func TestUDPEchoSizes(t *testing.T) {
-	r := startUDPRig(t, udpRigOptions{mode: UDPProxyNone})
-	c := r.client(t)
-	for _, size := range []int{1, 1200, 8192, MaxDatagram} {
-		p := make([]byte, size)
-		rand.Read(p)
-		got := roundTrip(t, c, p)
-		if sha256.Sum256(got) != sha256.Sum256(p) {
-			t.Fatalf("%d-byte datagram came back as %d bytes, other content", size, len(got))
+	eachTransport(t, func(t *testing.T, tr string) {
+		r := startUDPRig(t, udpRigOptions{transport: tr, mode: UDPProxyNone})
+		c := r.client(t)
+		for _, size := range []int{1, 1200, 8192, MaxDatagram} {
+			p := make([]byte, size)
+			rand.Read(p)
+			got := roundTrip(t, c, p)
+			if sha256.Sum256(got) != sha256.Sum256(p) {
+				t.Fatalf("%d-byte datagram came back as %d bytes, other content", size, len(got))
+			}
 		}
-	}
-	r.target.check(t)
-	if m := r.edge.Metrics(); m.UDPFlowsActive != 1 {
-		t.Fatalf("edge metrics: %d flows active, want 1", m.UDPFlowsActive)
-	}
-	if m := r.hub.Metrics(); len(m.Edges) != 1 || m.Edges[0].UDPFlowsActive != 1 {
-		t.Fatalf("hub metrics: %+v, want 1 flow", m.Edges)
-	}
+		r.target.check(t)
+		if m := r.edge.Metrics(); m.UDPFlowsActive != 1 {
+			t.Fatalf("edge metrics: %d flows active, want 1", m.UDPFlowsActive)
+		}
+		if m := r.hub.Metrics(); len(m.Edges) != 1 || m.Edges[0].UDPFlowsActive != 1 {
+			t.Fatalf("hub metrics: %+v, want 1 flow", m.Edges)
+		}
+	})
 }
 
 // openFDs counts the process's open file descriptors.
@@ -249,132 +252,138 @@ func openFDs(t testing.TB) int {
 }
 
 func TestUDPManyFlowsOwnReplies(t *testing.T) {
-	r := startUDPRig(t, udpRigOptions{mode: UDPProxyFirst})
-	const n = 200
-	time.Sleep(100 * time.Millisecond) // the sessions' last goroutines start
-	base := runtime.NumGoroutine()
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	for i := 0; i < n; i++ {
-		c := r.client(t)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, 2048)
-			for k := 0; k < 3; k++ {
-				msg := []byte(fmt.Sprintf("flow %d from %v message %d", i, c.LocalAddr(), k))
-				var got []byte
-				for try := 0; try < 20 && got == nil; try++ {
-					c.Write(msg)
-					c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-					if m, err := c.Read(buf); err == nil {
-						got = buf[:m]
+	eachTransport(t, func(t *testing.T, tr string) {
+		r := startUDPRig(t, udpRigOptions{transport: tr, mode: UDPProxyFirst})
+		const n = 200
+		time.Sleep(100 * time.Millisecond) // the sessions' last goroutines start
+		base := runtime.NumGoroutine()
+		var wg sync.WaitGroup
+		errs := make(chan error, n)
+		for i := 0; i < n; i++ {
+			c := r.client(t)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				buf := make([]byte, 2048)
+				for k := 0; k < 3; k++ {
+					msg := []byte(fmt.Sprintf("flow %d from %v message %d", i, c.LocalAddr(), k))
+					var got []byte
+					for try := 0; try < 20 && got == nil; try++ {
+						c.Write(msg)
+						c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+						if m, err := c.Read(buf); err == nil {
+							got = buf[:m]
+						}
+					}
+					if !bytes.Equal(got, msg) {
+						r.target.mu.Lock()
+						bad := r.target.bad
+						r.target.mu.Unlock()
+						errs <- fmt.Errorf("flow %d got %q, want %q (target saw: %v; edge %+v)", i, got, msg, bad, r.edge.Status())
+						return
 					}
 				}
-				if !bytes.Equal(got, msg) {
-					r.target.mu.Lock()
-					bad := r.target.bad
-					r.target.mu.Unlock()
-					errs <- fmt.Errorf("flow %d got %q, want %q (target saw: %v; edge %+v)", i, got, msg, bad, r.edge.Status())
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-	r.target.check(t)
-	r.waitFlows(t, n, n)
-	// No goroutine per flow on either side (Linux: the hub's flow poller).
-	if got := runtime.NumGoroutine(); runtime.GOOS == "linux" && got > base+10 {
-		t.Fatalf("%d goroutines with %d flows open, %d before", got, n, base)
-	}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		r.target.check(t)
+		r.waitFlows(t, n, n)
+		// No goroutine per flow on either side (Linux: the hub's flow poller).
+		if got := runtime.NumGoroutine(); runtime.GOOS == "linux" && got > base+10 {
+			t.Fatalf("%d goroutines with %d flows open, %d before", got, n, base)
+		}
+	})
 }
 
 func TestUDPProxyHeaderModes(t *testing.T) {
-	for _, host := range []string{"127.0.0.1", "::1"} {
-		for _, mode := range []string{UDPProxyFirst, UDPProxyEvery, UDPProxyNone} {
-			t.Run(host+"/"+mode, func(t *testing.T) {
-				if host == "::1" {
-					if c, err := net.ListenPacket("udp6", "[::1]:0"); err != nil {
-						t.Skipf("no IPv6 loopback: %v", err)
-					} else {
-						c.Close()
+	eachTransport(t, func(t *testing.T, tr string) {
+		for _, host := range []string{"127.0.0.1", "::1"} {
+			for _, mode := range []string{UDPProxyFirst, UDPProxyEvery, UDPProxyNone} {
+				t.Run(host+"/"+mode, func(t *testing.T) {
+					if host == "::1" {
+						if c, err := net.ListenPacket("udp6", "[::1]:0"); err != nil {
+							t.Skipf("no IPv6 loopback: %v", err)
+						} else {
+							c.Close()
+						}
 					}
-				}
-				opt := udpRigOptions{mode: mode}
-				if host == "::1" {
-					opt.host = "::1"
-				}
-				r := startUDPRig(t, opt)
-				c := r.client(t)
-				for k := 0; k < 3; k++ {
-					msg := []byte("hello " + strconv.Itoa(k))
-					if got := roundTrip(t, c, msg); !bytes.Equal(got, msg) {
-						t.Fatalf("got %q, want %q", got, msg)
+					opt := udpRigOptions{transport: tr, mode: mode}
+					if host == "::1" {
+						opt.host = "::1"
 					}
-				}
-				r.target.check(t)
-				hs := r.target.allHeaders()
-				want := map[string]int{UDPProxyFirst: 1, UDPProxyEvery: 3, UDPProxyNone: 0}[mode]
-				if len(hs) < want || mode != UDPProxyEvery && len(hs) != want {
-					t.Fatalf("%d PROXY headers, want %d", len(hs), want)
-				}
-				client := c.LocalAddr().(*net.UDPAddr).AddrPort()
-				fam := pires.UDPv4
-				if host == "::1" {
-					fam = pires.UDPv6
-				}
-				for _, h := range hs {
-					if h.Version != 2 || h.Command != pires.PROXY || h.TransportProtocol != fam {
-						t.Fatalf("header version %d command %v proto %v", h.Version, h.Command, h.TransportProtocol)
+					r := startUDPRig(t, opt)
+					c := r.client(t)
+					for k := 0; k < 3; k++ {
+						msg := []byte("hello " + strconv.Itoa(k))
+						if got := roundTrip(t, c, msg); !bytes.Equal(got, msg) {
+							t.Fatalf("got %q, want %q", got, msg)
+						}
 					}
-					src, dst := h.SourceAddr.(*net.UDPAddr).AddrPort(), h.DestinationAddr.(*net.UDPAddr).AddrPort()
-					if src != client || dst != r.edgeAddr {
-						t.Fatalf("header %v -> %v, want %v -> %v", src, dst, client, r.edgeAddr)
+					r.target.check(t)
+					hs := r.target.allHeaders()
+					want := map[string]int{UDPProxyFirst: 1, UDPProxyEvery: 3, UDPProxyNone: 0}[mode]
+					if len(hs) < want || mode != UDPProxyEvery && len(hs) != want {
+						t.Fatalf("%d PROXY headers, want %d", len(hs), want)
 					}
-				}
-			})
+					client := c.LocalAddr().(*net.UDPAddr).AddrPort()
+					fam := pires.UDPv4
+					if host == "::1" {
+						fam = pires.UDPv6
+					}
+					for _, h := range hs {
+						if h.Version != 2 || h.Command != pires.PROXY || h.TransportProtocol != fam {
+							t.Fatalf("header version %d command %v proto %v", h.Version, h.Command, h.TransportProtocol)
+						}
+						src, dst := h.SourceAddr.(*net.UDPAddr).AddrPort(), h.DestinationAddr.(*net.UDPAddr).AddrPort()
+						if src != client || dst != r.edgeAddr {
+							t.Fatalf("header %v -> %v, want %v -> %v", src, dst, client, r.edgeAddr)
+						}
+					}
+				})
+			}
 		}
-	}
+	})
 }
 
 func TestUDPIdleExpiryFreesBothSides(t *testing.T) {
-	r := startUDPRig(t, udpRigOptions{mode: UDPProxyNone, idle: 300 * time.Millisecond})
-	// The baseline once both tunnel connections serve on both sides.
-	waitFor(t, 5*time.Second, "both tunnel connections", func() bool {
-		st := r.hub.Status()
-		return len(st.ConnectedEdges) == 1 && st.ConnectedEdges[0].Connections == 2 && r.edge.Status().Connections == 2
-	})
-	time.Sleep(200 * time.Millisecond)
-	fds, goroutines := openFDs(t), runtime.NumGoroutine()
-	for i := 0; i < 5; i++ {
+	eachTransport(t, func(t *testing.T, tr string) {
+		r := startUDPRig(t, udpRigOptions{transport: tr, mode: UDPProxyNone, idle: 300 * time.Millisecond})
+		// The baseline once both tunnel connections serve on both sides.
+		waitFor(t, 5*time.Second, "both tunnel connections", func() bool {
+			st := r.hub.Status()
+			return len(st.ConnectedEdges) == 1 && st.ConnectedEdges[0].Connections == 2 && r.edge.Status().Connections == 2
+		})
+		time.Sleep(200 * time.Millisecond)
+		fds, goroutines := openFDs(t), runtime.NumGoroutine()
+		for i := 0; i < 5; i++ {
+			c := r.client(t)
+			roundTrip(t, c, []byte("x"))
+			c.Close()
+		}
+		if e, h := r.edge.Status().ActiveUDPFlows, r.hubFlows(); e == 0 || h == 0 {
+			t.Fatalf("flows before idling: edge %d hub %d", e, h)
+		}
+		r.waitFlows(t, 0, 0)
+		if m := r.edge.Metrics(); m.UDPFlowsActive != 0 {
+			t.Fatalf("edge metrics: %d flows active after idling", m.UDPFlowsActive)
+		}
+		if n := r.edge.firewall.fw.Open(); n != 0 {
+			t.Fatalf("%d firewall tickets held after the flows idled out", n)
+		}
+		// Every flow's socket at the hub is closed and its reader gone.
+		if !testutil.Poll(5*time.Second, func() bool { return openFDs(t) <= fds && runtime.NumGoroutine() <= goroutines }) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d descriptors (before %d), %d goroutines (before %d)\n%s", openFDs(t), fds, runtime.NumGoroutine(), goroutines, buf[:runtime.Stack(buf, true)])
+		}
+		// A flow that sent again starts anew.
 		c := r.client(t)
-		roundTrip(t, c, []byte("x"))
-		c.Close()
-	}
-	if e, h := r.edge.Status().ActiveUDPFlows, r.hubFlows(); e == 0 || h == 0 {
-		t.Fatalf("flows before idling: edge %d hub %d", e, h)
-	}
-	r.waitFlows(t, 0, 0)
-	if m := r.edge.Metrics(); m.UDPFlowsActive != 0 {
-		t.Fatalf("edge metrics: %d flows active after idling", m.UDPFlowsActive)
-	}
-	if n := r.edge.firewall.fw.Open(); n != 0 {
-		t.Fatalf("%d firewall tickets held after the flows idled out", n)
-	}
-	// Every flow's socket at the hub is closed and its reader gone.
-	if !testutil.Poll(5*time.Second, func() bool { return openFDs(t) <= fds && runtime.NumGoroutine() <= goroutines }) {
-		buf := make([]byte, 1<<20)
-		t.Fatalf("%d descriptors (before %d), %d goroutines (before %d)\n%s", openFDs(t), fds, runtime.NumGoroutine(), goroutines, buf[:runtime.Stack(buf, true)])
-	}
-	// A flow that sent again starts anew.
-	c := r.client(t)
-	roundTrip(t, c, []byte("again"))
-	r.waitFlows(t, 1, 1)
+		roundTrip(t, c, []byte("again"))
+		r.waitFlows(t, 1, 1)
+	})
 }
 
 func TestUDPFlowCapEvictsLeastRecentlyUsed(t *testing.T) {
@@ -424,30 +433,32 @@ func testLRU(t *testing.T, r *udpRig, capped func() int) {
 }
 
 func TestUDPReconnectDropsFlows(t *testing.T) {
-	r := startUDPRig(t, udpRigOptions{mode: UDPProxyFirst})
-	c := r.client(t)
-	roundTrip(t, c, []byte("before"))
-	r.waitFlows(t, 1, 1)
-	from := len(r.edgeEvts.snapshot())
-	for _, e := range r.hub.edgesNow() {
-		for _, s := range e {
-			s.Close("test: drop the tunnel")
+	eachTransport(t, func(t *testing.T, tr string) {
+		r := startUDPRig(t, udpRigOptions{transport: tr, mode: UDPProxyFirst})
+		c := r.client(t)
+		roundTrip(t, c, []byte("before"))
+		r.waitFlows(t, 1, 1)
+		from := len(r.edgeEvts.snapshot())
+		for _, e := range r.hub.edgesNow() {
+			for _, s := range e {
+				s.Close("test: drop the tunnel")
+			}
 		}
-	}
-	_, idx := r.edgeEvts.wait(t, from, 10*time.Second, named(EventTunnelDisconnected))
-	r.edgeEvts.wait(t, idx+1, 10*time.Second, named(EventTunnelConnected))
-	r.waitFlows(t, 0, 0)
-	if n := r.edge.firewall.fw.Open(); n != 0 {
-		t.Fatalf("%d firewall tickets held after the flows were dropped", n)
-	}
-	roundTrip(t, c, []byte("after"))
-	r.waitFlows(t, 1, 1)
-	if n := r.edge.firewall.fw.Open(); n != 1 {
-		t.Fatalf("%d firewall tickets held for one flow", n)
-	}
-	// The new flow announced itself anew: a second header from the same client.
-	waitFor(t, 5*time.Second, "two PROXY headers", func() bool { return len(r.target.allHeaders()) == 2 })
-	r.target.check(t)
+		_, idx := r.edgeEvts.wait(t, from, 10*time.Second, named(EventTunnelDisconnected))
+		r.edgeEvts.wait(t, idx+1, 10*time.Second, named(EventTunnelConnected))
+		r.waitFlows(t, 0, 0)
+		if n := r.edge.firewall.fw.Open(); n != 0 {
+			t.Fatalf("%d firewall tickets held after the flows were dropped", n)
+		}
+		roundTrip(t, c, []byte("after"))
+		r.waitFlows(t, 1, 1)
+		if n := r.edge.firewall.fw.Open(); n != 1 {
+			t.Fatalf("%d firewall tickets held for one flow", n)
+		}
+		// The new flow announced itself anew: a second header from the same client.
+		waitFor(t, 5*time.Second, "two PROXY headers", func() bool { return len(r.target.allHeaders()) == 2 })
+		r.target.check(t)
+	})
 }
 
 // edgesNow returns the connections of every connected edge (tests only).

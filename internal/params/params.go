@@ -77,6 +77,8 @@ const (
 	KindString  Kind = "string"
 	KindInteger Kind = "integer"
 	KindSeconds Kind = "integer (seconds)"
+	KindMillis  Kind = "integer (milliseconds)"
+	KindBool    Kind = "boolean"
 	KindInts    Kind = "array of integers"
 	KindStrings Kind = "array of strings"
 	KindEdges   Kind = "array of {id, secret}"
@@ -187,6 +189,36 @@ func Seconds[C any](name, engine string, dst func(*C) *time.Duration) Field[C] {
 				d = -1
 			}
 			*dst(c) = d
+			return nil
+		}}
+}
+
+// MaxMillis is the largest number of milliseconds a param may give.
+const MaxMillis = math.MaxInt32
+
+// Millis is an optional positive whole number of milliseconds.
+func Millis[C any](name, engine string, dst func(*C) *time.Duration) Field[C] {
+	return Field[C]{Name: name, Engine: engine, Kind: KindMillis,
+		decode: func(raw json.RawMessage, c *C) *Error {
+			n, ok := IntValue(raw)
+			if !ok || n < 1 || n > MaxMillis {
+				return &Error{Param: name, Msg: "must be an integer 1-" + strconv.Itoa(MaxMillis)}
+			}
+			*dst(c) = time.Duration(n) * time.Millisecond
+			return nil
+		}}
+}
+
+// Bool is an optional boolean param; invert stores its negation (a param
+// that turns on what the engine field turns off).
+func Bool[C any](name, engine string, invert bool, dst func(*C) *bool) Field[C] {
+	return Field[C]{Name: name, Engine: engine, Kind: KindBool,
+		decode: func(raw json.RawMessage, c *C) *Error {
+			var b bool
+			if err := json.Unmarshal(raw, &b); err != nil {
+				return &Error{Param: name, Msg: "must be true or false"}
+			}
+			*dst(c) = b != invert
 			return nil
 		}}
 }
@@ -412,6 +444,7 @@ var StartHub = Schema[tunnel.HubConfig]{Fields: []Field[tunnel.HubConfig]{
 	String("udpProxyProtocol", "UDPProxyProtocol", false, func(c *tunnel.HubConfig) *string { return &c.UDPProxyProtocol }),
 	Seconds("udpIdleTimeoutSecs", "UDPIdleTimeout", func(c *tunnel.HubConfig) *time.Duration { return &c.UDPIdleTimeout }),
 	Int("maxUdpFlows", "MaxUDPFlows", func(c *tunnel.HubConfig) *int { return &c.MaxUDPFlows }),
+	Bool("quic", "DisableQUIC", true, func(c *tunnel.HubConfig) *bool { return &c.DisableQUIC }),
 }}
 
 // UpdateAllowedEdges is the params of updateAllowedEdges.
@@ -440,6 +473,8 @@ var StartEdge = Schema[tunnel.EdgeConfig]{Fields: []Field[tunnel.EdgeConfig]{
 	String("firewallBackend", "FirewallBackend", false, func(c *tunnel.EdgeConfig) *string { return &c.FirewallBackend }),
 	Seconds("udpIdleTimeoutSecs", "UDPIdleTimeout", func(c *tunnel.EdgeConfig) *time.Duration { return &c.UDPIdleTimeout }),
 	Int("maxUdpFlows", "MaxUDPFlows", func(c *tunnel.EdgeConfig) *int { return &c.MaxUDPFlows }),
+	String("transport", "Transport", false, func(c *tunnel.EdgeConfig) *string { return &c.Transport }),
+	Millis("quicFallbackMs", "QUICFallback", func(c *tunnel.EdgeConfig) *time.Duration { return &c.QUICFallback }),
 }}
 
 // engineNames maps the engine's config field names to the params they come

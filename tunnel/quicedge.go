@@ -1,0 +1,88 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/quic-go/quic-go"
+)
+
+// errQUICHandshake wraps a QUIC attempt that did not get as far as a
+// completed QUIC handshake: the one failure after which TransportAuto
+// uses TLS.
+type errQUICHandshake struct{ err error }
+
+func (e *errQUICHandshake) Error() string { return "QUIC handshake: " + e.err.Error() }
+func (e *errQUICHandshake) Unwrap() error { return e.err }
+
+// connectQUIC dials the hub over QUIC, runs the mutual authentication on
+// the connection's first stream under the handshake deadline, and returns
+// the tunnel connection, ready to serve (as connectTLS does for TLS).
+// quicWait bounds the QUIC handshake alone.
+func (e *Edge) connectQUIC(l *hubLink, set setPlace, slots *streamSlots, first chan<- assignMsg, quicWait time.Duration) (conn tunnelConn, err error) {
+	defer recoverInto(e.log, "connecting to the hub", &err)
+	ctx, cancel := context.WithTimeout(e.ctx, e.cfg.HandshakeTimeout)
+	defer cancel()
+	raddr, err := net.ResolveUDPAddr("udp", l.addr)
+	if err != nil {
+		return nil, &errQUICHandshake{unwrapOpError(err)}
+	}
+	pc, err := net.ListenUDP("udp", nil)
+	if err != nil {
+		return nil, &errQUICHandshake{unwrapOpError(err)}
+	}
+	quicBuffers(pc, e.log)
+	tr := &quic.Transport{Conn: pc}
+	dialCtx, dialCancel := context.WithTimeout(ctx, quicWait)
+	qc, err := tr.Dial(dialCtx, raddr, quicTLSConfig(l.tlsConf), quicConfig(e.cfg.Tuning, false))
+	dialCancel()
+	if err != nil {
+		_ = tr.Close()
+		_ = pc.Close()
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("no answer within %s", quicWait)
+		}
+		return nil, &errQUICHandshake{err}
+	}
+	context.AfterFunc(qc.Context(), func() { _ = tr.Close(); _ = pc.Close() })
+	fail := func(err error) (tunnelConn, error) {
+		_ = qc.CloseWithError(quicCloseCode, "handshake failed")
+		if ctx.Err() != nil && e.ctx.Err() == nil {
+			err = fmt.Errorf("handshake timed out after %s", e.cfg.HandshakeTimeout)
+		}
+		return nil, err
+	}
+	ctrl, err := qc.OpenStreamSync(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	deadline, _ := ctx.Deadline()
+	_ = ctrl.SetDeadline(deadline)
+	hc := quicHandshake{Stream: ctrl, qc: qc}
+	peer, err := edgeHandshake(hc, e.cfg.EdgeID, e.cfg.Secret, e.cfg.Window, set, ourCaps)
+	if err != nil {
+		var ae *quic.ApplicationError
+		if errors.As(err, &ae) && ae.Remote {
+			err = &remoteCloseError{Reason: sanitizeReason([]byte(ae.ErrorMessage))}
+		}
+		return fail(err)
+	}
+	if peer.window < minWindow || peer.window > maxWindow {
+		return fail(fmt.Errorf("hub announced a window of %d bytes (allowed %d-%d)", peer.window, minWindow, maxWindow))
+	}
+	if set.Index == 0 && peer.caps&capAssign != 0 {
+		m, err := readFirstAssign(hc)
+		if err != nil {
+			return fail(err)
+		}
+		first <- m
+	}
+	_ = ctrl.SetDeadline(time.Time{})
+	c := newQUICConn(qc, ctrl, false, e.cfg.Tuning, peer, e.log)
+	c.slots = slots
+	c.stats = &e.traffic
+	return c, nil
+}
