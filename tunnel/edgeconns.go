@@ -14,7 +14,7 @@ import (
 type edgeConns struct {
 	conns     []tunnelConn
 	transport string // TransportTLS or TransportQUIC
-	next  atomic.Uint32
+	next      atomic.Uint32
 }
 
 // newSetID returns a random set id.

@@ -1,12 +1,12 @@
 package tunnel
 
 import (
-	"io"
 	"context"
 	"crypto/subtle"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"

@@ -29,4 +29,3 @@ func listenQUICSocket(addr string) (*net.UDPConn, error) {
 	}
 	return net.ListenUDP("udp", ua)
 }
-
