@@ -128,6 +128,7 @@ type partialDgram struct {
 	got   uint64 // bit i: fragment i arrived
 	parts [maxFragments][]byte
 	size  int
+	done  bool // delivered: later fragments of seq are duplicates
 }
 
 // quicDatagrams is the flow layer of one quicConn.
@@ -392,7 +393,10 @@ func (d *quicDatagrams) reassemble(m dgramMsg) ([]byte, error) {
 	d.rmu.Lock()
 	defer d.rmu.Unlock()
 	pd := d.partial[m.flow]
-	if pd != nil && (pd.seq != m.seq || pd.count != m.count) {
+	if pd != nil && pd.done && pd.seq == m.seq {
+		return nil, nil // a late duplicate of a datagram delivered
+	}
+	if pd != nil && (pd.done || pd.seq != m.seq || pd.count != m.count) {
 		if pd.seq == m.seq {
 			return nil, protoErr("fragments of one datagram of flow %d disagree on their count", m.flow)
 		}
@@ -427,14 +431,18 @@ func (d *quicDatagrams) reassemble(m dgramMsg) ([]byte, error) {
 		out = append(out, pd.parts[i]...)
 	}
 	d.partialBytes -= pd.size
-	delete(d.partial, m.flow)
+	*pd = partialDgram{seq: pd.seq, count: pd.count, done: true}
 	return out, nil
 }
 
+// dropPartialLocked forgets the datagram of flow being reassembled,
+// counted as dropped unless it was delivered.
 func (d *quicDatagrams) dropPartialLocked(flow uint32, pd *partialDgram) {
 	d.partialBytes -= pd.size
 	delete(d.partial, flow)
-	d.dropped.Add(1)
+	if !pd.done {
+		d.dropped.Add(1)
+	}
 }
 
 // dropAnyPartialLocked drops one datagram being reassembled; false when
