@@ -130,6 +130,10 @@ func TestInvalidParams(t *testing.T) {
 		{"startEdge", with(with(valid, "hubHost", nil), "hubs", "a:1"), "startEdge: hubs must be an array of strings"},
 		{"startEdge", with(with(valid, "hubHost", nil), "hubs", []any{"a:0"}), `startEdge: hubs[0] has port "0": must be an integer 1-65535`},
 		{"startEdge", with(valid, "hubMode", "random"), `startEdge: hubMode must be "spread" or "failover"`},
+		{"startEdge", with(valid, "transport", "udp"), `startEdge: transport must be "tls", "quic" or "auto"`},
+		{"startEdge", with(valid, "transport", 1), `startEdge: transport must be a string`},
+		{"startEdge", with(valid, "quicFallbackMs", 0), `startEdge: quicFallbackMs must be an integer 1-2147483647`},
+		{"startEdge", with(valid, "quicFallbackMs", "3s"), `startEdge: quicFallbackMs must be an integer 1-2147483647`},
 		{"startEdge", with(valid, "listenPortsUdp", []any{0}), "startEdge: listenPortsUdp[0] must be an integer 1-65535"},
 		{"startEdge", with(valid, "firewallBackend", "iptables"), `startEdge: firewallBackend must be "auto" or "process"`},
 		{"startEdge", with(valid, "listenPorts", []any{80.5}), "startEdge: listenPorts[0] must be an integer"},
@@ -161,6 +165,7 @@ func TestInvalidParams(t *testing.T) {
 		{"startHub", map[string]any{"tunnelPort": 65536}, "startHub: tunnelPort must be an integer 0-65535"},
 		{"startHub", map[string]any{"tunnelPort": 1e100}, "startHub: tunnelPort must be an integer 0-65535"},
 		{"startHub", map[string]any{"targetHost": false}, "startHub: targetHost must be a string"},
+		{"startHub", map[string]any{"quic": "no"}, "startHub: quic must be true or false"},
 		{"startHub", map[string]any{"tunnelPort": 8443.5}, "startHub: tunnelPort must be an integer"},
 		{"startHub", map[string]any{"tlsCertPem": "-----BEGIN CERTIFICATE-----"}, "startHub: tlsKeyPem must be given together with tlsCertPem"},
 		{"startHub", map[string]any{"tlsKeyPem": "-----BEGIN PRIVATE KEY-----"}, "startHub: tlsCertPem must be given together with tlsKeyPem"},
@@ -218,7 +223,7 @@ func TestStartHubParams(t *testing.T) {
 	s.skipReady()
 
 	res := s.mustCall("startHub", map[string]any{"extra": "ignored"})
-	if diff := cmp.Diff(jsonOf(t, `{"started":true,"tunnelPort":40001}`), decode(t, res)); diff != "" {
+	if diff := cmp.Diff(jsonOf(t, `{"started":true,"tunnelPort":40001,"quicPort":0}`), decode(t, res)); diff != "" {
 		t.Errorf("result (-want +got):\n%s", diff)
 	}
 	r := s.call("startHub", nil)
@@ -228,12 +233,13 @@ func TestStartHubParams(t *testing.T) {
 	s.mustCall("stopHub", nil)
 	s.mustCall("startHub", map[string]any{
 		"tunnelPort": 0, "targetHost": "127.0.0.2", "listenHost": "127.0.0.1",
-		"tlsCertPem": "CERT", "tlsKeyPem": "KEY",
+		"tlsCertPem": "CERT", "tlsKeyPem": "KEY", "quic": false,
 	})
 	calls := eng.hubStartCalls()
 	// Absent params take the engine's defaults.
 	custom := tunnel.DefaultHubConfig()
 	custom.TunnelPort, custom.TargetHost, custom.ListenHost, custom.TLSCertPEM, custom.TLSKeyPEM = 0, "127.0.0.2", "127.0.0.1", "CERT", "KEY"
+	custom.DisableQUIC = true
 	want := []tunnel.HubConfig{tunnel.DefaultHubConfig(), custom}
 	if d := want[0]; d.TunnelPort != 8443 || d.TargetHost != "127.0.0.1" {
 		t.Fatalf("the engine's hub defaults are not the documented ones: %+v", d)
@@ -277,12 +283,13 @@ func TestStartEdgeParams(t *testing.T) {
 	s.mustCall("stopEdge", nil)
 	s.mustCall("startEdge", map[string]any{
 		"hubs": []any{"hub-a.example:8443", "hub-b.example"}, "hubMode": "failover", "hubPort": 9443,
-		"edgeId": "e3", "secret": "y", "listenPorts": []any{80},
+		"edgeId": "e3", "secret": "y", "listenPorts": []any{80}, "transport": "auto", "quicFallbackMs": 1500,
 	})
 	// Absent params take the engine's defaults, which are the documented ones.
 	edge := func(f func(c *tunnel.EdgeConfig)) tunnel.EdgeConfig {
 		c := tunnel.DefaultEdgeConfig()
-		if c.HubPort != 8443 || c.StunServer != "stun.cloudflare.com:3478" || c.StunInterval != 300*time.Second || c.Connections != 2 {
+		if c.HubPort != 8443 || c.StunServer != "stun.cloudflare.com:3478" || c.StunInterval != 300*time.Second || c.Connections != 2 ||
+			c.Transport != "tls" || c.QUICFallback != 3*time.Second {
 			t.Fatalf("the engine's edge defaults are not the documented ones: %+v", c)
 		}
 		c.HubHost, c.EdgeID, c.Secret = "127.0.0.1", "edge-1", "s3cr3t-edge"
@@ -299,6 +306,7 @@ func TestStartEdgeParams(t *testing.T) {
 		edge(func(c *tunnel.EdgeConfig) {
 			c.HubHost, c.Hubs, c.HubMode, c.HubPort = "", []string{"hub-a.example:8443", "hub-b.example"}, "failover", 9443
 			c.EdgeID, c.Secret, c.ListenPorts = "e3", "y", []int{80}
+			c.Transport, c.QUICFallback = "auto", 1500*time.Millisecond
 		}),
 	}
 	if diff := cmp.Diff(want, eng.edgeStartCalls(), ignoreFuncs...); diff != "" {

@@ -278,3 +278,38 @@ test('the hub assigns an edge started without ports its ports, and changes them 
   assert.ok(!events.some((e) => e.event === 'tunnelDisconnected'), 'the tunnel stayed up');
   assert.ok(!events.some((e) => e.event === 'portError'), 'no port error');
 });
+
+test('an edge on transport "quic": the tunnel runs over QUIC and status and events say so', { timeout: TIMEOUT }, async (t) => {
+  const { hub, tunnelPort, status } = await startHub(t);
+  assert.equal(status.quicPort, tunnelPort, 'the hub listens for QUIC on UDP tunnelPort');
+  const port = await freePortPair();
+  const target = await startProxyTarget(port);
+  t.after(() => target.close());
+  const { edge, started } = await startEdge(t, tunnelPort, { port, config: { transport: 'quic' } });
+  const tunnelConnected = waitForEvent(edge, 'tunnelConnected', 10000);
+  await started;
+  assert.equal((await tunnelConnected).transport, 'quic');
+  const edgeStatus = await edge.getStatus();
+  assert.equal(edgeStatus.transport, 'quic');
+  assert.equal(edgeStatus.hubs[0].transport, 'quic');
+  const hubStatus = await hub.getStatus();
+  assert.equal(hubStatus.connectedEdges[0].transport, 'quic');
+  const { localPort, response } = await httpThrough(port);
+  assert.match(response, /^HTTP\/1\.1 200 OK\r\n/);
+  const body = JSON.parse(response.slice(response.indexOf('\r\n\r\n') + 4));
+  assert.equal(body.proxyLine, `PROXY TCP4 127.0.0.1 127.0.0.1 ${localPort} ${port}`);
+});
+
+test('a hub with quic: false has no QUIC port; an edge on "auto" comes up on TLS', { timeout: TIMEOUT }, async (t) => {
+  const hub = new RemoteIngressHub();
+  t.after(() => hub.stop());
+  await hub.start({ tunnelPort: 0, targetHost: '127.0.0.2', quic: false });
+  await hub.updateAllowedEdges([{ id: 'edge-nyc-01', secret: 'supersecrettoken1' }]);
+  const status = await hub.getStatus();
+  assert.equal(status.quicPort, 0);
+  const { edge, started } = await startEdge(t, status.tunnelPort, { config: { transport: 'auto', quicFallbackMs: 300 } });
+  const tunnelConnected = waitForEvent(edge, 'tunnelConnected', 5000);
+  await started;
+  assert.equal((await tunnelConnected).transport, 'tls');
+  assert.equal((await edge.getStatus()).transport, 'tls');
+});

@@ -56,6 +56,8 @@ export interface IHubConfig {
   udpIdleTimeoutSecs?: number;
   /** UDP flows per edge; beyond it the least recently used goes. Default 65536. */
   maxUdpFlows?: number;
+  /** Also listen for QUIC on UDP tunnelPort. Default true; false = TLS over TCP only. */
+  quic?: boolean;
   /** Engine binary to use for this start (see IRemoteIngressOptions.binaryPath). Not sent to the engine. */
   binaryPath?: string;
 }
@@ -104,6 +106,8 @@ export interface IConnectedEdgeStatus {
   listenPortsUdp: number[];
   /** The edge's UDP flows open at the hub. */
   activeUdpFlows?: number;
+  /** "tls" or "quic": the transport of the edge's tunnel. */
+  transport?: 'tls' | 'quic';
   [extra: string]: unknown;
 }
 
@@ -124,6 +128,8 @@ export interface IHubStatus {
   eventsDropped?: number;
   /** The PROXY protocol version written to TCP targets. */
   proxyProtocol?: 'v1' | 'v2';
+  /** The UDP port of the QUIC listener (0 when off). */
+  quicPort?: number;
   [extra: string]: unknown;
 }
 
@@ -202,6 +208,14 @@ export interface IEdgeConfig {
   hubCa?: string;
   /** Server name to verify with hubCa. Default: hubHost. */
   hubServerName?: string;
+  /**
+   * How the edge reaches its hubs: "tls" (default: TLS over TCP), "quic" (QUIC
+   * over UDP), or "auto" (QUIC, and TLS when no QUIC handshake completes within
+   * quicFallbackMs; QUIC is tried again at the next reconnect).
+   */
+  transport?: 'tls' | 'quic' | 'auto';
+  /** How long "auto" waits for a QUIC handshake before TLS (ms). Default 3000. */
+  quicFallbackMs?: number;
   /** TLS connections the tunnel spreads its streams over (1-16). Default 2 (measured: see the README's Performance); more lets many streams use more cores. */
   tunnelConnections?: number;
   /** host:port of the metrics and health listener; see IHubConfig.metricsListen. */
@@ -221,6 +235,8 @@ export interface IEdgeStatus {
   listenPortsUdp: number[];
   /** Clients refused by the firewall (in process, plus packets the kernel's rules dropped). */
   firewallRefused: number;
+  /** "tls" or "quic": the transport of the live tunnel (the first connected hub's); null while none is up. */
+  transport?: 'tls' | 'quic' | null;
   /** Each hub's tunnel; `connected` is true while any is up. */
   hubs: IEdgeHubStatus[];
   /** UDP flows open now. */
@@ -243,7 +259,7 @@ export interface IEdgeHubStatus {
   address: string;
   connected: boolean;
   activeStreams: number;
-  /** "tls" while connected, else null. */
+  /** "tls" or "quic" while connected, else null. */
   transport: string | null;
   /** The hub said it is stopping: it gets no new connections. */
   draining?: boolean;
@@ -322,6 +338,8 @@ export interface IEdgeEvents {
 export interface IHubStartResult {
   started: boolean;
   tunnelPort: number;
+  /** The UDP port of the QUIC listener (0 when quic is false or UDP tunnelPort could not be bound). */
+  quicPort?: number;
   /** The bound metrics address, when metricsListen was given. */
   metricsAddress?: string;
   [extra: string]: unknown;

@@ -486,3 +486,94 @@ func TestQUICHostileEdge(t *testing.T) {
 	}
 	rawQUICEdge(t, hub, ourCaps&^capAssign) // the hub serves the next one
 }
+
+// udpBlackhole relays one QUIC client to the hub's QUIC port and can drop
+// everything both ways, as a dead or blipping link does.
+type udpBlackhole struct {
+	pc   *net.UDPConn
+	drop atomic.Bool
+	done chan struct{}
+}
+
+func startUDPBlackhole(t *testing.T, to int) *udpBlackhole {
+	t.Helper()
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, err := net.DialUDP("udp", nil, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: to})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &udpBlackhole{pc: pc, done: make(chan struct{})}
+	var client atomic.Pointer[net.UDPAddr]
+	go func() {
+		buf := make([]byte, 65536)
+		for {
+			n, err := up.Read(buf)
+			if err != nil {
+				return
+			}
+			if a := client.Load(); a != nil && !b.drop.Load() {
+				pc.WriteToUDP(buf[:n], a)
+			}
+		}
+	}()
+	go func() {
+		defer close(b.done)
+		buf := make([]byte, 65536)
+		for {
+			n, a, err := pc.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			client.Store(a)
+			if !b.drop.Load() {
+				up.Write(buf[:n])
+			}
+		}
+	}()
+	t.Cleanup(func() { pc.Close(); up.Close(); <-b.done })
+	return b
+}
+
+// Over QUIC as over TLS: a link that goes silent is found dead at the
+// keepalive deadline, and a blip shorter than it costs nothing.
+func TestQUICKeepaliveDeadlineAndBlips(t *testing.T) {
+	tuning := Tuning{KeepaliveInterval: 300 * time.Millisecond, KeepaliveTimeout: 2 * time.Second}
+	tg := startTarget(t, echoHandler)
+	hub, err := StartHub(HubConfig{ListenHost: "127.0.0.1", TargetHost: "127.0.0.2", Tuning: tuning, Logger: testLogger(t)},
+		[]EdgeCredential{{ID: "edge-1", Secret: "s3cret"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hub.Close()
+	bh := startUDPBlackhole(t, hub.QUICPort())
+	events := newEventLog()
+	edge, err := StartEdge(EdgeConfig{HubHost: "127.0.0.1", HubPort: bh.pc.LocalAddr().(*net.UDPAddr).Port, EdgeID: "edge-1", Secret: "s3cret",
+		ListenHost: "127.0.0.1", ListenPorts: []int{tg.port}, StunInterval: -1, Transport: TransportQUIC, Connections: 1,
+		ReconnectMin: time.Hour, Tuning: tuning, Logger: testLogger(t), Events: events.sink})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer edge.Close()
+	_, idx := events.wait(t, 0, 5*time.Second, named(EventTunnelConnected))
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(tg.port))
+	bh.drop.Store(true) // a blip of half the deadline
+	time.Sleep(tuning.KeepaliveTimeout / 2)
+	bh.drop.Store(false)
+	echoOnce(t, addr, "after the blip")
+	for _, e := range events.snapshot()[idx:] {
+		if e.Name == EventTunnelDisconnected {
+			t.Fatalf("a blip of %v ended the tunnel: %+v", tuning.KeepaliveTimeout/2, e.Data)
+		}
+	}
+	bh.drop.Store(true)
+	start := time.Now()
+	ev, _ := events.wait(t, idx, 3*tuning.KeepaliveTimeout, named(EventTunnelDisconnected))
+	took := time.Since(start)
+	t.Logf("dead link found after %v (deadline %v): %s", took.Round(time.Millisecond), tuning.KeepaliveTimeout, ev.Data.(TunnelDisconnectedEvent).Reason)
+	if took < tuning.KeepaliveTimeout*3/4 {
+		t.Fatalf("the tunnel ended %v into the silence, before the %v deadline", took, tuning.KeepaliveTimeout)
+	}
+}
