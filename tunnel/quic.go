@@ -59,10 +59,8 @@ const (
 )
 
 // quicCopyBuf is the size of the buffers that copy between a QUIC stream
-// and its socket.
-const quicCopyBuf = 32 << 10
-
-var quicBufPool = sync.Pool{New: func() any { b := make([]byte, quicCopyBuf); return &b }}
+// and its socket (a class of the buffer pool, bufpool.go).
+const quicCopyBuf = 64 << 10
 
 // quicConfig is the QUIC configuration both sides use: the keepalive and
 // dead-peer deadline of the TLS transport, receive windows from the
@@ -563,15 +561,16 @@ func (c *quicConn) startRelay(st *quicStream, local net.Conn, done func()) {
 }
 
 // socketToStream copies local's bytes into the stream; EOF sends FIN, a
-// read error resets the stream.
+// read error resets the stream. It holds a buffer only while the socket has
+// bytes (connReader), so an idle connection costs none.
 func (c *quicConn) socketToStream(st *quicStream, local net.Conn, count *atomic.Uint64) {
-	bp := quicBufPool.Get().(*[]byte)
-	defer quicBufPool.Put(bp)
-	buf := *bp
+	r := newConnReader(local)
 	for {
-		n, err := local.Read(buf)
+		bp, n, err := r.read(quicCopyBuf - headerLen)
 		if n > 0 {
-			if _, werr := st.qs.Write(buf[:n]); werr != nil {
+			_, werr := st.qs.Write((*bp)[headerLen : headerLen+n])
+			putBuf(bp)
+			if werr != nil {
 				resetConn(local) // the peer reset the stream or the tunnel ended
 				return
 			}
@@ -593,12 +592,26 @@ func (c *quicConn) socketToStream(st *quicStream, local net.Conn, count *atomic.
 }
 
 // streamToSocket copies the stream's bytes to local; FIN half-closes local,
-// a reset of the stream resets local.
+// a reset of the stream resets local. After a read that did not fill the
+// buffer it gives the buffer back and waits for the next byte without one
+// (Peek), so an idle stream holds no buffer.
 func (c *quicConn) streamToSocket(st *quicStream, local net.Conn, count *atomic.Uint64) {
-	bp := quicBufPool.Get().(*[]byte)
-	defer quicBufPool.Put(bp)
-	buf := *bp
+	var one [1]byte
+	var bp *[]byte
+	defer func() {
+		if bp != nil {
+			putBuf(bp)
+		}
+	}()
 	for {
+		if bp == nil {
+			if _, err := st.qs.Peek(one[:]); err != nil && err != io.EOF {
+				resetConn(local)
+				return
+			}
+			bp = getBuf(quicCopyBuf)
+		}
+		buf := (*bp)[:quicCopyBuf]
 		n, err := st.qs.Read(buf)
 		if n > 0 {
 			if _, werr := local.Write(buf[:n]); werr != nil {
@@ -618,6 +631,10 @@ func (c *quicConn) streamToSocket(st *quicStream, local net.Conn, count *atomic.
 		if err != nil {
 			resetConn(local)
 			return
+		}
+		if n < len(buf) {
+			putBuf(bp)
+			bp = nil
 		}
 	}
 }

@@ -184,8 +184,8 @@ func (c *quicConn) SendDatagram(id uint32, p []byte) bool {
 		d.dropped.Add(1)
 		return false
 	}
-	bp := getBuf(len(p))
-	*bp = append((*bp)[:0], p...)
+	bp := getDatagramBuf(len(p))
+	copy(*bp, p)
 	d.mu.Lock()
 	if d.done || len(d.q) >= udpQueueCount || d.bytes+len(p) > udpQueueBytes {
 		d.mu.Unlock()
