@@ -120,6 +120,9 @@ func TestHubShutdownDrainsAndRefusesNewStreams(t *testing.T) {
 		done := shutdownAsync(r.hub.Shutdown, context.Background())
 		tunnelAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(r.hub.Port()))
 		testutil.Eventually(t, 10*time.Second, "the tunnel port refuses", refuses(tunnelAddr))
+		// DRAIN reaches the edge on its own path (on QUIC, the control
+		// stream); a stream the edge opened before reading it is served.
+		testutil.Eventually(t, 10*time.Second, "the edge to read DRAIN", func() bool { return r.edge.Status().Hubs[0].Draining })
 		// A new client gets through to the edge but its stream is refused: it is closed without an answer.
 		expectRefused(t, r.edgeAddr)
 		finishEcho(t, c, "first ", "second")
