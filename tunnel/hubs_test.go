@@ -31,8 +31,14 @@ type hubsRig struct {
 
 const hubsEdgeID, hubsSecret = "edge-h", "s3cret-h"
 
-func startHubsRig(t *testing.T, n int, mode string) *hubsRig {
+// startHubsRig starts n hubs and an edge in mode over transport (the
+// first of tr; TLS without).
+func startHubsRig(t *testing.T, n int, mode string, tr ...string) *hubsRig {
 	t.Helper()
+	transport := TransportTLS
+	if len(tr) > 0 {
+		transport = tr[0]
+	}
 	r := &hubsRig{t: t, edgeEvts: newEventLog()}
 	r.port = testutil.FreePort(t, "127.0.0.1", "127.0.0.2")
 	startTargetAt(t, net.JoinHostPort("127.0.0.2", strconv.Itoa(r.port)), echoHandler)
@@ -45,7 +51,7 @@ func startHubsRig(t *testing.T, n int, mode string) *hubsRig {
 	var err error
 	r.edge, err = StartEdge(EdgeConfig{Hubs: r.addrs, HubMode: mode, EdgeID: hubsEdgeID, Secret: hubsSecret,
 		ListenHost: "127.0.0.1", ListenPorts: []int{r.port}, StunInterval: -1, FirewallBackend: FirewallProcess,
-		ReconnectMin: 50 * time.Millisecond, ReconnectMax: 200 * time.Millisecond,
+		ReconnectMin: 50 * time.Millisecond, ReconnectMax: 200 * time.Millisecond, Transport: transport,
 		Logger: testLogger(t).With("t", "edge"), Events: r.edgeEvts.sink})
 	if err != nil {
 		t.Fatalf("StartEdge: %v", err)
@@ -171,82 +177,95 @@ func (l *load) end() (ok, failed int64) {
 
 // Spread: a tunnel to every hub, and new clients over both.
 func TestSpreadOverTwoHubs(t *testing.T) {
-	r := startHubsRig(t, 2, HubSpread)
-	r.waitConnected(true, true)
-	for i := 0; i < 20; i++ {
-		if err := tcpRoundTrip(r.edgeAddr, "hello"); err != nil {
-			t.Fatalf("round trip %d: %v", i, err)
+	eachTransport(t, func(t *testing.T, tr string) {
+		r := startHubsRig(t, 2, HubSpread, tr)
+		r.waitConnected(true, true)
+		for i := 0; i < 20; i++ {
+			if err := tcpRoundTrip(r.edgeAddr, "hello"); err != nil {
+				t.Fatalf("round trip %d: %v", i, err)
+			}
 		}
-	}
-	opened := r.streamsOpened()
-	if opened[0] < 5 || opened[1] < 5 {
-		t.Fatalf("streams per hub %v: not spread", opened)
-	}
-	st := r.edge.Status()
-	if !st.Connected || len(st.Hubs) != 2 || st.Hubs[0].Transport == nil || *st.Hubs[0].Transport != "tls" {
-		t.Fatalf("edge status %+v", st)
-	}
-	// One tunnelConnected per hub, naming it.
-	seen := map[string]bool{}
-	for _, ev := range r.edgeEvts.snapshot() {
-		if ev.Name == EventTunnelConnected {
-			seen[ev.Data.(TunnelConnectedEvent).Hub] = true
+		opened := r.streamsOpened()
+		if opened[0] < 5 || opened[1] < 5 {
+			t.Fatalf("streams per hub %v: not spread", opened)
 		}
-	}
-	if !seen[r.addrs[0]] || !seen[r.addrs[1]] {
-		t.Fatalf("tunnelConnected for %v, want both of %v", seen, r.addrs)
-	}
+		st := r.edge.Status()
+		if !st.Connected || len(st.Hubs) != 2 || st.Hubs[0].Transport == nil || *st.Hubs[0].Transport != tr {
+			t.Fatalf("edge status %+v", st)
+		}
+		// One tunnelConnected per hub, naming it.
+		seen := map[string]bool{}
+		for _, ev := range r.edgeEvts.snapshot() {
+			if ev.Name == EventTunnelConnected {
+				seen[ev.Data.(TunnelConnectedEvent).Hub] = true
+			}
+		}
+		if !seen[r.addrs[0]] || !seen[r.addrs[1]] {
+			t.Fatalf("tunnelConnected for %v, want both of %v", seen, r.addrs)
+		}
+	})
 }
 
 // A hub that dies takes only its own streams; new clients go to the other.
 func TestHubLossLeavesTheOther(t *testing.T) {
-	r := startHubsRig(t, 2, HubSpread)
-	r.waitConnected(true, true)
-	r.hubs[0].Close()
-	r.waitConnected(false, true)
-	ld := startLoad(r.edgeAddr, 4)
-	time.Sleep(300 * time.Millisecond)
-	ok, failed := ld.end()
-	if failed != 0 || ok == 0 {
-		t.Fatalf("with one hub down: %d round trips ok, %d failed", ok, failed)
-	}
-	// The hub back: it gets new streams again.
-	r.startHub(0)
-	r.waitConnected(true, true)
-	before := r.streamsOpened()[0]
-	for i := 0; i < 10; i++ {
-		if err := tcpRoundTrip(r.edgeAddr, "again"); err != nil {
-			t.Fatal(err)
+	eachTransport(t, func(t *testing.T, tr string) {
+		r := startHubsRig(t, 2, HubSpread, tr)
+		r.waitConnected(true, true)
+		r.hubs[0].Close()
+		r.waitConnected(false, true)
+		ld := startLoad(r.edgeAddr, 4)
+		time.Sleep(300 * time.Millisecond)
+		ok, failed := ld.end()
+		if failed != 0 || ok == 0 {
+			t.Fatalf("with one hub down: %d round trips ok, %d failed", ok, failed)
 		}
-	}
-	if r.streamsOpened()[0] == before {
-		t.Fatal("the restarted hub got no new streams")
-	}
+		// The hub back: it gets new streams again.
+		r.startHub(0)
+		r.waitConnected(true, true)
+		before := r.streamsOpened()[0]
+		for i := 0; i < 10; i++ {
+			if err := tcpRoundTrip(r.edgeAddr, "again"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if r.streamsOpened()[0] == before {
+			t.Fatal("the restarted hub got no new streams")
+		}
+	})
 }
 
 // A rolling restart of two hubs, each stopped gracefully (Shutdown: DRAIN
 // first) and started again, under a steady load refuses no client.
 func TestRollingRestartRefusesNothing(t *testing.T) {
-	r := startHubsRig(t, 2, HubSpread)
-	r.waitConnected(true, true)
-	ld := startLoad(r.edgeAddr, 4)
-	for i := range r.hubs {
-		time.Sleep(200 * time.Millisecond)
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if err := r.hubs[i].Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown hub %d: %v", i, err)
+	eachTransport(t, func(t *testing.T, tr string) {
+		r := startHubsRig(t, 2, HubSpread, tr)
+		r.waitConnected(true, true)
+		ld := startLoad(r.edgeAddr, 4)
+		for i := range r.hubs {
+			time.Sleep(200 * time.Millisecond)
+			from := len(r.edgeEvts.snapshot())
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if err := r.hubs[i].Shutdown(ctx); err != nil {
+				t.Errorf("Shutdown hub %d: %v", i, err)
+			}
+			cancel()
+			r.startHub(i)
+			// The edge is back on hub i once it says so: its status may
+			// still show the old tunnel for a moment after Shutdown returns
+			// (over QUIC the close is a datagram of its own).
+			r.edgeEvts.wait(t, from, 10*time.Second, func(e Event) bool {
+				d, ok := e.Data.(TunnelConnectedEvent)
+				return ok && d.Hub == r.addrs[i]
+			})
+			r.waitConnected(true, true)
 		}
-		cancel()
-		r.startHub(i)
-		want := []bool{true, true}
-		r.waitConnected(want...)
-	}
-	time.Sleep(200 * time.Millisecond)
-	ok, failed := ld.end()
-	t.Logf("rolling restart: %d round trips, %d failed %v", ok, failed, ld.errs)
-	if failed != 0 || ok == 0 {
-		t.Fatalf("rolling restart: %d round trips ok, %d failed", ok, failed)
-	}
+		time.Sleep(200 * time.Millisecond)
+		ok, failed := ld.end()
+		t.Logf("rolling restart: %d round trips, %d failed %v", ok, failed, ld.errs)
+		if failed != 0 || ok == 0 {
+			t.Fatalf("rolling restart: %d round trips ok, %d failed", ok, failed)
+		}
+	})
 }
 
 // Failover: one hub at a time in list order, the next when it fails, and
