@@ -467,14 +467,7 @@ func (h *Hub) serveConn(conn net.Conn) {
 	}()
 	defer recoverInto(h.log, "serving an edge", &perr)
 	c, err := h.authenticateTLS(conn)
-	h.mu.Lock()
-	evicted := h.handshaking[conn].evicted
-	if evicted {
-		h.evicted--
-	}
-	delete(h.handshaking, conn)
-	closed := h.closed
-	h.mu.Unlock()
+	evicted, closed := h.handshakeEnded(conn)
 	if err != nil || closed {
 		_ = conn.Close()
 		if err != nil && !closed {
@@ -483,6 +476,21 @@ func (h *Hub) serveConn(conn net.Conn) {
 		return
 	}
 	h.serveTunnel(c)
+}
+
+// handshakeEnded takes key out of the pending handshakes and says whether
+// it had been evicted and whether the hub has closed meanwhile.
+func (h *Hub) handshakeEnded(key io.Closer) (evicted, closed bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if pc := h.handshaking[key]; pc != nil {
+		evicted = pc.evicted
+	}
+	if evicted {
+		h.evicted--
+	}
+	delete(h.handshaking, key)
+	return evicted, h.closed
 }
 
 // refused counts and logs (rate-limited) a connection that did not get in.

@@ -187,14 +187,7 @@ func (h *Hub) serveQUIC(qc *quic.Conn, p *quicPending) {
 	}()
 	defer recoverInto(h.log, "serving an edge", &perr)
 	c, err := h.authenticateQUIC(qc)
-	h.mu.Lock()
-	evicted := h.handshaking[p].evicted
-	if evicted {
-		h.evicted--
-	}
-	delete(h.handshaking, p)
-	closed := h.closed
-	h.mu.Unlock()
+	evicted, closed := h.handshakeEnded(p)
 	if err != nil || closed {
 		_ = qc.CloseWithError(quicCloseCode, ErrAuthFailed.Error())
 		if err != nil && !closed {
