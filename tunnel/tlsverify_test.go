@@ -94,17 +94,21 @@ func TestEdgeVerifiesHub(t *testing.T) {
 		{"other CA", EdgeConfig{HubCAPEM: otherCA, HubServerName: "hub.test"}, false, "certificate"},
 		{"CA and pin", EdgeConfig{HubCAPEM: caPEM, HubServerName: "hub.test", HubCertSHA256: pin}, true, ""},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			ev := tryEdge(t, hub.Port(), tc.cfg)
-			if tc.ok != (ev.Name == EventTunnelConnected) {
-				t.Fatalf("got %s %+v", ev.Name, ev.Data)
-			}
-			if !tc.ok && !strings.Contains(ev.Data.(TunnelDisconnectedEvent).Reason, tc.errPart) {
-				t.Fatalf("reason %q does not mention %q", ev.Data.(TunnelDisconnectedEvent).Reason, tc.errPart)
-			}
-		})
-	}
+	eachTransport(t, func(t *testing.T, tr string) {
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				cfg := tc.cfg
+				cfg.Transport = tr
+				ev := tryEdge(t, hub.Port(), cfg)
+				if tc.ok != (ev.Name == EventTunnelConnected) {
+					t.Fatalf("got %s %+v", ev.Name, ev.Data)
+				}
+				if !tc.ok && !strings.Contains(ev.Data.(TunnelDisconnectedEvent).Reason, tc.errPart) {
+					t.Fatalf("reason %q does not mention %q", ev.Data.(TunnelDisconnectedEvent).Reason, tc.errPart)
+				}
+			})
+		}
+	})
 	for _, bad := range []EdgeConfig{{HubCertSHA256: "xyz"}, {HubCertSHA256: pin[:10]}, {HubCAPEM: "not pem"}} {
 		bad.HubHost, bad.EdgeID, bad.Secret, bad.ListenPorts = "127.0.0.1", "e", "s", []int{testutil.FreePort(t, "127.0.0.1", "127.0.0.2")}
 		if e, err := StartEdge(bad); err == nil {
