@@ -16,7 +16,7 @@ STATICCHECK_VERSION := 0.8.2
 TOOLS_BIN   ?= $(firstword $(subst :, ,$(shell $(GO) env GOPATH)))/bin
 STATICCHECK := $(TOOLS_BIN)/staticcheck
 
-.PHONY: all help build dist ts test check test-go test-ts test-system test-pack fuzz demo bench bench-go vet fmt-check lint staticcheck clean image image-check pack
+.PHONY: all help build dist ts test check test-go test-ts test-system test-pack fuzz demo bench bench-go bench-wan vet fmt-check lint staticcheck clean image image-check pack
 
 ## all: build and ts (the default target)
 all: build ts
@@ -126,6 +126,11 @@ demo: build ts
 ## bench: hub + edge processes against a direct path and a TLS relay on loopback (table + bench.json)
 bench: build
 	$(GO) run ./cmd/remoteingress-bench -bin dist_bin/$(BIN) -json bench.json
+
+## bench-wan: the system tests' bench mode: TLS and QUIC side by side over the two-namespace link
+## (50 ms each way, 1% loss: 1 and 8 streams, small-request p99 under a bulk stream; table + bench-wan.json; root, ~5 min)
+bench-wan:
+	SYSTEST_BENCH=1 SYSTEST_BENCH_JSON=$(CURDIR)/bench-wan.json $(GO) test -count=1 -timeout 20m -v -run '^TestWANBench$$' ./systest/ 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
 
 ## bench-go: Go benchmarks of the hot paths (frame codec, tunnel in-process)
 bench-go:

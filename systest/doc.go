@@ -9,7 +9,11 @@
 // hub killed, hung by SIGSTOP or restarted gracefully under load, and
 // failover order), the edge firewall's
 // nftables backend (rules the edge installs in a network namespace of the
-// test's own; the host's firewall is never touched), plus a bounded soak.
+// test's own; the host's firewall is never touched), both transports (the
+// impaired link over TLS and over QUIC; transport "auto" falling back to TLS
+// when UDP to the hub is dropped by a rule in the hub's namespace or the hub
+// runs with quic: false, and back on QUIC after a reconnect; "quic" against
+// a hub without QUIC), plus a bounded soak.
 //
 // Everything is in the _test.go files; run them with
 //
@@ -27,4 +31,17 @@
 // netem when the kernel has it, else a userspace TUN link emulator),
 // SYSTEST_RACE_BINARY=1 (build the binary under test with -race),
 // SYSTEST_BINARY=path (test that binary instead of building one).
+//
+// Bench mode: SYSTEST_BENCH=1 runs TestWANBench (skipped otherwise; make
+// bench-wan, about five minutes, not part of make test): over the two-host
+// link with 50 ms each way and 1% loss, TLS (with the kernel's default TCP
+// congestion control and with cubic) and QUIC side by side: one stream's
+// rate and 8 parallel streams' aggregate beside plain TCP over the same
+// link, and the p99 of one-at-a-time 100-byte request/100-byte reply
+// exchanges on an open connection (and on a new connection each) while a
+// bulk stream runs through the same tunnel connection. It prints a table;
+// SYSTEST_BENCH_JSON=path writes the rows as JSON (make bench-wan:
+// bench-wan.json). SYSTEST_BENCH_DELAY (one way, default 50ms),
+// SYSTEST_BENCH_LOSS (default 0.01), SYSTEST_BENCH_DURATION (per rate row,
+// default 8s) and SYSTEST_BENCH_RR (per latency row, default 20s) change it.
 package systest

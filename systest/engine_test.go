@@ -242,7 +242,9 @@ type HubStatus struct {
 		ActiveStreams int    `json:"activeStreams"`
 		Connections   int    `json:"connections"`
 		RemoteAddr    string `json:"remoteAddr"`
+		Transport     string `json:"transport"`
 	} `json:"connectedEdges"`
+	QUICPort      int    `json:"quicPort"`
 	EventsDropped uint64 `json:"eventsDropped"`
 	Goroutines    int    `json:"goroutines"`
 }
@@ -264,6 +266,7 @@ type EdgeStatus struct {
 	ActiveStreams     int     `json:"activeStreams"`
 	ListenPorts       []int   `json:"listenPorts"`
 	LastError         string  `json:"lastError"`
+	Transport         *string `json:"transport"`
 	ReconnectAttempts int     `json:"reconnectAttempts"`
 	EventsDropped     uint64  `json:"eventsDropped"`
 	Goroutines        int     `json:"goroutines"`

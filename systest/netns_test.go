@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -363,4 +364,34 @@ func (l *tunLink) Close() {
 
 func (l *tunLink) String() string {
 	return fmt.Sprintf("%d packets carried, %d dropped", l.fwd.Load(), l.dropped.Load())
+}
+
+// tcpDefaultCC is the TCP congestion control new connections in netns ns get.
+func tcpDefaultCC(t testing.TB, ns string) string {
+	t.Helper()
+	var b []byte
+	err := inNetns(ns, func() error {
+		var err error
+		b, err = os.ReadFile("/proc/sys/net/ipv4/tcp_congestion_control")
+		return err
+	})
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// setTCPCongestion sets a connection's TCP congestion control (TCP_CONGESTION).
+func setTCPCongestion(c *net.TCPConn, name string) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptString(int(fd), syscall.IPPROTO_TCP, syscall.TCP_CONGESTION, name)
+	}); err != nil {
+		return err
+	}
+	return serr
 }
