@@ -176,6 +176,8 @@ type rigOptions struct {
 	connections int
 	// transport is the edge's (default TransportTLS).
 	transport string
+	// noQUIC starts the hub without its QUIC listener (and its goroutines).
+	noQUIC bool
 }
 
 // transports are the transports the tests of eachTransport run on.
@@ -202,7 +204,7 @@ func startRig(t testing.TB, o rigOptions) *rig {
 	r := &rig{hubEvents: newEventLog(), edgeEvts: newEventLog(), secret: o.secret}
 	r.target = startTarget(t, o.handler)
 	var err error
-	r.hub, err = StartHub(HubConfig{ListenHost: "127.0.0.1", TargetHost: "127.0.0.2", Tuning: o.tuning,
+	r.hub, err = StartHub(HubConfig{ListenHost: "127.0.0.1", TargetHost: "127.0.0.2", Tuning: o.tuning, DisableQUIC: o.noQUIC,
 		Logger: testLogger(t).With("t", "hub"), Events: r.hubEvents.sink},
 		[]EdgeCredential{{ID: "edge-1", Secret: "s3cret-edge-1"}})
 	if err != nil {

@@ -105,7 +105,7 @@ func TestIdleStreamsHibernateAndWake(t *testing.T) {
 func TestIdlePollerEndsWithItsLastStream(t *testing.T) {
 	// Only Go's own netpoller once the pollers of earlier tests are gone.
 	testutil.Eventually(t, 10*time.Second, "earlier tests' pollers to end", func() bool { return epollFDs(t) == 1 })
-	r := startRig(t, rigOptions{tuning: Tuning{idleAfter: 20 * time.Millisecond}, connections: 1})
+	r := startRig(t, rigOptions{tuning: Tuning{idleAfter: 20 * time.Millisecond}, connections: 1, noQUIC: true})
 	// The rig's last goroutines (the hub session's writer and keepalive)
 	// start a moment after it reports the tunnel up; the hub and the edge
 	// each run a sweeper of idle UDP flows.
