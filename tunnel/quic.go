@@ -59,10 +59,51 @@ const (
 )
 
 // quicCopyBuf is the size of the buffers that copy between a QUIC stream
-// and its socket.
-const quicCopyBuf = 32 << 10
+// and its socket. A copy whose read fills its buffer moves to a
+// quicBulkBuf one, and back after a read of less than quicCopyBuf, so an
+// idle stream holds a small buffer while a bulk transfer makes an eighth
+// of the reads, writes and goroutine hand-offs to quic-go per byte.
+const (
+	quicCopyBuf = 32 << 10
+	quicBulkBuf = 256 << 10
+)
 
-var quicBufPool = sync.Pool{New: func() any { b := make([]byte, quicCopyBuf); return &b }}
+var (
+	quicBufPool  = sync.Pool{New: func() any { b := make([]byte, quicCopyBuf); return &b }}
+	quicBulkPool = sync.Pool{New: func() any { b := make([]byte, quicBulkBuf); return &b }}
+)
+
+// quicCopyBuffer is the pooled buffer of one direction of a relay.
+type quicCopyBuffer struct{ p *[]byte }
+
+func newQUICCopyBuffer() *quicCopyBuffer {
+	return &quicCopyBuffer{p: quicBufPool.Get().(*[]byte)}
+}
+
+// buf is the buffer for the next read.
+func (b *quicCopyBuffer) buf() []byte { return *b.p }
+
+// used resizes the buffer after a read of n bytes was handled: up after a
+// full small one, down after a short one.
+func (b *quicCopyBuffer) used(n int) {
+	switch size := len(*b.p); {
+	case size == quicCopyBuf && n == size:
+		quicBufPool.Put(b.p)
+		b.p = quicBulkPool.Get().(*[]byte)
+	case size == quicBulkBuf && n < quicCopyBuf:
+		quicBulkPool.Put(b.p)
+		b.p = quicBufPool.Get().(*[]byte)
+	}
+}
+
+// release returns the buffer to its pool.
+func (b *quicCopyBuffer) release() {
+	if len(*b.p) == quicBulkBuf {
+		quicBulkPool.Put(b.p)
+	} else {
+		quicBufPool.Put(b.p)
+	}
+}
 
 // quicConfig is the QUIC configuration both sides use: the keepalive and
 // dead-peer deadline of the TLS transport, receive windows from the
@@ -565,10 +606,10 @@ func (c *quicConn) startRelay(st *quicStream, local net.Conn, done func()) {
 // socketToStream copies local's bytes into the stream; EOF sends FIN, a
 // read error resets the stream.
 func (c *quicConn) socketToStream(st *quicStream, local net.Conn, count *atomic.Uint64) {
-	bp := quicBufPool.Get().(*[]byte)
-	defer quicBufPool.Put(bp)
-	buf := *bp
+	b := newQUICCopyBuffer()
+	defer b.release()
 	for {
+		buf := b.buf()
 		n, err := local.Read(buf)
 		if n > 0 {
 			if _, werr := st.qs.Write(buf[:n]); werr != nil {
@@ -577,6 +618,7 @@ func (c *quicConn) socketToStream(st *quicStream, local net.Conn, count *atomic.
 			}
 			count.Add(uint64(n))
 		}
+		b.used(n)
 		if err == io.EOF {
 			_ = st.qs.Close()
 			return
@@ -595,10 +637,10 @@ func (c *quicConn) socketToStream(st *quicStream, local net.Conn, count *atomic.
 // streamToSocket copies the stream's bytes to local; FIN half-closes local,
 // a reset of the stream resets local.
 func (c *quicConn) streamToSocket(st *quicStream, local net.Conn, count *atomic.Uint64) {
-	bp := quicBufPool.Get().(*[]byte)
-	defer quicBufPool.Put(bp)
-	buf := *bp
+	b := newQUICCopyBuffer()
+	defer b.release()
 	for {
+		buf := b.buf()
 		n, err := st.qs.Read(buf)
 		if n > 0 {
 			if _, werr := local.Write(buf[:n]); werr != nil {
@@ -609,6 +651,7 @@ func (c *quicConn) streamToSocket(st *quicStream, local net.Conn, count *atomic.
 			}
 			count.Add(uint64(n))
 		}
+		b.used(n)
 		if err == io.EOF {
 			if cw, ok := local.(interface{ CloseWrite() error }); ok {
 				_ = cw.CloseWrite()
