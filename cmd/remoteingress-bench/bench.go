@@ -92,6 +92,9 @@ func (b *bench) runAll() error {
 		case "portchange", "firewall", "hubs", "udp", "udpmemory": // the tunnel's own features (udp*: set-ups of their own)
 			modes = slices.DeleteFunc(slices.Clone(b.modes), func(m *mode) bool { return m.hub == nil })
 		}
+		if !slices.Contains(quicRows, r.key) { // tunnel-quic is measured in its rows only
+			modes = slices.DeleteFunc(slices.Clone(modes), func(m *mode) bool { return m.name == modeTunnelQUIC })
+		}
 		for round := 1; round <= r.rounds; round++ {
 			for _, m := range modes {
 				if err := b.ctx.Err(); err != nil {
@@ -131,7 +134,7 @@ func (b *bench) setup() error {
 	if lim.Max < wantNofile {
 		b.res.note("RLIMIT_NOFILE: the hard limit is %d and could not be raised to %d here (no CAP_SYS_RESOURCE); the bench and its children run with %d", lim.Max, wantNofile, lim.Cur)
 	}
-	if _, err := os.Stat(b.cfg.Bin); err != nil && slices.Contains(b.cfg.Modes, modeTunnel) {
+	if _, err := os.Stat(b.cfg.Bin); err != nil && (slices.Contains(b.cfg.Modes, modeTunnel) || slices.Contains(b.cfg.Modes, modeTunnelQUIC)) {
 		return fmt.Errorf("binary %s: %w (run make build, or pass -bin)", b.cfg.Bin, err)
 	}
 	b.tmpdir, err = os.MkdirTemp("", "remoteingress-bench-")
@@ -157,6 +160,18 @@ func (b *bench) setup() error {
 				return fmt.Errorf("tunnel: %w", err)
 			}
 			b.targets = append(b.targets, m.tgt)
+			b.mach.BinVersion = m.hub.version
+		case modeTunnelQUIC:
+			if !slices.ContainsFunc(b.cfg.Rows, func(r string) bool { return slices.Contains(quicRows, r) }) {
+				continue // none of its rows chosen
+			}
+			if m, err = setupTunnel(b.kids, b.cfg.Bin, modeTunnelQUIC, "-quic", 0, false, map[string]any{"transport": "quic"}); err != nil {
+				return fmt.Errorf("tunnel over QUIC: %w", err)
+			}
+			b.targets = append(b.targets, m.tgt)
+			if err := m.checkTransport("quic"); err != nil {
+				return fmt.Errorf("tunnel over QUIC: %w", err)
+			}
 			b.mach.BinVersion = m.hub.version
 		}
 		for _, p := range m.procs {

@@ -17,6 +17,9 @@ const (
 	modeDirect = "direct"
 	modeRelay  = "relay"
 	modeTunnel = "tunnel"
+	// modeTunnelQUIC is the tunnel with the edge's startEdge transport
+	// "quic"; it is measured in the quicRows only, in a column of its own.
+	modeTunnelQUIC = "tunnel-quic"
 	// modeTunnelSet is the tunnel with an edge over several TLS connections;
 	// it is measured in the N-stream row only, reported in the tunnel column.
 	modeTunnelSet = "tunnel-set"
@@ -25,8 +28,12 @@ const (
 	modeTunnelHubs = "tunnel-2hubs"
 )
 
-// allModes are the three set-ups every row is measured on.
-var allModes = []string{modeDirect, modeRelay, modeTunnel}
+// allModes are the set-ups of the table's columns: every row is measured on
+// the first three, the rows of quicRows on tunnel-quic too.
+var allModes = []string{modeDirect, modeRelay, modeTunnel, modeTunnelQUIC}
+
+// quicRows are the rows (-rows keys) measured on tunnel-quic as well.
+var quicRows = []string{"up1", "down1", "streams", "latency1", "latencyN", "connrate"}
 
 // allRows are the keys of the rows -rows can choose, in the table's order.
 var allRows = []string{"memory", "up1", "down1", "streams", "latency1", "latencyN", "connrate", "portchange", "firewall", "hubs", "fairness", "udp", "udpmemory"}
@@ -65,7 +72,9 @@ type config struct {
 const usageText = `usage: remoteingress-bench [flags]
 
 Runs direct, TLS relay and tunnel (hub + edge processes of -bin) on loopback,
-prints a table and writes -json. A full run takes about five minutes on 2 cores;
+and on the throughput, latency and connection-rate rows the tunnel over QUIC
+(tunnel-quic: the same, the edge's startEdge transport "quic"); prints a
+table and writes -json. A full run takes about five minutes on 2 cores;
 -quick is a smoke run of about half a minute.
 
 flags:
@@ -173,7 +182,7 @@ func parseFlags(args []string) (config, error) {
 	for i, m := range chosen {
 		chosen[i] = strings.TrimSpace(m)
 		if !slices.Contains(allModes, chosen[i]) {
-			return config{}, fmt.Errorf("-modes: unknown mode %q (want direct, relay, tunnel)", m)
+			return config{}, fmt.Errorf("-modes: unknown mode %q (want some of %s)", m, strings.Join(allModes, ","))
 		}
 	}
 	for _, m := range allModes { // in the table's order

@@ -151,3 +151,41 @@ func (m *mode) settle(timeout time.Duration) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// checkTransport fails unless the edge's tunnel and the hub's one connected
+// edge both run on transport (a tunnel measured as QUIC that fell back to
+// TLS would be measured as the wrong thing).
+func (m *mode) checkTransport(transport string) error {
+	raw, err := m.edge.call("getEdgeStatus", map[string]any{}, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	var es struct {
+		Transport *string `json:"transport"`
+	}
+	if err := json.Unmarshal(raw, &es); err != nil {
+		return err
+	}
+	if es.Transport == nil || *es.Transport != transport {
+		return fmt.Errorf("the edge's tunnel runs on transport %v, want %q (getEdgeStatus: %s)", es.Transport, transport, raw)
+	}
+	raw, err = m.hub.call("getHubStatus", map[string]any{}, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	var hs struct {
+		ConnectedEdges []struct {
+			Transport string `json:"transport"`
+		} `json:"connectedEdges"`
+	}
+	if err := json.Unmarshal(raw, &hs); err != nil {
+		return err
+	}
+	for _, e := range hs.ConnectedEdges {
+		if e.Transport != transport {
+			return fmt.Errorf("the hub sees an edge on transport %q, want %q", e.Transport, transport)
+		}
+	}
+	m.info["transport"] = transport
+	return nil
+}

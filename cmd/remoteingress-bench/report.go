@@ -16,6 +16,8 @@ type jsonRow struct {
 	rowDef
 	Values         map[string]*float64 `json:"values"`
 	TunnelPerRelay *float64            `json:"tunnelPerRelay"`
+	QUICPerRelay   *float64            `json:"quicPerRelay"`  // tunnel-quic/relay
+	QUICPerTunnel  *float64            `json:"quicPerTunnel"` // tunnel-quic/tunnel (QUIC over TLS)
 	AppliesTo      []string            `json:"appliesTo"`
 }
 
@@ -42,8 +44,9 @@ type jsonReport struct {
 
 // notes explain how the numbers were taken.
 var notes = []string{
-	"All three set-ups run on loopback in one pass; each row is measured on direct, relay and tunnel in turn. The client and the target run in the bench process and share the machine's cores with the set-up under test.",
+	"All the set-ups run on loopback in one pass; each row is measured on direct, relay and tunnel (and tunnel-quic, in its rows) in turn. The client and the target run in the bench process and share the machine's cores with the set-up under test.",
 	"direct: client → target. relay: client → relay-in (plain TCP) → new TLS 1.3 connection per client connection → relay-out → target, io.Copy both ways with half-close. tunnel: client → edge process → one TLS tunnel → hub process → target, driven over --management.",
+	"tunnel-quic: the same hub and edge processes, the edge's startEdge transport \"quic\" (checked: getEdgeStatus and getHubStatus name the transport), so client → edge → one QUIC connection over UDP, each client connection its own QUIC stream → hub → target. It is measured in the throughput, latency and connection-rate rows (and the idle RSS), in the same alternating rounds as the others; quicPerRelay is tunnel-quic/relay, quicPerTunnel tunnel-quic/tunnel.",
 	"The tunnel's target parses and checks the PROXY v1 header the hub writes; direct and relay connections carry no header (the relays do not add one); after it the target code is the same.",
 	"CPU per GB: utime+stime of the set-up's own processes (hub+edge, or relay-in+relay-out) from /proc/<pid>/stat (CLK_TCK 100) during the 1-stream client→target transfer, over the bytes the target received.",
 	"Memory: VmRSS of the set-up's processes, summed; per connection = (RSS holding the most connections − RSS before the row) / connections. Each held connection completed one 64-byte round trip first.",
@@ -82,8 +85,14 @@ func (b *bench) writeJSON() error {
 				row.Values[mode] = nil
 			}
 		}
-		if r, ok := ratio(row.Values); ok {
+		if r, ok := ratioOf(row.Values, modeTunnel, modeRelay); ok {
 			row.TunnelPerRelay = &r
+		}
+		if r, ok := ratioOf(row.Values, modeTunnelQUIC, modeRelay); ok {
+			row.QUICPerRelay = &r
+		}
+		if r, ok := ratioOf(row.Values, modeTunnelQUIC, modeTunnel); ok {
+			row.QUICPerTunnel = &r
 		}
 		rep.Rows = append(rep.Rows, row)
 	}
@@ -94,9 +103,9 @@ func (b *bench) writeJSON() error {
 	return os.WriteFile(b.cfg.JSONPath, append(out, '\n'), 0o644)
 }
 
-// ratio is tunnel/relay when both are there.
-func ratio(vals map[string]*float64) (float64, bool) {
-	t, r := vals[modeTunnel], vals[modeRelay]
+// ratioOf is vals[a]/vals[b] when both are there.
+func ratioOf(vals map[string]*float64, a, b string) (float64, bool) {
+	t, r := vals[a], vals[b]
 	if t == nil || r == nil || *r == 0 {
 		return 0, false
 	}
@@ -115,13 +124,28 @@ func (b *bench) printTable(w io.Writer) {
 	fmt.Fprintf(w, "run:     %s; bulk %v per transfer, %d round trips, %d conns × %v, %d connections (%d workers), RLIMIT_NOFILE %d\n\n",
 		mode, b.cfg.Duration, b.cfg.LatencyRT, b.cfg.LatencyConns, b.cfg.LatencyDur, b.cfg.Conns, b.cfg.Workers, b.nofile.Cur)
 
+	// The QUIC columns are there when tunnel-quic was measured.
+	quic := b.measured(modeTunnelQUIC)
 	const labelW, unitW, colW = 46, 7, 11
-	fmt.Fprintf(w, "%-*s %-*s %*s %*s %*s %*s\n", labelW, "row", unitW, "unit", colW, modeDirect, colW, modeRelay, colW, modeTunnel, 13, "tunnel/relay")
-	fmt.Fprintln(w, strings.Repeat("-", labelW+unitW+3*colW+13+5))
+	fmt.Fprintf(w, "%-*s %-*s %*s %*s %*s", labelW, "row", unitW, "unit", colW, modeDirect, colW, modeRelay, colW, modeTunnel)
+	width := labelW + unitW + 3*colW + 13 + 5
+	if quic {
+		fmt.Fprintf(w, " %*s", colW, modeTunnelQUIC)
+		width += colW + 1 + 2*11
+	}
+	fmt.Fprintf(w, " %13s", "tunnel/relay")
+	if quic {
+		fmt.Fprintf(w, " %10s %10s", "quic/relay", "quic/tls")
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, strings.Repeat("-", width))
 	for _, d := range b.res.withLabels(rowDefs(b.cfg)) {
 		vals := map[string]*float64{}
 		fmt.Fprintf(w, "%-*s %-*s", labelW, d.Label, unitW, d.Unit)
 		for _, mode := range allModes {
+			if mode == modeTunnelQUIC && !quic {
+				continue
+			}
 			cell := "-"
 			if v, ok := b.res.get(d.Key, mode); ok && d.applies(mode) {
 				vals[mode] = &v
@@ -131,11 +155,17 @@ func (b *bench) printTable(w io.Writer) {
 			}
 			fmt.Fprintf(w, " %*s", colW, cell)
 		}
-		rc := ""
-		if r, ok := ratio(vals); ok {
-			rc = strconv.FormatFloat(r, 'f', 2, 64)
+		rc := func(a, b string) string {
+			if r, ok := ratioOf(vals, a, b); ok {
+				return strconv.FormatFloat(r, 'f', 2, 64)
+			}
+			return ""
 		}
-		fmt.Fprintf(w, " %13s\n", rc)
+		fmt.Fprintf(w, " %13s", rc(modeTunnel, modeRelay))
+		if quic {
+			fmt.Fprintf(w, " %10s %10s", rc(modeTunnelQUIC, modeRelay), rc(modeTunnelQUIC, modeTunnel))
+		}
+		fmt.Fprintln(w)
 	}
 	for _, n := range b.res.envNotes {
 		fmt.Fprintf(w, "\nnote: %s\n", n)

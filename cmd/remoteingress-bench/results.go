@@ -16,11 +16,15 @@ type rowDef struct {
 	Unit     string   `json:"unit"`
 	Better   string   `json:"better"` // "higher", "lower" or "equal"
 	decimals int      // in the table
-	modes    []string // the set-ups it applies to; nil: all
+	modes    []string // the set-ups it applies to; nil: direct, relay and tunnel
+	quic     bool     // and tunnel-quic (one of quicRows)
 }
 
 // applies reports whether the row is measured for mode.
 func (d rowDef) applies(mode string) bool {
+	if mode == modeTunnelQUIC {
+		return d.quic
+	}
 	if d.modes == nil {
 		return true
 	}
@@ -37,17 +41,17 @@ func rowDefs(cfg config) []rowDef {
 	procs := []string{modeRelay, modeTunnel}
 	tun := []string{modeTunnel}
 	defs := []rowDef{
-		{Key: "throughput_1_up_gbps", Label: "throughput, 1 stream, client→target", Unit: "Gbit/s", Better: "higher", decimals: 2},
-		{Key: "throughput_1_down_gbps", Label: "throughput, 1 stream, target→client", Unit: "Gbit/s", Better: "higher", decimals: 2},
-		{Key: "throughput_n_up_gbps", Label: fmt.Sprintf("throughput, %d streams, client→target", cfg.Streams), Unit: "Gbit/s", Better: "higher", decimals: 2},
+		{Key: "throughput_1_up_gbps", Label: "throughput, 1 stream, client→target", Unit: "Gbit/s", Better: "higher", decimals: 2, quic: true},
+		{Key: "throughput_1_down_gbps", Label: "throughput, 1 stream, target→client", Unit: "Gbit/s", Better: "higher", decimals: 2, quic: true},
+		{Key: "throughput_n_up_gbps", Label: fmt.Sprintf("throughput, %d streams, client→target", cfg.Streams), Unit: "Gbit/s", Better: "higher", decimals: 2, quic: true},
 		{Key: "throughput_n_up_set_gbps", Label: fmt.Sprintf("throughput, %d streams, tunnelConnections %d", cfg.Streams, cfg.SetConns), Unit: "Gbit/s", Better: "higher", decimals: 2},
-		{Key: "cpu_seconds_per_gb", Label: "CPU per GB, 1 stream c→t (own processes)", Unit: "s/GB", Better: "lower", decimals: 2, modes: procs},
-		{Key: "latency_1_p50_us", Label: "latency, 1 connection, p50", Unit: "µs", Better: "lower", decimals: 1},
-		{Key: "latency_1_p99_us", Label: "latency, 1 connection, p99", Unit: "µs", Better: "lower", decimals: 1},
-		{Key: "latency_n_p50_us", Label: fmt.Sprintf("latency, %d connections, p50", cfg.LatencyConns), Unit: "µs", Better: "lower", decimals: 0},
-		{Key: "latency_n_p99_us", Label: fmt.Sprintf("latency, %d connections, p99", cfg.LatencyConns), Unit: "µs", Better: "lower", decimals: 0},
-		{Key: "latency_n_rate", Label: fmt.Sprintf("latency, %d connections, round trips", cfg.LatencyConns), Unit: "rt/s", Better: "higher", decimals: 0},
-		{Key: "conn_rate", Label: fmt.Sprintf("connection rate, %d workers", cfg.Workers), Unit: "conn/s", Better: "higher", decimals: 0},
+		{Key: "cpu_seconds_per_gb", Label: "CPU per GB, 1 stream c→t (own processes)", Unit: "s/GB", Better: "lower", decimals: 2, modes: procs, quic: true},
+		{Key: "latency_1_p50_us", Label: "latency, 1 connection, p50", Unit: "µs", Better: "lower", decimals: 1, quic: true},
+		{Key: "latency_1_p99_us", Label: "latency, 1 connection, p99", Unit: "µs", Better: "lower", decimals: 1, quic: true},
+		{Key: "latency_n_p50_us", Label: fmt.Sprintf("latency, %d connections, p50", cfg.LatencyConns), Unit: "µs", Better: "lower", decimals: 0, quic: true},
+		{Key: "latency_n_p99_us", Label: fmt.Sprintf("latency, %d connections, p99", cfg.LatencyConns), Unit: "µs", Better: "lower", decimals: 0, quic: true},
+		{Key: "latency_n_rate", Label: fmt.Sprintf("latency, %d connections, round trips", cfg.LatencyConns), Unit: "rt/s", Better: "higher", decimals: 0, quic: true},
+		{Key: "conn_rate", Label: fmt.Sprintf("connection rate, %d workers", cfg.Workers), Unit: "conn/s", Better: "higher", decimals: 0, quic: true},
 		{Key: "port_change_p50_ms", Label: fmt.Sprintf("port change → accepting, p50 of %d", cfg.PortChanges), Unit: "ms", Better: "lower", decimals: 2, modes: tun},
 		{Key: "port_change_p90_ms", Label: fmt.Sprintf("port change → accepting, p90 of %d", cfg.PortChanges), Unit: "ms", Better: "lower", decimals: 2, modes: tun},
 		{Key: "port_change_max_ms", Label: fmt.Sprintf("port change → accepting, max of %d", cfg.PortChanges), Unit: "ms", Better: "lower", decimals: 2, modes: tun},
@@ -79,7 +83,7 @@ func rowDefs(cfg config) []rowDef {
 		rowDef{Key: "hubs_stop_failed", Label: "hubs: stopHub, failed conns", Unit: "conns", Better: "equal", decimals: 0, modes: tun},
 	)
 	defs = append(defs,
-		rowDef{Key: "rss_idle_mib", Label: "memory, RSS idle", Unit: "MiB", Better: "lower", decimals: 1, modes: procs},
+		rowDef{Key: "rss_idle_mib", Label: "memory, RSS idle", Unit: "MiB", Better: "lower", decimals: 1, modes: procs, quic: true},
 	)
 	if cfg.SetConns <= 0 {
 		defs = slices.DeleteFunc(defs, func(d rowDef) bool { return d.Key == "throughput_n_up_set_gbps" })

@@ -137,7 +137,7 @@ func (b *bench) measureUpN(m *mode) error {
 	switch m.name {
 	case modeTunnelSet:
 		b.res.set("throughput_n_up_set_gbps", modeTunnel, a.gbps())
-	case modeTunnel:
+	case modeTunnel, modeTunnelQUIC:
 		b.res.set("throughput_n_up_gbps", m.name, a.gbps())
 	default: // the baselines have no tunnel connections: the same figure for both rows
 		b.res.set("throughput_n_up_gbps", m.name, a.gbps())

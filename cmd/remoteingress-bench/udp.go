@@ -278,6 +278,8 @@ func (b *bench) udpSetups(suffix string, tcp bool) (modes []*mode, utgt *udpTarg
 			m, err = setupUDPRelay(b.kids, utgt.pc.LocalAddr().String())
 		case modeTunnel:
 			m = tunnel
+		default: // tunnel-quic: no UDP rows
+			continue
 		}
 		if err != nil {
 			done()
