@@ -585,8 +585,8 @@ func (c *quicConn) socketToStream(st *quicStream, local net.Conn, count *atomic.
 	r := newConnReader(local)
 	size := quicCopyBuf
 	for {
-		bp, n, err := r.read(size - headerLen)
-		size = nextCopySize(size-headerLen, n) // the frame-header room stays unused here
+		bp, n, err := r.read(size - headerLen) // the frame header's room stays unused here
+		size = nextCopySize(size, n+headerLen)
 		if n > 0 {
 			_, werr := st.qs.Write((*bp)[headerLen : headerLen+n])
 			putBuf(bp)
