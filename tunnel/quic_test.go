@@ -161,8 +161,7 @@ func TestQUICManInTheMiddleRelayIsRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	var fromEdge []byte
+	var rec edgeRecorder
 	var wg sync.WaitGroup
 	ctx, cancel := context.WithCancel(context.Background())
 	defer func() { cancel(); ln.Close(); wg.Wait() }()
@@ -200,19 +199,7 @@ func TestQUICManInTheMiddleRelayIsRefused(t *testing.T) {
 					}
 					es.Close()
 				}()
-				buf := make([]byte, 4096)
-				for {
-					n, err := es.Read(buf)
-					mu.Lock()
-					fromEdge = append(fromEdge, buf[:n]...)
-					mu.Unlock()
-					if n > 0 {
-						hs.Write(buf[:n])
-					}
-					if err != nil {
-						break
-					}
-				}
+				rec.relay(hs, es)
 				hs.Close()
 				<-hc.Context().Done()
 			}()
@@ -222,31 +209,9 @@ func TestQUICManInTheMiddleRelayIsRefused(t *testing.T) {
 	if ev.Name != EventTunnelDisconnected || !strings.Contains(ev.Data.(TunnelDisconnectedEvent).Reason, "authentication failed") {
 		t.Fatalf("through the relay: %s %+v", ev.Name, ev.Data)
 	}
-	mu.Lock()
-	fr := newFrameReader(strings.NewReader(string(fromEdge)))
-	n := 0
-	for {
-		h, _, err := fr.ReadFrame()
-		if err != nil {
-			break
-		}
-		n++
-		if h.Type != frameHello && h.Type != frameAuth {
-			t.Fatalf("the edge sent %s through the man in the middle", h.Type)
-		}
-	}
-	mu.Unlock()
-	if n == 0 {
-		t.Fatal("the relay saw nothing of the edge: the test did not test the relay")
-	}
-	connected := 0
-	for _, e := range r.hubEvents.snapshot() {
-		if e.Name == EventEdgeConnected {
-			connected++
-		}
-	}
-	if connected != 1 {
-		t.Fatalf("the hub accepted %d tunnels, want only the genuine one", connected)
+	rec.check(t)
+	if n := countEvents(r.hubEvents, EventEdgeConnected); n != 1 {
+		t.Fatalf("the hub accepted %d tunnels, want only the genuine one", n)
 	}
 }
 

@@ -138,8 +138,7 @@ func TestManInTheMiddleRelayIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	cert, _ := hubCertificate("", "")
-	var mu sync.Mutex
-	var fromEdge []byte
+	var rec edgeRecorder
 	var wg sync.WaitGroup
 	defer func() { ln.Close(); wg.Wait() }()
 	wg.Add(1)
@@ -166,19 +165,7 @@ func TestManInTheMiddleRelayIsRefused(t *testing.T) {
 					edgeSide.Close()
 					close(done)
 				}()
-				buf := make([]byte, 4096)
-				for {
-					n, err := edgeSide.Read(buf)
-					mu.Lock()
-					fromEdge = append(fromEdge, buf[:n]...)
-					mu.Unlock()
-					if n > 0 {
-						hubSide.Write(buf[:n])
-					}
-					if err != nil {
-						break
-					}
-				}
+				rec.relay(hubSide, edgeSide)
 				hubSide.Close()
 				<-done
 			}()
@@ -189,25 +176,64 @@ func TestManInTheMiddleRelayIsRefused(t *testing.T) {
 		t.Fatalf("through the relay: %s %+v", ev.Name, ev.Data)
 	}
 	ln.Close()
-	mu.Lock()
-	defer mu.Unlock()
-	fr := newFrameReader(strings.NewReader(string(fromEdge)))
+	rec.check(t)
+	if n := countEvents(r.hubEvents, EventEdgeConnected); n != 1 {
+		t.Fatalf("the hub accepted %d tunnels, want only the genuine one", n)
+	}
+}
+
+// edgeRecorder keeps what a man in the middle read from the edge.
+type edgeRecorder struct {
+	mu sync.Mutex
+	b  []byte
+}
+
+// relay copies src (the edge's side) to dst until src ends, keeping a copy.
+func (r *edgeRecorder) relay(dst io.Writer, src io.Reader) {
+	buf := make([]byte, 4096)
+	for {
+		n, err := src.Read(buf)
+		r.mu.Lock()
+		r.b = append(r.b, buf[:n]...)
+		r.mu.Unlock()
+		if n > 0 {
+			dst.Write(buf[:n])
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// check fails unless the edge sent something and nothing but HELLO and AUTH.
+func (r *edgeRecorder) check(t *testing.T) {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	fr := newFrameReader(strings.NewReader(string(r.b)))
+	n := 0
 	for {
 		h, _, err := fr.ReadFrame()
 		if err != nil {
 			break
 		}
+		n++
 		if h.Type != frameHello && h.Type != frameAuth {
 			t.Fatalf("the edge sent %s through the man in the middle", h.Type)
 		}
 	}
-	connected := 0
-	for _, e := range r.hubEvents.snapshot() {
-		if e.Name == EventEdgeConnected {
-			connected++
+	if n == 0 {
+		t.Fatal("the relay saw nothing of the edge: the test did not test the relay")
+	}
+}
+
+// countEvents counts the events named name so far.
+func countEvents(l *eventLog, name string) int {
+	n := 0
+	for _, e := range l.snapshot() {
+		if e.Name == name {
+			n++
 		}
 	}
-	if connected != 1 {
-		t.Fatalf("the hub accepted %d tunnels, want only the genuine one", connected)
-	}
+	return n
 }
