@@ -165,7 +165,7 @@ async function main() {
 
   const edgeUp = waitFor(edge, 'tunnelConnected', 'edge');
   const hubSawEdge = waitFor(hub, 'edgeConnected', 'hub');
-  await edge.start({
+  const edgeConfig = {
     hubHost: '127.0.0.1',
     hubPort: tunnelPort,
     edgeId: EDGE_ID,
@@ -173,7 +173,8 @@ async function main() {
     listenHost: '127.0.0.1',
     listenPorts: [port],
     stunServer: `127.0.0.1:${await closedUdpPort()}`,
-  });
+  };
+  await edge.start(edgeConfig);
   say(`[edge] started: listening on 127.0.0.1:${port}, connecting to the hub at 127.0.0.1:${tunnelPort}`);
   await Promise.all([edgeUp, hubSawEdge]);
   say('');
@@ -191,6 +192,24 @@ async function main() {
       `  ${ok ? '= our socket' : `!= our socket 127.0.0.1:${localPort}`}`);
     say(`       TCP peer the target saw:             ${seen.tcpPeer}  (the hub)`);
     if (!ok) throw new Error('the PROXY header did not carry the client address');
+    await streamDone;
+  }
+
+  // The same edge again, over the second transport: QUIC on the hub's UDP tunnelPort.
+  say('');
+  say(`restarting the edge with transport "quic" (QUIC on UDP port ${tunnelPort} of the hub):`);
+  await edge.stop();
+  const quicUp = waitFor(edge, 'tunnelConnected', 'edge');
+  await edge.start({ ...edgeConfig, transport: 'quic' });
+  const { transport } = await quicUp;
+  if (transport !== 'quic') throw new Error(`the edge came up on ${transport}, not quic`);
+  {
+    const streamDone = waitFor(hub, 'streamClosed', 'hub').catch(() => {});
+    const { status, body, localPort } = await get(port, '/over-quic');
+    const seen = JSON.parse(body);
+    say(`[clnt] GET http://127.0.0.1:${port}/over-quic -> ${status} (tunnel transport: ${transport})`);
+    say(`       target read:  ${seen.proxyHeader}`);
+    if (status !== 200 || seen.clientFromHeader !== `127.0.0.1:${localPort}`) throw new Error('the request over QUIC failed');
     await streamDone;
   }
 
