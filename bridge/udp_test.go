@@ -78,8 +78,8 @@ func TestRealUDPThroughTheBridge(t *testing.T) {
 	if diff := diffFields(t, `{"activeUdpFlows":1}`, s.mustCall("getEdgeStatus", nil)); diff != "" {
 		t.Fatalf("getEdgeStatus (-want +got):\n%s", diff)
 	}
-	if hub := string(s.mustCall("getHubStatus", nil)); !strings.Contains(hub, `"activeUdpFlows":1`) {
-		t.Fatalf("getHubStatus %s, want activeUdpFlows 1", hub)
+	if hub := string(s.mustCall("getHubStatus", nil)); !strings.Contains(hub, `"activeUdpFlows":1,"udpDatagramsDropped":0`) {
+		t.Fatalf("getHubStatus %s, want activeUdpFlows 1 and udpDatagramsDropped 0", hub)
 	}
 	s.mustCall("stopEdge", nil)
 	s.mustCall("stopHub", nil)

@@ -276,7 +276,7 @@ func (h *Hub) Status() HubStatus {
 		st.ConnectedEdges = append(st.ConnectedEdges, ConnectedEdge{
 			EdgeID: e.id, ConnectedAt: e.connectedAt.Unix(), ActiveStreams: active, RemoteAddr: e.remote,
 			Connections: len(conns), ListenPorts: slices.Clone(e.bound.TCP), ListenPortsUDP: slices.Clone(e.bound.UDP),
-			ActiveUDPFlows: e.flows.active(),
+			ActiveUDPFlows: e.flows.active(), UDPDatagramsDropped: e.flows.dropped(),
 		})
 	}
 	h.mu.Unlock()

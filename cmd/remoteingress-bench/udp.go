@@ -318,14 +318,21 @@ func (b *bench) measureUDP(orig *mode) error {
 	}
 	defer done()
 	var errs []error
-	if err := b.udpRoundTrips(modes); err != nil {
-		errs = append(errs, fmt.Errorf("round trips: %w", err))
+	part := func(p string) bool { return slices.Contains(b.cfg.UDPParts, p) }
+	if part("rtt") {
+		if err := b.udpRoundTrips(modes); err != nil {
+			errs = append(errs, fmt.Errorf("round trips: %w", err))
+		}
 	}
-	if err := b.udpRates(modes, utgt); err != nil {
-		errs = append(errs, fmt.Errorf("rate: %w", err))
+	if part("rate") {
+		if err := b.udpRates(modes, utgt); err != nil {
+			errs = append(errs, fmt.Errorf("rate: %w", err))
+		}
 	}
-	if err := b.udpFairness(modes, utgt); err != nil {
-		errs = append(errs, fmt.Errorf("fairness: %w", err))
+	if part("fair") {
+		if err := b.udpFairness(modes, utgt); err != nil {
+			errs = append(errs, fmt.Errorf("fairness: %w", err))
+		}
 	}
 	if h := utgt.headers.Load(); h > 0 {
 		b.res.problem("UDP rows: the target got %d PROXY v2 headers with udpProxyProtocol \"none\"", h)
@@ -527,6 +534,7 @@ func (b *bench) udpFairness(modes []*mode, utgt *udpTarget) error {
 		var flooded, floodGot int64
 		var dropped uint64
 		var cpuAlone, cpuBeside float64 // the set-up's own processes
+		var bytesAlone, bytesBeside int64
 		cpu := func() float64 { v, _, _ := m.cpuSeconds(); return v }
 		for r := 0; r < rounds && b.ctx.Err() == nil; r++ {
 			c0 := cpu()
@@ -536,6 +544,7 @@ func (b *bench) udpFairness(modes []*mode, utgt *udpTarget) error {
 			}
 			alone = append(alone, gbps(n, el))
 			cpuAlone += cpu() - c0
+			bytesAlone += n
 
 			var drop0 uint64
 			if m.edge != nil {
@@ -581,6 +590,7 @@ func (b *bench) udpFairness(modes []*mode, utgt *udpTarget) error {
 				return fmt.Errorf("%s, TCP beside the flood: %w", m.name, err)
 			}
 			beside = append(beside, gbps(n, el))
+			bytesBeside += n
 			time.Sleep(300 * time.Millisecond)
 			flooded += sent.Load()
 			floodGot += utgt.received(id)
@@ -600,12 +610,21 @@ func (b *bench) udpFairness(modes []*mode, utgt *udpTarget) error {
 		floodSecs := float64(len(beside)) * (d + 100*time.Millisecond).Seconds()
 		b.res.set("udp_fair_flood_pps", m.name, float64(flooded)/floodSecs)
 		b.res.set("udp_fair_delivered_pps", m.name, float64(floodGot)/floodSecs)
+		detail := map[string]any{"tcpAloneGbps": alone, "tcpBesideFloodGbps": beside,
+			"roundSeconds": d.Seconds(), "floodSent": flooded, "floodReceived": floodGot, "edgeDropped": dropped,
+			"ownCpuSecondsAlone": cpuAlone, "ownCpuSecondsBeside": cpuBeside}
 		if m.edge != nil {
 			b.res.set("udp_fair_dropped", m.name, float64(dropped))
+			if cpuAlone > 0 && bytesAlone > 0 && bytesBeside > 0 {
+				// What the flood costs the tunnel itself: its processes' CPU per
+				// GB of the stream. (The rest of the ratio's loss is the CPU the
+				// flood's sender takes from everything else on the machine.)
+				perAlone, perBeside := cpuAlone/(float64(bytesAlone)/1e9), cpuBeside/(float64(bytesBeside)/1e9)
+				b.res.set("udp_fair_cpu_ratio", m.name, perBeside/perAlone)
+				detail["ownCpuSecondsPerGBAlone"], detail["ownCpuSecondsPerGBBeside"] = perAlone, perBeside
+			}
 		}
-		b.res.detail(m.name, "udpFairness", map[string]any{"tcpAloneGbps": alone, "tcpBesideFloodGbps": beside,
-			"roundSeconds": d.Seconds(), "floodSent": flooded, "floodReceived": floodGot, "edgeDropped": dropped,
-			"ownCpuSecondsAlone": cpuAlone, "ownCpuSecondsBeside": cpuBeside})
+		b.res.detail(m.name, "udpFairness", detail)
 	}
 	return nil
 }
@@ -739,6 +758,7 @@ func udpRowDefs() []rowDef {
 		{Key: "udp_fair_flood_pps", Label: "UDP flood: datagrams offered", Unit: "dgram/s", Better: "higher", decimals: 0, modes: dt},
 		{Key: "udp_fair_delivered_pps", Label: "UDP flood: datagrams delivered", Unit: "dgram/s", Better: "higher", decimals: 0, modes: dt},
 		{Key: "udp_fair_dropped", Label: "UDP flood: edge udpDatagramsDropped", Unit: "dgrams", Better: "lower", decimals: 0, modes: tun},
+		{Key: "udp_fair_cpu_ratio", Label: "UDP flood: hub+edge CPU per GB of TCP, beside / alone", Unit: "ratio", Better: "lower", decimals: 2, modes: tun},
 	}
 }
 
