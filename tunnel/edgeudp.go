@@ -187,6 +187,7 @@ func (u *edgeUDP) readLoop(p *udpPort) {
 	defer u.e.wg.Done()
 	buf := make([]byte, MaxDatagram+1)
 	oob := make([]byte, pktinfoOOB)
+	var pause *time.Timer
 	for {
 		var n, oobn int
 		var from netip.AddrPort
@@ -216,7 +217,17 @@ func (u *edgeUDP) readLoop(p *udpPort) {
 		// socket's buffer holds what comes meanwhile, the kernel drops the
 		// rest, and droppedTotal counts it.
 		if d := u.budget.charge(n); d > 0 {
-			time.Sleep(d)
+			if pause == nil {
+				pause = time.NewTimer(d)
+			} else {
+				pause.Reset(d)
+			}
+			select {
+			case <-pause.C:
+			case <-u.e.ctx.Done():
+				pause.Stop()
+				return
+			}
 		}
 	}
 }

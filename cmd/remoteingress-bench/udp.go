@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -535,6 +536,7 @@ func (b *bench) udpFairness(modes []*mode, utgt *udpTarget) error {
 		var dropped uint64
 		var cpuAlone, cpuBeside float64 // the set-up's own processes
 		var bytesAlone, bytesBeside int64
+		var senderCPU float64 // the flood's sending thread
 		cpu := func() float64 { v, _, _ := m.cpuSeconds(); return v }
 		for r := 0; r < rounds && b.ctx.Err() == nil; r++ {
 			c0 := cpu()
@@ -563,6 +565,15 @@ func (b *bench) udpFairness(modes []*mode, utgt *udpTarget) error {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				// The sender's own thread, so that its CPU time is its own.
+				runtime.LockOSThread()
+				defer runtime.UnlockOSThread()
+				c0, err := threadCPUSeconds()
+				defer func() {
+					if c1, err1 := threadCPUSeconds(); err == nil && err1 == nil {
+						senderCPU += c1 - c0 // read after wg.Wait
+					}
+				}()
 				out := make([]byte, udpSize)
 				out[0] = udpSink
 				binary.BigEndian.PutUint64(out[1:], id)
@@ -610,9 +621,11 @@ func (b *bench) udpFairness(modes []*mode, utgt *udpTarget) error {
 		floodSecs := float64(len(beside)) * (d + 100*time.Millisecond).Seconds()
 		b.res.set("udp_fair_flood_pps", m.name, float64(flooded)/floodSecs)
 		b.res.set("udp_fair_delivered_pps", m.name, float64(floodGot)/floodSecs)
+		b.res.set("udp_fair_sender_cores", m.name, senderCPU/floodSecs)
 		detail := map[string]any{"tcpAloneGbps": alone, "tcpBesideFloodGbps": beside,
 			"roundSeconds": d.Seconds(), "floodSent": flooded, "floodReceived": floodGot, "edgeDropped": dropped,
-			"ownCpuSecondsAlone": cpuAlone, "ownCpuSecondsBeside": cpuBeside}
+			"ownCpuSecondsAlone": cpuAlone, "ownCpuSecondsBeside": cpuBeside,
+			"floodSenderCpuSeconds": senderCPU, "floodSeconds": floodSecs}
 		if m.edge != nil {
 			b.res.set("udp_fair_dropped", m.name, float64(dropped))
 			if cpuAlone > 0 && bytesAlone > 0 && bytesBeside > 0 {
@@ -757,6 +770,7 @@ func udpRowDefs() []rowDef {
 		{Key: "udp_fair_tcp_ratio", Label: "UDP flood: TCP stream beside / alone", Unit: "ratio", Better: "higher", decimals: 2, modes: dt},
 		{Key: "udp_fair_flood_pps", Label: "UDP flood: datagrams offered", Unit: "dgram/s", Better: "higher", decimals: 0, modes: dt},
 		{Key: "udp_fair_delivered_pps", Label: "UDP flood: datagrams delivered", Unit: "dgram/s", Better: "higher", decimals: 0, modes: dt},
+		{Key: "udp_fair_sender_cores", Label: "UDP flood: the sender's CPU", Unit: "cores", Better: "lower", decimals: 2, modes: dt},
 		{Key: "udp_fair_dropped", Label: "UDP flood: edge udpDatagramsDropped", Unit: "dgrams", Better: "lower", decimals: 0, modes: tun},
 		{Key: "udp_fair_cpu_ratio", Label: "UDP flood: hub+edge CPU per GB of TCP, beside / alone", Unit: "ratio", Better: "lower", decimals: 2, modes: tun},
 	}
