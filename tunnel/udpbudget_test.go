@@ -99,3 +99,12 @@ func TestUDPBudgetOldStreamBytesAreNotBusy(t *testing.T) {
 		t.Errorf("%d datagrams read in a second (want all 100000), %d waits", n, s.b.pauses)
 	}
 }
+
+// What a charge costs a reader beside idle streams (the UDP rate row's case).
+func BenchmarkUDPBudgetChargeIdle(b *testing.B) {
+	var bytes uint64
+	budget := newUDPBudget(func() uint64 { return bytes })
+	for b.Loop() {
+		budget.charge(1200)
+	}
+}
