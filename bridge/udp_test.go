@@ -78,8 +78,16 @@ func TestRealUDPThroughTheBridge(t *testing.T) {
 	if diff := diffFields(t, `{"activeUdpFlows":1}`, s.mustCall("getEdgeStatus", nil)); diff != "" {
 		t.Fatalf("getEdgeStatus (-want +got):\n%s", diff)
 	}
-	if hub := string(s.mustCall("getHubStatus", nil)); !strings.Contains(hub, `"activeUdpFlows":1`) {
-		t.Fatalf("getHubStatus %s, want activeUdpFlows 1", hub)
+	var hub struct {
+		ConnectedEdges []struct {
+			ActiveUDPFlows      *int `json:"activeUdpFlows"`
+			UDPDatagramsDropped *int `json:"udpDatagramsDropped"`
+		} `json:"connectedEdges"`
+	}
+	raw := s.mustCall("getHubStatus", nil)
+	if err := json.Unmarshal(raw, &hub); err != nil || len(hub.ConnectedEdges) != 1 || hub.ConnectedEdges[0].ActiveUDPFlows == nil ||
+		*hub.ConnectedEdges[0].ActiveUDPFlows != 1 || hub.ConnectedEdges[0].UDPDatagramsDropped == nil || *hub.ConnectedEdges[0].UDPDatagramsDropped != 0 {
+		t.Fatalf("getHubStatus %s, want activeUdpFlows 1 and udpDatagramsDropped 0", raw)
 	}
 	s.mustCall("stopEdge", nil)
 	s.mustCall("stopHub", nil)

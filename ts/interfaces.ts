@@ -108,6 +108,8 @@ export interface IConnectedEdgeStatus {
   activeUdpFlows?: number;
   /** "tls" or "quic": the transport of the edge's tunnel. */
   transport?: 'tls' | 'quic';
+  /** Datagrams of the edge's flows the hub dropped since the edge connected (replies the tunnel's queue could not take, datagrams a target's socket could not take). */
+  udpDatagramsDropped?: number;
   [extra: string]: unknown;
 }
 
@@ -241,7 +243,7 @@ export interface IEdgeStatus {
   hubs: IEdgeHubStatus[];
   /** UDP flows open now. */
   activeUdpFlows?: number;
-  /** Client datagrams dropped (tunnel congested or down, hub without UDP, port removed). */
+  /** Client datagrams dropped (tunnel congested or down, hub without UDP, port removed; on Linux also the kernel's drops at the ports' full socket buffers, e.g. while UDP is over its share beside busy TCP streams). */
   udpDatagramsDropped?: number;
   /** Why the tunnel is down, if it is. */
   lastError?: string;

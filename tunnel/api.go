@@ -117,6 +117,11 @@ type ConnectedEdge struct {
 	ActiveUDPFlows int `json:"activeUdpFlows"`
 	// Transport is "tls" or "quic", that of the edge's tunnel.
 	Transport string `json:"transport"`
+	// UDPDatagramsDropped counts the datagrams of the edge's flows the hub
+	// dropped since the edge connected: targets' replies the tunnel's queue
+	// could not take (it was congested), and clients' datagrams a target's
+	// socket could not take at once.
+	UDPDatagramsDropped uint64 `json:"udpDatagramsDropped"`
 }
 
 // EdgeStatus is the result of getEdgeStatus.
@@ -144,7 +149,9 @@ type EdgeStatus struct {
 	// ActiveUDPFlows is the UDP flows open now.
 	ActiveUDPFlows int `json:"activeUdpFlows"`
 	// UDPDatagramsDropped counts the client datagrams dropped: the tunnel's
-	// queue was full, there was no tunnel or the hub carries no UDP, or the
-	// flow cap could not make room.
+	// queue was full, there was no tunnel or the hub carries no UDP, the
+	// flow cap could not make room, or the kernel dropped them at a port's
+	// full socket buffer (Linux; the edge reads no faster than UDP's budget
+	// while TCP streams are busy).
 	UDPDatagramsDropped uint64 `json:"udpDatagramsDropped"`
 }

@@ -141,7 +141,7 @@ func (e *Edge) Status() EdgeStatus {
 		st.PublicIP = &ip
 	}
 	st.ActiveUDPFlows = e.udp.active()
-	st.UDPDatagramsDropped = e.udp.dropped.Load()
+	st.UDPDatagramsDropped = e.udp.droppedTotal()
 	return st
 }
 

@@ -64,6 +64,7 @@ func (e *Edge) bindUDPLocked(p int) error {
 		up.v6, up.pktinfo = v6, true
 	}
 	e.ports.udp[p] = up
+	e.udp.addSocket(up)
 	e.wg.Add(1)
 	go e.udp.readLoop(up)
 	return nil
@@ -122,7 +123,7 @@ func (e *Edge) closePortsLocked() error {
 		}
 	}
 	for p, up := range e.ports.udp {
-		if err := up.pc.Close(); err != nil {
+		if err := e.udp.closeSocket(up); err != nil {
 			errs = multierror.Append(errs, fmt.Errorf("closing UDP socket on port %d: %w", p, err))
 		}
 	}

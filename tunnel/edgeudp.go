@@ -44,6 +44,7 @@ type udpPort struct {
 	accepting bool // in the assignment: new flows are taken
 	flows     int
 	closed    bool
+	drops     uint64 // the kernel's drop count of the socket, as last read
 }
 
 type edgeFlowKey struct {
@@ -76,14 +77,65 @@ type edgeUDP struct {
 	mu       sync.Mutex
 	flows    map[edgeFlowKey]*edgeFlow
 	byRef    map[edgeFlowRef]*edgeFlow
-	lru      list.List        // front: most recently used
-	draining map[int]*udpPort // removed ports whose flows still live
-	dropped  atomic.Uint64
-	noUDP    atomic.Bool // "the hub carries no UDP" was logged
+	lru      list.List             // front: most recently used
+	draining map[int]*udpPort      // removed ports whose flows still live
+	sockets  map[*udpPort]struct{} // every port whose socket is open
+	dropped  atomic.Uint64         // datagrams the edge dropped
+	kdropped uint64                // the kernel's drops at sockets closed since; guarded by mu
+	noUDP    atomic.Bool           // "the hub carries no UDP" was logged
+	budget   *udpBudget            // UDP's share of the tunnel while streams are busy (udpbudget.go)
 }
 
 func newEdgeUDP(e *Edge) *edgeUDP {
-	return &edgeUDP{e: e, flows: make(map[edgeFlowKey]*edgeFlow), byRef: make(map[edgeFlowRef]*edgeFlow), draining: make(map[int]*udpPort)}
+	return &edgeUDP{e: e, flows: make(map[edgeFlowKey]*edgeFlow), byRef: make(map[edgeFlowRef]*edgeFlow), draining: make(map[int]*udpPort),
+		sockets: make(map[*udpPort]struct{}),
+		budget:  newUDPBudget(func() uint64 { return e.traffic.sent.Load() + e.traffic.recv.Load() })}
+}
+
+// droppedTotal counts the client datagrams dropped: by the edge, and by the
+// kernel at the ports' sockets (their receive buffers were full: the edge
+// did not read fast enough, or did not read while over its budget).
+func (u *edgeUDP) droppedTotal() uint64 {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	n := u.kdropped
+	for p := range u.sockets {
+		u.readDropsLocked(p)
+		n += p.drops
+	}
+	return n + u.dropped.Load()
+}
+
+// readDropsLocked updates p.drops from the kernel; u.mu is held.
+func (u *edgeUDP) readDropsLocked(p *udpPort) {
+	if d, ok := socketDrops(p.pc); ok && d > p.drops {
+		p.drops = d
+	}
+}
+
+// addSocket counts p's socket as open, for droppedTotal.
+func (u *edgeUDP) addSocket(p *udpPort) {
+	u.mu.Lock()
+	u.sockets[p] = struct{}{}
+	u.mu.Unlock()
+}
+
+// closeSocketLocked closes p's socket, keeping the count of its kernel
+// drops; u.mu is held.
+func (u *edgeUDP) closeSocketLocked(p *udpPort) error {
+	if _, ok := u.sockets[p]; ok {
+		u.readDropsLocked(p)
+		u.kdropped += p.drops
+		delete(u.sockets, p)
+	}
+	return p.pc.Close()
+}
+
+// closeSocket is closeSocketLocked for a caller without u.mu.
+func (u *edgeUDP) closeSocket(p *udpPort) error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.closeSocketLocked(p)
 }
 
 func (u *edgeUDP) active() int {
@@ -113,7 +165,7 @@ func (u *edgeUDP) retire(p *udpPort) {
 	p.accepting = false
 	if p.flows == 0 {
 		p.closed = true
-		_ = p.pc.Close()
+		_ = u.closeSocketLocked(p)
 		return
 	}
 	u.draining[p.port] = p
@@ -125,7 +177,7 @@ func (u *edgeUDP) closeDraining() {
 	defer u.mu.Unlock()
 	for port, p := range u.draining {
 		p.closed = true
-		_ = p.pc.Close()
+		_ = u.closeSocketLocked(p)
 		delete(u.draining, port)
 	}
 }
@@ -135,6 +187,7 @@ func (u *edgeUDP) readLoop(p *udpPort) {
 	defer u.e.wg.Done()
 	buf := make([]byte, MaxDatagram+1)
 	oob := make([]byte, pktinfoOOB)
+	var pause *time.Timer
 	for {
 		var n, oobn int
 		var from netip.AddrPort
@@ -160,6 +213,22 @@ func (u *edgeUDP) readLoop(p *udpPort) {
 			continue
 		}
 		u.safeDatagram(p, from, buf[:n], oob[:oobn])
+		// Over UDP's budget (streams busy): no more reads for a while; the
+		// socket's buffer holds what comes meanwhile, the kernel drops the
+		// rest, and droppedTotal counts it.
+		if d := u.budget.charge(n); d > 0 {
+			if pause == nil {
+				pause = time.NewTimer(d)
+			} else {
+				pause.Reset(d)
+			}
+			select {
+			case <-pause.C:
+			case <-u.e.ctx.Done():
+				pause.Stop()
+				return
+			}
+		}
 	}
 }
 
@@ -293,7 +362,7 @@ func (u *edgeUDP) finish(fl *edgeFlow, tell bool) {
 	p.flows--
 	if p.flows == 0 && !p.accepting && !p.closed {
 		p.closed = true
-		_ = p.pc.Close()
+		_ = u.closeSocketLocked(p)
 		if u.draining[p.port] == p {
 			delete(u.draining, p.port)
 		}

@@ -287,6 +287,7 @@ func (h *Hub) Status() HubStatus {
 			EdgeID: e.id, ConnectedAt: e.connectedAt.Unix(), ActiveStreams: active, RemoteAddr: e.remote,
 			Connections: len(conns), ListenPorts: slices.Clone(e.bound.TCP), ListenPortsUDP: slices.Clone(e.bound.UDP),
 			ActiveUDPFlows: e.flows.active(), Transport: e.transport,
+			UDPDatagramsDropped: e.flows.dropped(),
 		})
 	}
 	h.mu.Unlock()

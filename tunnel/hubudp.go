@@ -63,11 +63,32 @@ type hubFlows struct {
 	mu       sync.Mutex
 	flows    map[hubFlowKey]*hubFlow
 	lru      list.List // front: most recently used
+	// The datagrams of these flows the hub dropped: for the targets, that
+	// their sockets could not take at once, and replies for the edge, that
+	// the tunnel's queue could not take.
+	droppedToTarget, droppedToEdge atomic.Uint64
 }
 
 func newHubFlows(h *Hub, edgeID string, c *streamCounters) *hubFlows {
 	return &hubFlows{h: h, edgeID: edgeID, counters: c, flows: make(map[hubFlowKey]*hubFlow)}
 }
+
+// toTarget writes a datagram to fl's target, counting it if dropped.
+func (f *hubFlows) toTarget(fl *hubFlow, p []byte) {
+	if !writeDatagramNoWait(fl.uc, p) {
+		f.droppedToTarget.Add(1)
+	}
+}
+
+// toEdge queues a reply of fl for the edge, counting it if dropped.
+func (f *hubFlows) toEdge(fl *hubFlow, p []byte) {
+	if !fl.key.conn.SendDatagram(fl.key.id, p) {
+		f.droppedToEdge.Add(1)
+	}
+}
+
+// dropped counts the datagrams dropped both ways.
+func (f *hubFlows) dropped() uint64 { return f.droppedToTarget.Load() + f.droppedToEdge.Load() }
 
 // active counts the flows open now.
 func (f *hubFlows) active() int {
@@ -143,19 +164,19 @@ func (f *hubFlows) data(c tunnelConn, id uint32, p []byte) {
 	var hb [proxyproto.MaxV2Len]byte
 	switch f.h.cfg.UDPProxyProtocol {
 	case UDPProxyNone:
-		writeDatagramNoWait(fl.uc, p)
+		f.toTarget(fl, p)
 	case UDPProxyEvery:
 		bp := getBuf(proxyproto.MaxV2Len + len(p))
 		b := fl.hdr.AppendV2((*bp)[:0], proxyproto.Datagram)
 		b = append(b, p...)
-		writeDatagramNoWait(fl.uc, b)
+		f.toTarget(fl, b)
 		putBuf(bp)
 	default: // UDPProxyFirst
 		if !fl.first {
 			fl.first = true
-			writeDatagramNoWait(fl.uc, fl.hdr.AppendV2(hb[:0], proxyproto.Datagram))
+			writeDatagramNoWait(fl.uc, fl.hdr.AppendV2(hb[:0], proxyproto.Datagram)) // a header, not a datagram of the client
 		}
-		writeDatagramNoWait(fl.uc, p)
+		f.toTarget(fl, p)
 	}
 }
 
@@ -187,7 +208,7 @@ func (f *hubFlows) readReplies(fl *hubFlow) {
 		}
 		fl.last.Store(time.Now().UnixNano())
 		f.touch(fl)
-		fl.key.conn.SendDatagram(fl.key.id, (*bp)[:n])
+		f.toEdge(fl, (*bp)[:n])
 		putBuf(bp)
 	}
 }

@@ -160,7 +160,7 @@ func (f *hubFlows) drainReplies(fl *hubFlow) {
 		if n <= MaxDatagram {
 			fl.last.Store(time.Now().UnixNano())
 			f.touch(fl)
-			fl.key.conn.SendDatagram(fl.key.id, (*bp)[:n])
+			f.toEdge(fl, (*bp)[:n])
 		}
 		putBuf(bp)
 	}

@@ -124,6 +124,7 @@ type udpRigOptions struct {
 	firewall  *firewall.Rules
 	ports     *PortAssignment // assigned by the hub (the target's port is added to UDP when nil)
 	transport string          // the edge's (default TransportTLS)
+	tcpPorts  []int           // with ports nil: TCP ports assigned beside the target's UDP port
 }
 
 func startUDPRig(t testing.TB, o udpRigOptions) *udpRig {
@@ -137,7 +138,7 @@ func startUDPRig(t testing.TB, o udpRigOptions) *udpRig {
 	r.target = startUDPTarget(t, targetHost, port, o.mode)
 	cred := EdgeCredential{ID: "edge-1", Secret: "s3cret-edge-1", Firewall: o.firewall, Ports: o.ports}
 	if cred.Ports == nil {
-		cred.Ports = &PortAssignment{UDP: []int{port}}
+		cred.Ports = &PortAssignment{UDP: []int{port}, TCP: o.tcpPorts}
 	}
 	var err error
 	r.hub, err = StartHub(HubConfig{ListenHost: "127.0.0.1", TargetHost: targetHost, UDPProxyProtocol: o.mode,
@@ -712,5 +713,37 @@ func TestUDPStalledTunnelDropsDatagrams(t *testing.T) {
 	}
 	if dropped := s.DatagramsDropped(); dropped == 0 || int(dropped)+sent != n {
 		t.Fatalf("%d queued and %d dropped of %d", sent, dropped, n)
+	}
+}
+
+// The hub counts the replies a congested tunnel cannot take, and getHubStatus
+// shows them, with the datagrams a target's socket could not take, in the
+// edge's entry.
+func TestUDPHubCountsDroppedDatagrams(t *testing.T) {
+	s := &session{}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	defer s.cancel()
+	s.ctrl = newControlQueue()
+	f := &hubFlows{}
+	fl := &hubFlow{key: hubFlowKey{conn: s, id: 1}, owner: f}
+	p := make([]byte, 1200)
+	for i := 0; i < 2000; i++ {
+		f.toEdge(fl, p)
+	}
+	if d := f.droppedToEdge.Load(); d == 0 || d != s.DatagramsDropped() {
+		t.Fatalf("the hub counted %d replies dropped, the tunnel's queue dropped %d", d, s.DatagramsDropped())
+	}
+
+	r := startUDPRig(t, udpRigOptions{mode: UDPProxyNone})
+	roundTrip(t, r.client(t), []byte("open"))
+	r.waitFlows(t, 1, 1)
+	r.hub.mu.Lock()
+	for _, e := range r.hub.edges {
+		e.flows.droppedToEdge.Add(3)
+		e.flows.droppedToTarget.Add(2)
+	}
+	r.hub.mu.Unlock()
+	if st := r.hub.Status().ConnectedEdges; len(st) != 1 || st[0].UDPDatagramsDropped != 5 {
+		t.Fatalf("getHubStatus connectedEdges %+v, want udpDatagramsDropped 5", st)
 	}
 }

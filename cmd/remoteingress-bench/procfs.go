@@ -17,24 +17,30 @@ const clockTicks = 100
 // cpuSeconds returns the user+system CPU time of process pid (all its
 // threads) from /proc/<pid>/stat.
 func cpuSeconds(pid int) (float64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	return statCPUSeconds(fmt.Sprintf("/proc/%d/stat", pid))
+}
+
+// statCPUSeconds returns utime+stime of a /proc stat file (a process's or
+// a thread's).
+func statCPUSeconds(path string) (float64, error) {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return 0, err
 	}
 	// The command name (field 2) may hold spaces; fields count from after it.
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("unexpected /proc/%d/stat", pid)
+		return 0, fmt.Errorf("unexpected %s", path)
 	}
 	f := strings.Fields(string(b[i+1:]))
 	// f[0] is field 3 (state); utime is field 14, stime field 15.
 	if len(f) < 13 {
-		return 0, fmt.Errorf("short /proc/%d/stat", pid)
+		return 0, fmt.Errorf("short %s", path)
 	}
 	ut, err1 := strconv.ParseInt(f[11], 10, 64)
 	st, err2 := strconv.ParseInt(f[12], 10, 64)
 	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("bad utime/stime in /proc/%d/stat", pid)
+		return 0, fmt.Errorf("bad utime/stime in %s", path)
 	}
 	return float64(ut+st) / clockTicks, nil
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -320,14 +321,21 @@ func (b *bench) measureUDP(orig *mode) error {
 	}
 	defer done()
 	var errs []error
-	if err := b.udpRoundTrips(modes); err != nil {
-		errs = append(errs, fmt.Errorf("round trips: %w", err))
+	part := func(p string) bool { return slices.Contains(b.cfg.UDPParts, p) }
+	if part("rtt") {
+		if err := b.udpRoundTrips(modes); err != nil {
+			errs = append(errs, fmt.Errorf("round trips: %w", err))
+		}
 	}
-	if err := b.udpRates(modes, utgt); err != nil {
-		errs = append(errs, fmt.Errorf("rate: %w", err))
+	if part("rate") {
+		if err := b.udpRates(modes, utgt); err != nil {
+			errs = append(errs, fmt.Errorf("rate: %w", err))
+		}
 	}
-	if err := b.udpFairness(modes, utgt); err != nil {
-		errs = append(errs, fmt.Errorf("fairness: %w", err))
+	if part("fair") {
+		if err := b.udpFairness(modes, utgt); err != nil {
+			errs = append(errs, fmt.Errorf("fairness: %w", err))
+		}
 	}
 	if h := utgt.headers.Load(); h > 0 {
 		b.res.problem("UDP rows: the target got %d PROXY v2 headers with udpProxyProtocol \"none\"", h)
@@ -515,7 +523,10 @@ func (b *bench) udpRates(modes []*mode, utgt *udpTarget) error {
 // edge) in alternating rounds; the ratio of the totals, and the datagrams
 // the edge dropped during the flooded rounds. Direct is the same on the
 // targets themselves: what the flood's CPU alone costs the stream on this
-// machine.
+// machine. For the tunnel each round also floods a socket on the machine
+// that nobody reads (the kernel drops what its buffer cannot hold) beside
+// the stream: what the flood's sender alone takes from the tunnel's stream,
+// the tunnel doing nothing for it.
 func (b *bench) udpFairness(modes []*mode, utgt *udpTarget) error {
 	d, rounds := 3*time.Second, 3
 	if b.cfg.Quick {
@@ -525,10 +536,21 @@ func (b *bench) udpFairness(modes []*mode, utgt *udpTarget) error {
 		if m.tgt == nil {
 			continue // the UDP relay carries no TCP
 		}
-		var alone, beside []float64
+		var unread *net.UDPConn
+		if m.edge != nil {
+			var err error
+			if unread, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}); err != nil {
+				return err
+			}
+			unread.SetReadBuffer(4 << 20) // as the edge's
+			defer unread.Close()
+		}
+		var alone, beside, besideUnread []float64
 		var flooded, floodGot int64
 		var dropped uint64
 		var cpuAlone, cpuBeside float64 // the set-up's own processes
+		var bytesAlone, bytesBeside int64
+		var senderCPU, senderCPUUnread float64 // the flood's sending thread
 		cpu := func() float64 { v, _, _ := m.cpuSeconds(); return v }
 		for r := 0; r < rounds && b.ctx.Err() == nil; r++ {
 			c0 := cpu()
@@ -538,6 +560,7 @@ func (b *bench) udpFairness(modes []*mode, utgt *udpTarget) error {
 			}
 			alone = append(alone, gbps(n, el))
 			cpuAlone += cpu() - c0
+			bytesAlone += n
 
 			var drop0 uint64
 			if m.edge != nil {
@@ -545,53 +568,31 @@ func (b *bench) udpFairness(modes []*mode, utgt *udpTarget) error {
 					return err
 				}
 			}
-			c, err := udpDial(m.addr)
-			if err != nil {
-				return err
-			}
-			id := udpRunID.Add(1)
-			stop := make(chan struct{})
-			var sent atomic.Int64
-			var wg sync.WaitGroup
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				out := make([]byte, udpSize)
-				out[0] = udpSink
-				binary.BigEndian.PutUint64(out[1:], id)
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					for i := 0; i < 64; i++ {
-						if _, err := c.Write(out); err == nil {
-							sent.Add(1)
-						}
-					}
-				}
-			}()
-			time.Sleep(100 * time.Millisecond)
-			c0 = cpu()
-			n, el, err = bulkUp(b.ctx, m.tcpAddr(), d)
-			cpuBeside += cpu() - c0
-			close(stop)
-			wg.Wait()
-			c.Close()
+			f, err := b.floodBeside(m, m.addr, d, cpu)
+			cpuBeside += f.cpu
 			if err != nil {
 				return fmt.Errorf("%s, TCP beside the flood: %w", m.name, err)
 			}
-			beside = append(beside, gbps(n, el))
+			beside = append(beside, gbps(f.n, f.el))
+			bytesBeside += f.n
+			senderCPU += f.senderCPU
 			time.Sleep(300 * time.Millisecond)
-			flooded += sent.Load()
-			floodGot += utgt.received(id)
+			flooded += f.sent
+			floodGot += utgt.received(f.id)
 			if m.edge != nil {
 				_, _, drop1, err := udpStatus(m)
 				if err != nil {
 					return err
 				}
 				dropped += drop1 - drop0
+			}
+			if unread != nil {
+				f, err := b.floodBeside(m, unread.LocalAddr().String(), d, cpu)
+				if err != nil {
+					return fmt.Errorf("%s, TCP beside the flood to an unread socket: %w", m.name, err)
+				}
+				besideUnread = append(besideUnread, gbps(f.n, f.el))
+				senderCPUUnread += f.senderCPU
 			}
 		}
 		if len(alone) == 0 {
@@ -602,14 +603,92 @@ func (b *bench) udpFairness(modes []*mode, utgt *udpTarget) error {
 		floodSecs := float64(len(beside)) * (d + 100*time.Millisecond).Seconds()
 		b.res.set("udp_fair_flood_pps", m.name, float64(flooded)/floodSecs)
 		b.res.set("udp_fair_delivered_pps", m.name, float64(floodGot)/floodSecs)
+		b.res.set("udp_fair_sender_cores", m.name, senderCPU/floodSecs)
+		detail := map[string]any{"tcpAloneGbps": alone, "tcpBesideFloodGbps": beside,
+			"roundSeconds": d.Seconds(), "floodSent": flooded, "floodReceived": floodGot, "edgeDropped": dropped,
+			"ownCpuSecondsAlone": cpuAlone, "ownCpuSecondsBeside": cpuBeside,
+			"floodSenderCpuSeconds": senderCPU, "floodSeconds": floodSecs}
 		if m.edge != nil {
 			b.res.set("udp_fair_dropped", m.name, float64(dropped))
+			if cpuAlone > 0 && bytesAlone > 0 && bytesBeside > 0 {
+				// What the flood costs the tunnel itself: its processes' CPU per
+				// GB of the stream. (The rest of the ratio's loss is the CPU the
+				// flood's sender takes from everything else on the machine.)
+				perAlone, perBeside := cpuAlone/(float64(bytesAlone)/1e9), cpuBeside/(float64(bytesBeside)/1e9)
+				b.res.set("udp_fair_cpu_ratio", m.name, perBeside/perAlone)
+				detail["ownCpuSecondsPerGBAlone"], detail["ownCpuSecondsPerGBBeside"] = perAlone, perBeside
+			}
 		}
-		b.res.detail(m.name, "udpFairness", map[string]any{"tcpAloneGbps": alone, "tcpBesideFloodGbps": beside,
-			"roundSeconds": d.Seconds(), "floodSent": flooded, "floodReceived": floodGot, "edgeDropped": dropped,
-			"ownCpuSecondsAlone": cpuAlone, "ownCpuSecondsBeside": cpuBeside})
+		if len(besideUnread) > 0 {
+			b.res.set("udp_fair_unread_tcp_ratio", m.name, mean(besideUnread)/mean(alone))
+			b.res.set("udp_fair_unread_sender_cores", m.name, senderCPUUnread/(float64(len(besideUnread))*(d+100*time.Millisecond).Seconds()))
+			detail["tcpBesideFloodToUnreadSocketGbps"] = besideUnread
+			detail["floodToUnreadSocketSenderCpuSeconds"] = senderCPUUnread
+		}
+		b.res.detail(m.name, "udpFairness", detail)
 	}
 	return nil
+}
+
+// floodResult is one bulk transfer beside a flood.
+type floodResult struct {
+	n         int64         // the stream's bytes
+	el        time.Duration // and time
+	sent      int64         // datagrams sent
+	id        uint64        // their run id at the target
+	senderCPU float64       // the sending thread's CPU seconds
+	cpu       float64       // what cpu counted during the stream
+}
+
+// floodBeside floods addr with 1200-byte datagrams as fast as one socket
+// can, from 100 ms before a bulk stream through m for d until its end.
+func (b *bench) floodBeside(m *mode, addr string, d time.Duration, cpu func() float64) (floodResult, error) {
+	var f floodResult
+	c, err := udpDial(addr)
+	if err != nil {
+		return f, err
+	}
+	defer c.Close()
+	f.id = udpRunID.Add(1)
+	stop := make(chan struct{})
+	var sent atomic.Int64
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		// The sender's own thread, so that its CPU time is its own.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		c0, err := threadCPUSeconds()
+		defer func() {
+			if c1, err1 := threadCPUSeconds(); err == nil && err1 == nil {
+				f.senderCPU = c1 - c0 // read after wg.Wait
+			}
+		}()
+		out := make([]byte, udpSize)
+		out[0] = udpSink
+		binary.BigEndian.PutUint64(out[1:], f.id)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for i := 0; i < 64; i++ {
+				if _, err := c.Write(out); err == nil {
+					sent.Add(1)
+				}
+			}
+		}
+	}()
+	time.Sleep(100 * time.Millisecond)
+	c0 := cpu()
+	f.n, f.el, err = bulkUp(b.ctx, m.tcpAddr(), d)
+	f.cpu = cpu() - c0
+	close(stop)
+	wg.Wait()
+	f.sent = sent.Load()
+	return f, err
 }
 
 // measureUDPMemory holds cfg-sized idle flows (10 000; quick 1 000), each
@@ -740,7 +819,11 @@ func udpRowDefs() []rowDef {
 		{Key: "udp_fair_tcp_ratio", Label: "UDP flood: TCP stream beside / alone", Unit: "ratio", Better: "higher", decimals: 2, modes: dt},
 		{Key: "udp_fair_flood_pps", Label: "UDP flood: datagrams offered", Unit: "dgram/s", Better: "higher", decimals: 0, modes: dt},
 		{Key: "udp_fair_delivered_pps", Label: "UDP flood: datagrams delivered", Unit: "dgram/s", Better: "higher", decimals: 0, modes: dt},
+		{Key: "udp_fair_sender_cores", Label: "UDP flood: the sender's CPU", Unit: "cores", Better: "lower", decimals: 2, modes: dt},
+		{Key: "udp_fair_unread_tcp_ratio", Label: "UDP flood to a socket nobody reads: TCP stream beside / alone", Unit: "ratio", Better: "higher", decimals: 2, modes: tun},
+		{Key: "udp_fair_unread_sender_cores", Label: "UDP flood to a socket nobody reads: the sender's CPU", Unit: "cores", Better: "lower", decimals: 2, modes: tun},
 		{Key: "udp_fair_dropped", Label: "UDP flood: edge udpDatagramsDropped", Unit: "dgrams", Better: "lower", decimals: 0, modes: tun},
+		{Key: "udp_fair_cpu_ratio", Label: "UDP flood: hub+edge CPU per GB of TCP, beside / alone", Unit: "ratio", Better: "lower", decimals: 2, modes: tun},
 	}
 }
 
