@@ -59,15 +59,20 @@ func startAssignHub(t *testing.T, r *assignRig, port int, ports *PortAssignment)
 	r.hubPort = r.hub.Port()
 }
 
-// startAssignRig starts the hub and an edge with own ports of its own (maybe none).
-func startAssignRig(t *testing.T, ports *PortAssignment, own []int) *assignRig {
+// startAssignRig starts the hub and an edge with own ports of its own
+// (maybe none), over transport tr[0] (TLS without).
+func startAssignRig(t *testing.T, ports *PortAssignment, own []int, tr ...string) *assignRig {
 	t.Helper()
+	transport := TransportTLS
+	if len(tr) > 0 {
+		transport = tr[0]
+	}
 	r := &assignRig{hubEvents: newEventLog(), edgeEvts: newEventLog()}
 	startAssignHub(t, r, 0, ports)
 	var err error
 	r.edge, err = StartEdge(EdgeConfig{HubHost: "127.0.0.1", HubPort: r.hubPort, EdgeID: assignEdgeID, Secret: assignSecret,
 		ListenHost: "127.0.0.1", ListenPorts: own, StunInterval: -1, FirewallBackend: FirewallProcess,
-		ReconnectMin: 50 * time.Millisecond, ReconnectMax: 200 * time.Millisecond,
+		ReconnectMin: 50 * time.Millisecond, ReconnectMax: 200 * time.Millisecond, Transport: transport,
 		Logger: testLogger(t).With("t", "edge"), Events: r.edgeEvts.sink})
 	if err != nil {
 		t.Fatalf("StartEdge: %v", err)
@@ -126,16 +131,18 @@ func echoVia(t *testing.T, port int, msg string) *net.TCPConn {
 }
 
 func TestAssignedPortsOnConnect(t *testing.T) {
-	ports := assignPorts(t, 2)
-	r := startAssignRig(t, &PortAssignment{TCP: ports, UDP: []int{}}, nil)
-	r.waitAssigned(t, 0, ports, []int{})
-	if st := r.edge.Status(); !cmp.Equal(st.ListenPorts, sortedInts(ports)) || len(st.ListenPortsUDP) != 0 {
-		t.Fatalf("edge status ports = %v / %v, want %v", st.ListenPorts, st.ListenPortsUDP, ports)
-	}
-	r.hubSees(t, sortedInts(ports), []int{})
-	for _, p := range ports {
-		echoVia(t, p, "hello "+strconv.Itoa(p))
-	}
+	eachTransport(t, func(t *testing.T, tr string) {
+		ports := assignPorts(t, 2)
+		r := startAssignRig(t, &PortAssignment{TCP: ports, UDP: []int{}}, nil, tr)
+		r.waitAssigned(t, 0, ports, []int{})
+		if st := r.edge.Status(); !cmp.Equal(st.ListenPorts, sortedInts(ports)) || len(st.ListenPortsUDP) != 0 {
+			t.Fatalf("edge status ports = %v / %v, want %v", st.ListenPorts, st.ListenPortsUDP, ports)
+		}
+		r.hubSees(t, sortedInts(ports), []int{})
+		for _, p := range ports {
+			echoVia(t, p, "hello "+strconv.Itoa(p))
+		}
+	})
 }
 
 // The edge binds its ports before its tunnel counts as up: the first
@@ -164,99 +171,101 @@ func TestFirstAssignmentBeforeTunnelConnected(t *testing.T) {
 // finishes, the unchanged one carries a long transfer without a break, and
 // the tunnel is never reconnected.
 func TestAssignmentHotReload(t *testing.T) {
-	ports := assignPorts(t, 3)
-	keep, drop, add := ports[0], ports[1], ports[2]
-	r := startAssignRig(t, &PortAssignment{TCP: []int{keep, drop}}, nil)
-	r.waitAssigned(t, 0, []int{keep, drop}, []int{})
-	connectedAt := r.hub.Status().ConnectedEdges[0].ConnectedAt
+	eachTransport(t, func(t *testing.T, tr string) {
+		ports := assignPorts(t, 3)
+		keep, drop, add := ports[0], ports[1], ports[2]
+		r := startAssignRig(t, &PortAssignment{TCP: []int{keep, drop}}, nil, tr)
+		r.waitAssigned(t, 0, []int{keep, drop}, []int{})
+		connectedAt := r.hub.Status().ConnectedEdges[0].ConnectedAt
 
-	// A long transfer on the port that stays.
-	long := echoVia(t, keep, "start")
-	var wg sync.WaitGroup
-	stop := make(chan struct{})
-	var maxGap time.Duration
-	var transferErr error
-	var sent, received bytes.Buffer
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		chunk := make([]byte, 4096)
-		for {
-			select {
-			case <-stop:
-				long.CloseWrite()
-				return
-			default:
+		// A long transfer on the port that stays.
+		long := echoVia(t, keep, "start")
+		var wg sync.WaitGroup
+		stop := make(chan struct{})
+		var maxGap time.Duration
+		var transferErr error
+		var sent, received bytes.Buffer
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			chunk := make([]byte, 4096)
+			for {
+				select {
+				case <-stop:
+					long.CloseWrite()
+					return
+				default:
+				}
+				rand.Read(chunk)
+				sent.Write(chunk)
+				if _, err := long.Write(chunk); err != nil {
+					transferErr = err
+					return
+				}
+				time.Sleep(time.Millisecond)
 			}
-			rand.Read(chunk)
-			sent.Write(chunk)
-			if _, err := long.Write(chunk); err != nil {
-				transferErr = err
-				return
+		}()
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 64<<10)
+			last := time.Now()
+			for {
+				n, err := long.Read(buf)
+				if n > 0 {
+					received.Write(buf[:n])
+					maxGap = max(maxGap, time.Since(last))
+					last = time.Now()
+				}
+				if err != nil {
+					return
+				}
 			}
-			time.Sleep(time.Millisecond)
-		}
-	}()
-	go func() {
-		defer wg.Done()
-		buf := make([]byte, 64<<10)
-		last := time.Now()
-		for {
-			n, err := long.Read(buf)
-			if n > 0 {
-				received.Write(buf[:n])
-				maxGap = max(maxGap, time.Since(last))
-				last = time.Now()
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
-	open := echoVia(t, drop, "on the port to go")
+		}()
+		open := echoVia(t, drop, "on the port to go")
 
-	from := len(r.edgeEvts.snapshot())
-	start := time.Now()
-	r.assign(t, &PortAssignment{TCP: []int{keep, add}})
-	testutil.Eventually(t, 2*time.Second, "the added port to accept", func() bool {
-		c, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(add)))
-		if err == nil {
+		from := len(r.edgeEvts.snapshot())
+		start := time.Now()
+		r.assign(t, &PortAssignment{TCP: []int{keep, add}})
+		testutil.Eventually(t, 2*time.Second, "the added port to accept", func() bool {
+			c, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(add)))
+			if err == nil {
+				c.Close()
+			}
+			return err == nil
+		})
+		t.Logf("added port accepting %s after SetAllowedEdges", time.Since(start).Round(time.Millisecond))
+		r.waitAssigned(t, from, []int{keep, add}, []int{})
+		if c, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(drop))); err == nil {
 			c.Close()
+			t.Fatal("the removed port still accepts")
+		} else if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("dial removed port: %v", err)
 		}
-		return err == nil
-	})
-	t.Logf("added port accepting %s after SetAllowedEdges", time.Since(start).Round(time.Millisecond))
-	r.waitAssigned(t, from, []int{keep, add}, []int{})
-	if c, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(drop))); err == nil {
-		c.Close()
-		t.Fatal("the removed port still accepts")
-	} else if !errors.Is(err, syscall.ECONNREFUSED) {
-		t.Fatalf("dial removed port: %v", err)
-	}
-	echoVia(t, add, "on the new port")
-	finishEcho(t, open, "", " still flows")
-	r.hubSees(t, sortedInts([]int{keep, add}), []int{})
+		echoVia(t, add, "on the new port")
+		finishEcho(t, open, "", " still flows")
+		r.hubSees(t, sortedInts([]int{keep, add}), []int{})
 
-	time.Sleep(200 * time.Millisecond) // the transfer runs on after the change
-	close(stop)
-	wg.Wait()
-	if transferErr != nil {
-		t.Fatalf("long transfer: %v", transferErr)
-	}
-	if !bytes.Equal(received.Bytes(), sent.Bytes()) {
-		t.Fatalf("long transfer corrupted: sent %d bytes, got %d back", sent.Len(), received.Len())
-	}
-	if maxGap > 2*time.Second {
-		t.Fatalf("the transfer on the unchanged port paused for %s", maxGap)
-	}
-	for _, ev := range r.edgeEvts.snapshot() {
-		if ev.Name == EventTunnelDisconnected {
-			t.Fatalf("the tunnel reconnected: %+v", ev)
+		time.Sleep(200 * time.Millisecond) // the transfer runs on after the change
+		close(stop)
+		wg.Wait()
+		if transferErr != nil {
+			t.Fatalf("long transfer: %v", transferErr)
 		}
-	}
-	if st := r.hub.Status(); len(st.ConnectedEdges) != 1 || st.ConnectedEdges[0].ConnectedAt != connectedAt {
-		t.Fatalf("the hub's tunnel changed: %+v", st.ConnectedEdges)
-	}
+		if !bytes.Equal(received.Bytes(), sent.Bytes()) {
+			t.Fatalf("long transfer corrupted: sent %d bytes, got %d back", sent.Len(), received.Len())
+		}
+		if maxGap > 2*time.Second {
+			t.Fatalf("the transfer on the unchanged port paused for %s", maxGap)
+		}
+		for _, ev := range r.edgeEvts.snapshot() {
+			if ev.Name == EventTunnelDisconnected {
+				t.Fatalf("the tunnel reconnected: %+v", ev)
+			}
+		}
+		if st := r.hub.Status(); len(st.ConnectedEdges) != 1 || st.ConnectedEdges[0].ConnectedAt != connectedAt {
+			t.Fatalf("the hub's tunnel changed: %+v", st.ConnectedEdges)
+		}
+	})
 }
 
 // The edge keeps its assignment while the hub is away, and takes the new
@@ -318,25 +327,27 @@ func TestUnbindablePortReported(t *testing.T) {
 // UDP ports of the assignment are bound and reported, and let go when
 // they leave it.
 func TestAssignedUDPPortsBound(t *testing.T) {
-	udp := testutil.FreeUDPPort(t, "127.0.0.1")
-	r := startAssignRig(t, &PortAssignment{UDP: []int{udp}}, nil)
-	r.waitAssigned(t, 0, []int{}, []int{udp})
-	if st := r.edge.Status(); !cmp.Equal(st.ListenPortsUDP, []int{udp}) || len(st.ListenPorts) != 0 {
-		t.Fatalf("edge status = %v / %v", st.ListenPorts, st.ListenPortsUDP)
-	}
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(udp))
-	if pc, err := net.ListenPacket("udp", addr); err == nil {
-		pc.Close()
-		t.Fatal("the assigned UDP port is not bound")
-	}
-	r.hubSees(t, []int{}, []int{udp})
-	r.assign(t, &PortAssignment{})
-	testutil.Eventually(t, 2*time.Second, "the UDP port to be let go", func() bool {
-		pc, err := net.ListenPacket("udp", addr)
-		if err == nil {
-			pc.Close()
+	eachTransport(t, func(t *testing.T, tr string) {
+		udp := testutil.FreeUDPPort(t, "127.0.0.1")
+		r := startAssignRig(t, &PortAssignment{UDP: []int{udp}}, nil, tr)
+		r.waitAssigned(t, 0, []int{}, []int{udp})
+		if st := r.edge.Status(); !cmp.Equal(st.ListenPortsUDP, []int{udp}) || len(st.ListenPorts) != 0 {
+			t.Fatalf("edge status = %v / %v", st.ListenPorts, st.ListenPortsUDP)
 		}
-		return err == nil
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(udp))
+		if pc, err := net.ListenPacket("udp", addr); err == nil {
+			pc.Close()
+			t.Fatal("the assigned UDP port is not bound")
+		}
+		r.hubSees(t, []int{}, []int{udp})
+		r.assign(t, &PortAssignment{})
+		testutil.Eventually(t, 2*time.Second, "the UDP port to be let go", func() bool {
+			pc, err := net.ListenPacket("udp", addr)
+			if err == nil {
+				pc.Close()
+			}
+			return err == nil
+		})
 	})
 }
 
