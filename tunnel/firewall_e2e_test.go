@@ -54,6 +54,8 @@ type fwRigOptions struct {
 	// noTarget starts no target: for an edge listening on all addresses,
 	// which the target's address would be one of.
 	noTarget bool
+	// transport is the edge's (default TransportTLS).
+	transport string
 }
 
 // fwTarget is an echo target that counts its open connections by the
@@ -151,7 +153,7 @@ func startFirewallRig(t *testing.T, o fwRigOptions) *fwRig {
 	r.hubPort = r.hub.Port()
 	r.edge, err = StartEdge(EdgeConfig{HubHost: "127.0.0.1", HubPort: r.hubPort, EdgeID: fwEdgeID, Secret: fwSecret,
 		ListenHost: o.listenHost, ListenPorts: own, StunInterval: -1, FirewallBackend: FirewallProcess,
-		ReconnectMin: 50 * time.Millisecond, ReconnectMax: 200 * time.Millisecond,
+		ReconnectMin: 50 * time.Millisecond, ReconnectMax: 200 * time.Millisecond, Transport: o.transport,
 		Logger: fwLogger(r.edgeLogs, "edge"), Events: r.edgeEvts.sink})
 	if err != nil {
 		t.Fatalf("StartEdge: %v", err)
@@ -351,16 +353,18 @@ func refuseFrom(t testing.TB, src, addr string) {
 // client outside passes; firewallRefused counts exactly the refusals, and
 // nothing of a refused connection reaches the hub or the target.
 func TestFirewallBlocksIPv4CIDR(t *testing.T) {
-	r := startFirewallRig(t, fwRigOptions{rules: &firewall.Rules{BlockedIPs: []string{"127.0.0.3/32", "127.0.1.0/24"}}})
-	refuseFrom(t, "127.0.0.3", r.addr)
-	refuseFrom(t, "127.0.1.9", r.addr)
-	echoFrom(t, "127.0.0.4", r.addr, "from 127.0.0.4")
-	echoFrom(t, "127.0.2.9", r.addr, "from 127.0.2.9")
-	refuseFrom(t, "127.0.1.200", r.addr)
-	// The edge handles its clients in the order they come: once this one
-	// has echoed, the refusal before it is complete.
-	echoFrom(t, "127.0.0.4", r.addr, "from 127.0.0.4 again")
-	r.wantCounts(t, 3, []string{"127.0.0.4", "127.0.2.9", "127.0.0.4"})
+	eachTransport(t, func(t *testing.T, tr string) {
+		r := startFirewallRig(t, fwRigOptions{transport: tr, rules: &firewall.Rules{BlockedIPs: []string{"127.0.0.3/32", "127.0.1.0/24"}}})
+		refuseFrom(t, "127.0.0.3", r.addr)
+		refuseFrom(t, "127.0.1.9", r.addr)
+		echoFrom(t, "127.0.0.4", r.addr, "from 127.0.0.4")
+		echoFrom(t, "127.0.2.9", r.addr, "from 127.0.2.9")
+		refuseFrom(t, "127.0.1.200", r.addr)
+		// The edge handles its clients in the order they come: once this one
+		// has echoed, the refusal before it is complete.
+		echoFrom(t, "127.0.0.4", r.addr, "from 127.0.0.4 again")
+		r.wantCounts(t, 3, []string{"127.0.0.4", "127.0.2.9", "127.0.0.4"})
+	})
 }
 
 // IPv6: on an edge listening on ::1, an IPv6 rule that does not match
@@ -458,23 +462,25 @@ func TestFirewallAllowList(t *testing.T) {
 // maxConnectionsPerIp caps what one client IP has open at once, not what
 // others have; a connection that ended makes room again.
 func TestFirewallMaxConnectionsPerIP(t *testing.T) {
-	r := startFirewallRig(t, fwRigOptions{rules: &firewall.Rules{MaxConnectionsPerIP: 2}})
-	a := echoFrom(t, "127.0.0.3", r.addr, "first")
-	b := echoFrom(t, "127.0.0.3", r.addr, "second")
-	refuseFrom(t, "127.0.0.3", r.addr)
-	other := echoFrom(t, "127.0.0.4", r.addr, "another IP")
-	checkEcho(t, b, "the second still works")
+	eachTransport(t, func(t *testing.T, tr string) {
+		r := startFirewallRig(t, fwRigOptions{transport: tr, rules: &firewall.Rules{MaxConnectionsPerIP: 2}})
+		a := echoFrom(t, "127.0.0.3", r.addr, "first")
+		b := echoFrom(t, "127.0.0.3", r.addr, "second")
+		refuseFrom(t, "127.0.0.3", r.addr)
+		other := echoFrom(t, "127.0.0.4", r.addr, "another IP")
+		checkEcho(t, b, "the second still works")
 
-	a.Close()
-	testutil.Eventually(t, 5*time.Second, "the closed connection's stream to end", func() bool {
-		return r.edge.firewall.fw.Open() == 2 && r.target.liveFrom("127.0.0.3") == 1
+		a.Close()
+		testutil.Eventually(t, 5*time.Second, "the closed connection's stream to end", func() bool {
+			return r.edge.firewall.fw.Open() == 2 && r.target.liveFrom("127.0.0.3") == 1
+		})
+		c := echoFrom(t, "127.0.0.3", r.addr, "room again")
+		refuseFrom(t, "127.0.0.3", r.addr)
+		checkEcho(t, b, "the second after all")
+		checkEcho(t, c, "the third after all")
+		checkEcho(t, other, "the other IP after all")
+		r.wantCounts(t, 2, []string{"127.0.0.3", "127.0.0.3", "127.0.0.4", "127.0.0.3"})
 	})
-	c := echoFrom(t, "127.0.0.3", r.addr, "room again")
-	refuseFrom(t, "127.0.0.3", r.addr)
-	checkEcho(t, b, "the second after all")
-	checkEcho(t, c, "the third after all")
-	checkEcho(t, other, "the other IP after all")
-	r.wantCounts(t, 2, []string{"127.0.0.3", "127.0.0.3", "127.0.0.4", "127.0.0.3"})
 }
 
 // A cap that lands counts the connections already open, and closes none
@@ -556,29 +562,31 @@ func TestFirewallConnectionRatePerIP(t *testing.T) {
 // client and at the target; another client's connection open at the same
 // time goes on working, and the tunnel stays up.
 func TestFirewallBlockClosesOpenConnections(t *testing.T) {
-	r := startFirewallRig(t, fwRigOptions{})
-	connectedAt := r.hub.Status().ConnectedEdges[0].ConnectedAt
-	blocked := echoFrom(t, "127.0.0.3", r.addr, "before the block")
-	blocked2 := echoFrom(t, "127.0.0.3", r.addr, "before the block, second")
-	kept := echoFrom(t, "127.0.0.4", r.addr, "before the block, other IP")
-	if n := r.target.liveFrom("127.0.0.3"); n != 2 {
-		t.Fatalf("the target has %d connections from 127.0.0.3, want 2", n)
-	}
+	eachTransport(t, func(t *testing.T, tr string) {
+		r := startFirewallRig(t, fwRigOptions{transport: tr})
+		connectedAt := r.hub.Status().ConnectedEdges[0].ConnectedAt
+		blocked := echoFrom(t, "127.0.0.3", r.addr, "before the block")
+		blocked2 := echoFrom(t, "127.0.0.3", r.addr, "before the block, second")
+		kept := echoFrom(t, "127.0.0.4", r.addr, "before the block, other IP")
+		if n := r.target.liveFrom("127.0.0.3"); n != 2 {
+			t.Fatalf("the target has %d connections from 127.0.0.3, want 2", n)
+		}
 
-	r.setRules(t, &firewall.Rules{BlockedIPs: []string{"127.0.0.3"}})
-	expectEnded(t, blocked, "open connection of the blocked client")
-	expectEnded(t, blocked2, "second open connection of the blocked client")
-	testutil.Eventually(t, 5*time.Second, "the target's connections from 127.0.0.3 to end", func() bool {
-		return r.target.liveFrom("127.0.0.3") == 0
+		r.setRules(t, &firewall.Rules{BlockedIPs: []string{"127.0.0.3"}})
+		expectEnded(t, blocked, "open connection of the blocked client")
+		expectEnded(t, blocked2, "second open connection of the blocked client")
+		testutil.Eventually(t, 5*time.Second, "the target's connections from 127.0.0.3 to end", func() bool {
+			return r.target.liveFrom("127.0.0.3") == 0
+		})
+		checkEcho(t, kept, "after the block")
+		refuseFrom(t, "127.0.0.3", r.addr)
+		checkEcho(t, kept, "after the refusal")
+		if n := r.target.liveFrom("127.0.0.4"); n != 1 {
+			t.Fatalf("the target has %d connections from 127.0.0.4, want 1", n)
+		}
+		r.wantCounts(t, 1, []string{"127.0.0.3", "127.0.0.3", "127.0.0.4"})
+		r.noReconnect(t, connectedAt)
 	})
-	checkEcho(t, kept, "after the block")
-	refuseFrom(t, "127.0.0.3", r.addr)
-	checkEcho(t, kept, "after the refusal")
-	if n := r.target.liveFrom("127.0.0.4"); n != 1 {
-		t.Fatalf("the target has %d connections from 127.0.0.4, want 1", n)
-	}
-	r.wantCounts(t, 1, []string{"127.0.0.3", "127.0.0.3", "127.0.0.4"})
-	r.noReconnect(t, connectedAt)
 }
 
 // A block that is lifted admits the address again, at once.
