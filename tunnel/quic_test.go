@@ -556,3 +556,33 @@ func TestQUICKeepaliveDeadlineAndBlips(t *testing.T) {
 		t.Fatalf("the tunnel ended %v into the silence, before the %v deadline", took, tuning.KeepaliveTimeout)
 	}
 }
+
+// A hub whose process dies without a word (kill -9: its UDP port closes,
+// nothing is sent) is noticed by a QUIC edge as soon as it sends to it, not
+// at the idle timeout: the kernel's port-unreachable ends the connection.
+func TestQUICDeadHubPortIsNoticed(t *testing.T) {
+	tg := startTarget(t, echoHandler)
+	hub, err := StartHub(HubConfig{ListenHost: "127.0.0.1", TargetHost: "127.0.0.2", Logger: testLogger(t)},
+		[]EdgeCredential{{ID: "edge-1", Secret: "s3cret"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hub.Close()
+	events := newEventLog()
+	edge, err := StartEdge(EdgeConfig{HubHost: "127.0.0.1", HubPort: hub.Port(), EdgeID: "edge-1", Secret: "s3cret",
+		ListenHost: "127.0.0.1", ListenPorts: []int{tg.port}, StunInterval: -1, Transport: TransportQUIC,
+		ReconnectMin: time.Hour, Logger: testLogger(t), Events: events.sink})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer edge.Close()
+	_, idx := events.wait(t, 0, 5*time.Second, named(EventTunnelConnected))
+	hub.quic.pc.Close() // the port is gone, and nothing told the edge
+	start := time.Now()
+	if c, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(tg.port))); err == nil {
+		c.Write([]byte("anyone?")) // the edge sends toward the dead port
+		defer c.Close()
+	}
+	ev, _ := events.wait(t, idx, 5*time.Second, named(EventTunnelDisconnected))
+	t.Logf("dead hub port noticed after %v: %s", time.Since(start).Round(time.Millisecond), ev.Data.(TunnelDisconnectedEvent).Reason)
+}

@@ -30,12 +30,17 @@ func (e *Edge) connectQUIC(l *hubLink, set setPlace, slots *streamSlots, first c
 	if err != nil {
 		return nil, &errQUICHandshake{unwrapOpError(err)}
 	}
-	pc, err := net.ListenUDP("udp", nil)
+	// A connected socket: the kernel then reports the hub's port
+	// unreachable (a hub killed, its host up) as an error on the socket,
+	// which ends the connection at once instead of at the idle timeout.
+	// Only hard ICMP errors do that (no IP_RECVERR): a network's "host
+	// unreachable" in a blip does not.
+	pc, err := net.DialUDP("udp", nil, raddr)
 	if err != nil {
 		return nil, &errQUICHandshake{unwrapOpError(err)}
 	}
 	quicBuffers(pc, e.log)
-	tr := &quic.Transport{Conn: pc}
+	tr := &quic.Transport{Conn: connectedUDP{pc}}
 	dialCtx, dialCancel := context.WithTimeout(ctx, quicWait)
 	qc, err := tr.Dial(dialCtx, raddr, quicTLSConfig(l.tlsConf), quicConfig(e.cfg.Tuning, false))
 	dialCancel()
@@ -85,4 +90,18 @@ func (e *Edge) connectQUIC(l *hubLink, set setPlace, slots *streamSlots, first c
 	c.slots = slots
 	c.stats = &e.traffic
 	return c, nil
+}
+
+// connectedUDP lets quic-go send on a connected UDP socket: Go refuses a
+// destination address there, so the writes drop it (it is the one the
+// socket is connected to). Everything else, batched reads and GSO
+// included, is the socket's own.
+type connectedUDP struct{ *net.UDPConn }
+
+// WriteTo implements net.PacketConn.
+func (c connectedUDP) WriteTo(b []byte, _ net.Addr) (int, error) { return c.Write(b) }
+
+// WriteMsgUDP is the socket's, without the address.
+func (c connectedUDP) WriteMsgUDP(b, oob []byte, _ *net.UDPAddr) (n, oobn int, err error) {
+	return c.UDPConn.WriteMsgUDP(b, oob, nil)
 }
