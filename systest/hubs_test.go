@@ -82,6 +82,8 @@ type hubsSetup struct {
 	dial   func() (net.Conn, error)
 	edgeID string
 	secret string
+	// transport is the edge's ("": its default, TLS).
+	transport string
 }
 
 // newHubsSetup starts the two targets and picks the ports and the edge's
@@ -103,8 +105,12 @@ func (s *hubsSetup) edges() [][2]string { return [][2]string{{s.edgeID, s.secret
 func (s *hubsSetup) startEdge(t testing.TB, hubs []string, mode string, waitFor ...string) {
 	t.Helper()
 	s.edge = startEngine(t, "edge", "")
-	s.edge.StartEdge(t, map[string]any{"hubs": hubs, "hubMode": mode, "edgeId": s.edgeID, "secret": s.secret,
-		"listenHost": "127.0.0.1", "listenPorts": []int{s.port}})
+	p := map[string]any{"hubs": hubs, "hubMode": mode, "edgeId": s.edgeID, "secret": s.secret,
+		"listenHost": "127.0.0.1", "listenPorts": []int{s.port}}
+	if s.transport != "" {
+		p["transport"] = s.transport
+	}
+	s.edge.StartEdge(t, p)
 	for _, h := range waitFor {
 		waitHubEvent(t, s.edge, "tunnelConnected", h, 0, 15*time.Second)
 	}
@@ -449,57 +455,64 @@ func isTimeout(err error) bool {
 // new process of A on the same port gets new clients again. Measured
 // (logged): the detection time (kill → tunnelDisconnected; on loopback
 // the kernel resets the dead process's sockets at once), the failures,
-// the clients in flight and in the window, the reconnect time.
+// the clients in flight and in the window, the reconnect time. On both
+// transports: over QUIC the edge's connected UDP socket gets the kernel's
+// port unreachable at its first packet to the dead hub.
 func TestHubsKillOneUnderLoad(t *testing.T) {
-	s := newHubsSetup(t, "edge-hk")
-	a := startHubProc(t, "hub-a", hubATarget, s.edges())
-	b := startHubProc(t, "hub-b", hubBTarget, s.edges())
-	s.startEdge(t, []string{a.addr, b.addr}, "spread", a.addr, b.addr)
-	waitOp(t, s.dial, s.ta, 10*time.Second)
-	onA, onB := holdOnBoth(t, s)
+	for _, tr := range []string{"tls", "quic"} {
+		t.Run(tr, func(t *testing.T) {
+			s := newHubsSetup(t, "edge-hk")
+			s.transport = tr
+			a := startHubProc(t, "hub-a", hubATarget, s.edges())
+			b := startHubProc(t, "hub-b", hubBTarget, s.edges())
+			s.startEdge(t, []string{a.addr, b.addr}, "spread", a.addr, b.addr)
+			waitOp(t, s.dial, s.ta, 10*time.Second)
+			onA, onB := holdOnBoth(t, s)
 
-	load := startLoad(t, 4, 20*time.Millisecond, smallOps(s.dial, s.ta, 10*time.Second))
-	time.Sleep(1500 * time.Millisecond)
-	em := s.edge.Mark()
-	killAt := time.Now()
-	a.eng.Kill()
-	ev := waitHubEvent(t, s.edge, "tunnelDisconnected", a.addr, em, 10*time.Second)
-	t.Logf("hub A killed (kill -9); the edge reported tunnelDisconnected for it %v later: %s",
-		ev.At.Sub(killAt).Round(time.Microsecond), ev.Data)
+			load := startLoad(t, 4, 20*time.Millisecond, smallOps(s.dial, s.ta, 10*time.Second))
+			time.Sleep(1500 * time.Millisecond)
+			em := s.edge.Mark()
+			killAt := time.Now()
+			a.eng.Kill()
+			ev := waitHubEvent(t, s.edge, "tunnelDisconnected", a.addr, em, 10*time.Second)
+			t.Logf("hub A killed (kill -9); the edge reported tunnelDisconnected for it %v later: %s",
+				ev.At.Sub(killAt).Round(time.Microsecond), ev.Data)
 
-	for i, c := range onA {
-		at, err := waitClosed(c, 5*time.Second)
-		t.Logf("held stream %d on A: closed %v after the kill: %v", i, at.Sub(killAt).Round(time.Millisecond), err)
-		if !isReset(err) {
-			t.Errorf("held stream %d on A: want a reset, got %v", i, err)
-		}
-	}
-	for i, c := range onB {
-		if _, err := waitClosed(c, 300*time.Millisecond); !isTimeout(err) {
-			t.Errorf("held stream %d on B ended when A was killed: %v", i, err)
-		}
-	}
-	if st := edgeHubs(t, s.edge); st[a.addr].Connected || !st[b.addr].Connected {
-		t.Errorf("edge status after the kill: %+v", st)
-	}
+			for i, c := range onA {
+				at, err := waitClosed(c, 5*time.Second)
+				t.Logf("held stream %d on A: closed %v after the kill: %v", i, at.Sub(killAt).Round(time.Millisecond), err)
+				if !isReset(err) {
+					t.Errorf("held stream %d on A: want a reset, got %v", i, err)
+				}
+			}
+			for i, c := range onB {
+				if _, err := waitClosed(c, 300*time.Millisecond); !isTimeout(err) {
+					t.Errorf("held stream %d on B ended when A was killed: %v", i, err)
+				}
+			}
+			if st := edgeHubs(t, s.edge); st[a.addr].Connected || !st[b.addr].Connected {
+				t.Errorf("edge status after the kill: %+v", st)
+			}
 
-	time.Sleep(1500 * time.Millisecond) // B alone for a while
-	em = s.edge.Mark()
-	restartAt := time.Now()
-	a.restart(t)
-	up := waitHubEvent(t, s.edge, "tunnelConnected", a.addr, em, 30*time.Second)
-	first, ok := firstOpAfter(s.ta, up.At, 10*time.Second)
-	if !ok {
-		t.Errorf("the restarted hub A got no new client within 10 s of its tunnel")
-	}
-	t.Logf("hub A restarted on the same port: its tunnel back %v after the restart (%v after the kill), its first new client %v after that",
-		up.At.Sub(restartAt).Round(time.Millisecond), up.At.Sub(killAt).Round(time.Millisecond), first.Sub(up.At).Round(time.Millisecond))
-	time.Sleep(500 * time.Millisecond)
-	rep := analyzeLoad(s, load.Stop(), killAt, ev.At)
-	t.Logf("load: %s", rep)
-	rep.checkBounded(t)
-	if rep.viaA == 0 || rep.viaB == 0 {
-		t.Errorf("the load did not use both hubs: %d through A, %d through B", rep.viaA, rep.viaB)
+			time.Sleep(1500 * time.Millisecond) // B alone for a while
+			em = s.edge.Mark()
+			restartAt := time.Now()
+			a.restart(t)
+			up := waitHubEvent(t, s.edge, "tunnelConnected", a.addr, em, 30*time.Second)
+			first, ok := firstOpAfter(s.ta, up.At, 10*time.Second)
+			if !ok {
+				t.Errorf("the restarted hub A got no new client within 10 s of its tunnel")
+			}
+			t.Logf("hub A restarted on the same port: its tunnel back %v after the restart (%v after the kill), its first new client %v after that",
+				up.At.Sub(restartAt).Round(time.Millisecond), up.At.Sub(killAt).Round(time.Millisecond), first.Sub(up.At).Round(time.Millisecond))
+			time.Sleep(500 * time.Millisecond)
+			rep := analyzeLoad(s, load.Stop(), killAt, ev.At)
+			t.Logf("load: %s", rep)
+			rep.checkBounded(t)
+			if rep.viaA == 0 || rep.viaB == 0 {
+				t.Errorf("the load did not use both hubs: %d through A, %d through B", rep.viaA, rep.viaB)
+			}
+		})
 	}
 }
 
