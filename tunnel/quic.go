@@ -469,7 +469,7 @@ type quicStream struct {
 	local    net.Conn
 	aborted  bool
 	attached bool
-	finished bool // served without Attach: ended at serve's return
+	finished bool // served without Attach: ended at serve's return; a later Attach is refused
 }
 
 // ID implements tunnelStream.
@@ -481,7 +481,7 @@ func (st *quicStream) Header() proxyproto.Header { return st.hdr }
 // Attach implements tunnelStream.
 func (st *quicStream) Attach(local net.Conn) {
 	st.mu.Lock()
-	if st.attached || st.aborted {
+	if st.attached || st.aborted || st.finished {
 		st.mu.Unlock()
 		_ = local.Close()
 		return
@@ -491,7 +491,8 @@ func (st *quicStream) Attach(local net.Conn) {
 	st.c.startRelay(st, local, nil)
 }
 
-// Reset implements tunnelStream.
+// Reset implements tunnelStream. A QUIC reset carries a code, not the
+// reason (the hub logs it where it refuses).
 func (st *quicStream) Reset(reason string) {
 	st.mu.Lock()
 	st.aborted = true
