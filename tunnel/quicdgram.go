@@ -241,64 +241,53 @@ func (d *quicDatagrams) sender() {
 }
 
 // send writes one client datagram, whole or in fragments. It waits while
-// quic-go's own queue is full.
+// quic-go's own queue is full. When quic-go says a QUIC datagram is too
+// large (the path's MTU is smaller than assumed), it learns the size and
+// sends the client datagram again, in smaller pieces.
 func (d *quicDatagrams) send(scratch *[]byte, seq *uint64, flow uint32, p []byte) error {
 	for attempt := 0; attempt < 3; attempt++ {
-		max := int(d.maxSize.Load())
-		b := appendDatagramHeader((*scratch)[:0], flow, 0, 0, 0)
-		if len(b)+len(p) <= max {
-			b = append(b, p...)
-			*scratch = b
-			err := d.c.qc.SendDatagram(b)
-			var tl *quic.DatagramTooLargeError
-			if errors.As(err, &tl) {
-				d.maxSize.Store(max64(tl.MaxDatagramPayloadSize, 64))
-				continue
+		limit := int(d.maxSize.Load())
+		count := 0         // whole
+		room := limit - 16 // a fragment's header is at most 1+5+8+2 bytes
+		if len(appendDatagramHeader((*scratch)[:0], flow, 0, 0, 0))+len(p) > limit {
+			count = (len(p) + room - 1) / room
+		}
+		if count > maxFragments {
+			break
+		}
+		if count > 0 {
+			*seq++
+		}
+		tooLarge, err := false, error(nil)
+		for i := 0; i < max(count, 1) && !tooLarge && err == nil; i++ {
+			part := p
+			if count > 0 {
+				part = p[i*room : min(len(p), (i+1)*room)]
 			}
+			*scratch = append(appendDatagramHeader((*scratch)[:0], flow, *seq, i, count), part...)
+			tooLarge, err = d.sendOne(*scratch)
+		}
+		if !tooLarge {
 			if err != nil {
 				d.dropped.Add(1)
 			}
 			return err
-		}
-		// Fragments: the header is at most 1+5+8+2 bytes.
-		room := max - 16
-		count := (len(p) + room - 1) / room
-		if count > maxFragments {
-			d.dropped.Add(1)
-			return nil
-		}
-		*seq++
-		tooLarge := false
-		for i := 0; i < count; i++ {
-			part := p[i*room : min(len(p), (i+1)*room)]
-			b := appendDatagramHeader((*scratch)[:0], flow, *seq, i, count)
-			b = append(b, part...)
-			*scratch = b
-			err := d.c.qc.SendDatagram(b)
-			var tl *quic.DatagramTooLargeError
-			if errors.As(err, &tl) {
-				d.maxSize.Store(max64(tl.MaxDatagramPayloadSize, 64))
-				tooLarge = true
-				break
-			}
-			if err != nil {
-				d.dropped.Add(1)
-				return err
-			}
-		}
-		if !tooLarge {
-			return nil
 		}
 	}
 	d.dropped.Add(1)
 	return nil
 }
 
-func max64(a, b int64) int64 {
-	if a > b {
-		return a
+// sendOne hands one QUIC datagram to quic-go; tooLarge says it did not fit
+// the path, whose size is learnt for the next.
+func (d *quicDatagrams) sendOne(b []byte) (tooLarge bool, err error) {
+	err = d.c.qc.SendDatagram(b)
+	var tl *quic.DatagramTooLargeError
+	if errors.As(err, &tl) {
+		d.maxSize.Store(max(tl.MaxDatagramPayloadSize, 64))
+		return true, nil
 	}
-	return b
+	return false, err
 }
 
 // drain drops what waits to be sent, for good.
