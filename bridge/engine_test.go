@@ -90,13 +90,7 @@ func TestRealHubAndEdgeThroughTheBridge(t *testing.T) {
 	if diff := diffFields(t, `{"running":false,"tunnelPort":0,"connectedEdges":[]}`, s.mustCall("getHubStatus", nil)); diff != "" {
 		t.Fatalf("getHubStatus after stop (-want +got):\n%s", diff)
 	}
-	s.closeInput()
-	if err := s.wait(); err != nil {
-		t.Fatalf("Run: %v", err)
-	}
-	if strings.Contains(s.out.String(), secret) || strings.Contains(s.logs.String(), secret) {
-		t.Fatalf("the secret was written:\nout:\n%s\nlogs:\n%s", s.out.String(), s.logs.String())
-	}
+	s.finish(t, secret)
 }
 
 func TestRealEdgeWithUnreachableHub(t *testing.T) {
@@ -116,13 +110,7 @@ func TestRealEdgeWithUnreachableHub(t *testing.T) {
 		t.Fatalf("second startEdge: %+v", r)
 	}
 	s.mustCall("stopEdge", nil)
-	s.closeInput()
-	if err := s.wait(); err != nil {
-		t.Fatalf("Run: %v", err)
-	}
-	if strings.Contains(s.out.String(), secret) || strings.Contains(s.logs.String(), secret) {
-		t.Fatalf("the secret was written:\nout:\n%s\nlogs:\n%s", s.out.String(), s.logs.String())
-	}
+	s.finish(t, secret)
 }
 
 func TestRealPortInUseIsNamed(t *testing.T) {
@@ -207,11 +195,5 @@ func TestRealHubAssignsEdgePorts(t *testing.T) {
 	}
 	s.mustCall("stopEdge", nil)
 	s.mustCall("stopHub", nil)
-	s.closeInput()
-	if err := s.wait(); err != nil {
-		t.Fatalf("Run: %v", err)
-	}
-	if strings.Contains(s.out.String(), secret) || strings.Contains(s.logs.String(), secret) {
-		t.Fatal("the secret was written")
-	}
+	s.finish(t, secret)
 }

@@ -302,6 +302,19 @@ func startSession(t testing.TB, dialect Dialect, eng engine, opts ...sessionOpti
 func (s *session) closeInput() { s.closeOnce.Do(func() { s.in.Close() }) }
 
 // wait returns Run's result.
+// finish ends the session (stdin closed, Run returned without error) and
+// checks that secret appears nowhere in what it wrote.
+func (s *session) finish(t testing.TB, secret string) {
+	t.Helper()
+	s.closeInput()
+	if err := s.wait(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if strings.Contains(s.out.String(), secret) || strings.Contains(s.logs.String(), secret) {
+		t.Fatalf("the secret was written:\nout:\n%s\nlogs:\n%s", s.out.String(), s.logs.String())
+	}
+}
+
 func (s *session) wait() error {
 	s.t.Helper()
 	select {
