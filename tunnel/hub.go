@@ -325,6 +325,7 @@ func (h *Hub) Close() error {
 		}
 	}
 	h.mu.Unlock()
+	h.closeQUICListener()
 	h.flowPoll.close() // flows opened from now on read with goroutines of their own, until their tunnel ends
 	h.wg.Wait()
 	if h.quic != nil {
@@ -336,17 +337,23 @@ func (h *Hub) Close() error {
 	return errs
 }
 
-// closeListenerLocked closes the tunnel listener once; h.mu is held.
+// closeListenerLocked closes the TCP tunnel listener once and makes the
+// QUIC one refuse new connections (quicConnContext); h.mu is held. The
+// QUIC listener itself is closed without h.mu (closeQUICListener): its
+// Close waits for the handshakes in flight, whose ConnContext takes h.mu.
 func (h *Hub) closeListenerLocked() error {
 	if h.lnClosed {
 		return nil
 	}
 	h.lnClosed = true
-	err := h.ln.Close()
+	return h.ln.Close()
+}
+
+// closeQUICListener closes the QUIC listener; h.mu must not be held.
+func (h *Hub) closeQUICListener() {
 	if h.quic != nil {
 		h.quic.closeListener()
 	}
-	return err
 }
 
 // Shutdown stops the hub gracefully, in the manner of http.Server.Shutdown:
@@ -377,6 +384,7 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 		}
 		err := h.closeListenerLocked()
 		h.mu.Unlock()
+		h.closeQUICListener()
 		// The streams those edges opened before DRAIN reached them are
 		// served; once their PONGs are back, every such OPEN has been read.
 		wait, cancel := context.WithTimeout(ctx, drainSyncTimeout)

@@ -42,11 +42,13 @@ type quicPending struct {
 var errEvicted = errors.New("dropped unauthenticated to make room for newer connections")
 
 // Close implements io.Closer for the eviction: it aborts the handshake or
-// closes the connection. It is called with Hub.mu held.
+// closes the connection. It is called with Hub.mu held, maybe from
+// quic-go's own ConnContext call, so it never waits: CloseWithError waits
+// for the connection's loop and runs on a goroutine of its own.
 func (p *quicPending) Close() error {
 	p.cancel(errEvicted)
-	if p.conn != nil {
-		_ = p.conn.CloseWithError(quicCloseCode, "authentication timed out")
+	if qc := p.conn; qc != nil {
+		go func() { _ = qc.CloseWithError(quicCloseCode, "authentication timed out") }()
 	}
 	return nil
 }
