@@ -185,18 +185,10 @@ func (u *edgeUDP) closeDraining() {
 // readLoop reads the datagrams of p until its socket is closed.
 func (u *edgeUDP) readLoop(p *udpPort) {
 	defer u.e.wg.Done()
-	buf := make([]byte, MaxDatagram+1)
-	oob := make([]byte, pktinfoOOB)
+	r := newPortReader(p.pc, p.pktinfo)
 	var pause *time.Timer
 	for {
-		var n, oobn int
-		var from netip.AddrPort
-		var err error
-		if p.pktinfo {
-			n, oobn, _, from, err = p.pc.ReadMsgUDPAddrPort(buf, oob)
-		} else {
-			n, from, err = p.pc.ReadFromUDPAddrPort(buf)
-		}
+		n, err := r.read()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -208,19 +200,24 @@ func (u *edgeUDP) readLoop(p *udpPort) {
 			u.e.log.Warn("UDP socket failed", "port", p.port, "err", err)
 			return
 		}
-		if n > MaxDatagram {
-			u.dropped.Add(1)
-			continue
+		var wait time.Duration
+		for i := 0; i < n; i++ {
+			b, from, oob := r.msg(i)
+			if len(b) > MaxDatagram {
+				u.dropped.Add(1)
+				continue
+			}
+			u.safeDatagram(p, from, b, oob)
+			wait = max(wait, u.budget.charge(len(b)))
 		}
-		u.safeDatagram(p, from, buf[:n], oob[:oobn])
 		// Over UDP's budget (streams busy): no more reads for a while; the
 		// socket's buffer holds what comes meanwhile, the kernel drops the
 		// rest, and droppedTotal counts it.
-		if d := u.budget.charge(n); d > 0 {
+		if wait > 0 {
 			if pause == nil {
-				pause = time.NewTimer(d)
+				pause = time.NewTimer(wait)
 			} else {
-				pause.Reset(d)
+				pause.Reset(wait)
 			}
 			select {
 			case <-pause.C:

@@ -45,9 +45,14 @@ const (
 	// being reassembled from fragments.
 	quicPartialCount = 64
 	quicPartialBytes = 4 << 20
-	// quicDatagramMin is the QUIC datagram size assumed until quic-go says
-	// how large one may be (1 200 bytes fit every QUIC path).
-	quicDatagramMin = 1100
+	// quicDatagramMax is the largest QUIC datagram payload tried: quic-go's
+	// packets are at most 1 452 bytes, so none is larger. The sender starts
+	// there and learns the path's size from quic-go's answer (a datagram
+	// too large is refused at once, with the size that fits), and tries the
+	// largest again quicDatagramReprobe after it learnt a smaller one: the
+	// path grows as quic-go's MTU discovery finds room.
+	quicDatagramMax     = 1452
+	quicDatagramReprobe = time.Second
 )
 
 var errBadDatagram = errors.New("malformed datagram")
@@ -137,6 +142,9 @@ type quicDatagrams struct {
 	dropped  atomic.Uint64
 	nextFlow atomic.Uint32 // edge: the last flow id given out
 	maxSize  atomic.Int64  // the largest QUIC datagram payload, as learnt
+	reprobe  atomic.Int64  // unix ns from which quicDatagramMax is tried again
+	// fragmented counts the client datagrams sent in fragments.
+	fragmented atomic.Uint64
 
 	mu    sync.Mutex
 	q     []queuedDgram
@@ -156,7 +164,7 @@ func (d *quicDatagrams) init(c *quicConn) {
 	d.c = c
 	d.wake = make(chan struct{}, 1)
 	d.partial = make(map[uint32]*partialDgram)
-	d.maxSize.Store(quicDatagramMin)
+	d.maxSize.Store(quicDatagramMax)
 }
 
 // OpenFlow implements tunnelConn.
@@ -245,11 +253,15 @@ func (d *quicDatagrams) sender() {
 // large (the path's MTU is smaller than assumed), it learns the size and
 // sends the client datagram again, in smaller pieces.
 func (d *quicDatagrams) send(scratch *[]byte, seq *uint64, flow uint32, p []byte) error {
+	whole := len(appendDatagramHeader((*scratch)[:0], flow, 0, 0, 0)) + len(p)
 	for attempt := 0; attempt < 3; attempt++ {
 		limit := int(d.maxSize.Load())
+		if whole > limit && whole <= quicDatagramMax && time.Now().UnixNano() >= d.reprobe.Load() {
+			limit = quicDatagramMax // the path may have grown since: try it whole
+		}
 		count := 0         // whole
 		room := limit - 16 // a fragment's header is at most 1+5+8+2 bytes
-		if len(appendDatagramHeader((*scratch)[:0], flow, 0, 0, 0))+len(p) > limit {
+		if whole > limit {
 			count = (len(p) + room - 1) / room
 		}
 		if count > maxFragments {
@@ -257,6 +269,7 @@ func (d *quicDatagrams) send(scratch *[]byte, seq *uint64, flow uint32, p []byte
 		}
 		if count > 0 {
 			*seq++
+			d.fragmented.Add(1)
 		}
 		tooLarge, err := false, error(nil)
 		for i := 0; i < max(count, 1) && !tooLarge && err == nil; i++ {
@@ -285,6 +298,7 @@ func (d *quicDatagrams) sendOne(b []byte) (tooLarge bool, err error) {
 	var tl *quic.DatagramTooLargeError
 	if errors.As(err, &tl) {
 		d.maxSize.Store(max(tl.MaxDatagramPayloadSize, 64))
+		d.reprobe.Store(time.Now().Add(quicDatagramReprobe).UnixNano())
 		return true, nil
 	}
 	return false, err

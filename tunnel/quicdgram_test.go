@@ -232,3 +232,38 @@ func FuzzQUICDatagrams(f *testing.F) {
 		}
 	})
 }
+
+// A client datagram that fits one QUIC datagram of the path goes whole,
+// not in fragments (loopback carries 1 200 bytes and more in one packet);
+// one larger than any QUIC packet goes in fragments.
+func TestQUICDatagramsGoWholeWhenTheyFit(t *testing.T) {
+	r := startUDPRig(t, udpRigOptions{transport: TransportQUIC, mode: UDPProxyNone})
+	c := r.client(t)
+	fragmented := func() (n uint64) {
+		for _, conns := range r.hub.edgesNow() {
+			for _, tc := range conns {
+				n += tc.(*quicConn).dg.fragmented.Load()
+			}
+		}
+		return n
+	}
+	for _, size := range []int{1, 1200, 1350} {
+		p := bytes.Repeat([]byte{byte(size)}, size)
+		for i := 0; i < 20; i++ {
+			if got := roundTrip(t, c, p); !bytes.Equal(got, p) {
+				t.Fatalf("%d-byte echo came back as %d bytes", size, len(got))
+			}
+		}
+		// The hub sent the echoes: in one QUIC datagram each.
+		if n := fragmented(); n != 0 {
+			t.Fatalf("%d-byte datagrams: the hub sent %d of them in fragments", size, n)
+		}
+	}
+	p := bytes.Repeat([]byte("x"), 8192)
+	if got := roundTrip(t, c, p); !bytes.Equal(got, p) {
+		t.Fatalf("8192-byte echo came back as %d bytes", len(got))
+	}
+	if n := fragmented(); n == 0 {
+		t.Fatal("an 8192-byte datagram was not sent in fragments")
+	}
+}

@@ -162,8 +162,8 @@ func (b *bench) setup() error {
 			b.targets = append(b.targets, m.tgt)
 			b.mach.BinVersion = m.hub.version
 		case modeTunnelQUIC:
-			if !slices.ContainsFunc(b.cfg.Rows, func(r string) bool { return slices.Contains(quicRows, r) }) {
-				continue // none of its rows chosen
+			if !slices.ContainsFunc(b.cfg.Rows, func(r string) bool { return slices.Contains(quicRows, r) || r == "udp" }) {
+				continue // none of its rows chosen (udp: on a set-up of its own, beside this one)
 			}
 			if m, err = setupTunnel(b.kids, b.cfg.Bin, modeTunnelQUIC, "-quic", 0, false, map[string]any{"transport": "quic"}); err != nil {
 				return fmt.Errorf("tunnel over QUIC: %w", err)

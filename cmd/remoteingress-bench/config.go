@@ -36,7 +36,7 @@ var allModes = []string{modeDirect, modeRelay, modeTunnel, modeTunnelQUIC}
 var quicRows = []string{"up1", "down1", "streams", "latency1", "latencyN", "connrate"}
 
 // allUDPParts are the parts of the udp row -udp-parts can choose.
-var allUDPParts = []string{"rtt", "rate", "fair"}
+var allUDPParts = []string{"rtt", "flows", "rate", "offered", "fair"}
 
 // allRows are the keys of the rows -rows can choose, in the table's order.
 var allRows = []string{"memory", "up1", "down1", "streams", "latency1", "latencyN", "connrate", "portchange", "firewall", "hubs", "fairness", "udp", "udpmemory"}
@@ -114,7 +114,7 @@ func parseFlags(args []string) (config, error) {
 	hubsRounds := fs.Int("hubs-rounds", 4, "alternating rounds of the several-hubs row's connection rate and N-stream throughput, one hub against two (quick: 1)")
 	hubsLoad := fs.Int("hubs-load", 4, "client goroutines of the several-hubs failover load, each doing connect, one round trip, close, every 5 ms")
 	hubsLoadDur := fs.Duration("hubs-load-phase", 2*time.Second, "length of each phase of the failover load: before the kill, after the edge noticed, after the restart, around the stopHub (quick: 500ms)")
-	udpParts := fs.String("udp-parts", strings.Join(allUDPParts, ","), "parts of the udp row to measure: rtt (round trip), rate, fair (TCP beside a flood)")
+	udpParts := fs.String("udp-parts", strings.Join(allUDPParts, ","), "parts of the udp row to measure: rtt (round trip, 1200 and 64 B), flows (50 flows' round trips), rate (≤ 1% loss), offered (delivered of 100k/s, CPU per GB), fair (TCP beside a flood)")
 	verbose := fs.Bool("v", false, "also print the children's stderr warnings as they happen (progress always goes to stderr)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

@@ -79,7 +79,7 @@ func TestQuickRun(t *testing.T) {
 		"hubs_conn_rate_one", "hubs_conn_rate_two", "hubs_conn_rate_ratio", "hubs_conn_busier_pct",
 		"hubs_streams_one_gbps", "hubs_streams_two_gbps", "hubs_streams_ratio", "hubs_streams_busier_pct",
 		"hubs_kill_notice_ms", "hubs_kill_inflight", "hubs_kill_failed", "hubs_restart_connected_ms", "hubs_stop_failed",
-		"udp_rtt_p50_us", "udp_rtt_p90_us", "udp_rate_pps", "udp_rate_mbps", "udp_mem_hub_kib_per_flow", "udp_mem_edge_kib_per_flow",
+		"udp_rtt_p50_us", "udp_rtt_p90_us", "udp_rtt64_p50_us", "udp_rtt64_p90_us", "udp_flows_rtps", "udp_offered_delivered_pps", "udp_cpu_s_per_gb", "udp_rate_pps", "udp_rate_mbps", "udp_mem_hub_kib_per_flow", "udp_mem_edge_kib_per_flow",
 		"udp_mem_flows", "udp_fair_tcp_ratio", "udp_fair_flood_pps", "udp_fair_delivered_pps", "udp_fair_dropped", "udp_fair_cpu_ratio", "udp_fair_sender_cores", "udp_fair_unread_tcp_ratio", "udp_fair_unread_sender_cores",
 		"fw_process_conn_rate_without", "fw_process_conn_rate_with", "fw_process_ratio", "fw_process_ratio_median", "fw_process_cpu_ratio",
 	}

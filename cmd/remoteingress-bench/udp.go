@@ -25,8 +25,19 @@ import (
 // (udpProxyProtocol "none"), a chain of two udp-relay processes, and
 // direct; all end at one UDP target in the bench process.
 
-// udpSize is the datagram size of every UDP row.
-const udpSize = 1200
+// udpSize is the datagram size of the UDP rows, udpSmall that of the
+// small-datagram round trips (the two sizes of PEERS.md's UDP rows).
+const (
+	udpSize  = 1200
+	udpSmall = 64
+)
+
+// udpFlows is the flow count of the many-flows round-trip row, and
+// udpOfferedRate the datagrams per second of the offered-load row.
+const (
+	udpFlows       = 50
+	udpOfferedRate = 100000
+)
 
 // The first byte of a bench datagram says what the UDP target does with it.
 const (
@@ -104,10 +115,11 @@ func (t *udpTarget) close() {
 var udpRunID atomic.Uint64
 
 // setupUDPTunnel starts a hub (udpProxyProtocol "none", udpIdleTimeoutSecs
-// 600) and an edge listening on 127.0.0.1:P for UDP, P being the port of
-// the UDP target on 127.0.0.2, and, when tcp, on the TCP port of a new
-// PROXY-parsing TCP target (for the fairness row's bulk stream).
-func setupUDPTunnel(kids *children, bin, suffix string, utgt *udpTarget, tcp bool) (*mode, error) {
+// 600) and an edge on transport ("tls" or "quic") listening on host:P for
+// UDP, P being the port of the UDP target on 127.0.0.2, and, when tcp, on
+// the TCP port of a new PROXY-parsing TCP target (for the fairness row's
+// bulk stream). The set-up is mode name.
+func setupUDPTunnel(kids *children, bin, name, suffix, host, transport string, utgt *udpTarget, tcp bool) (*mode, error) {
 	secretBytes := make([]byte, 24)
 	rand.Read(secretBytes)
 	secret := hex.EncodeToString(secretBytes)
@@ -115,7 +127,7 @@ func setupUDPTunnel(kids *children, bin, suffix string, utgt *udpTarget, tcp boo
 	if err != nil {
 		return nil, err
 	}
-	m := &mode{name: modeTunnel, secret: secret, info: map[string]any{}}
+	m := &mode{name: name, secret: secret, info: map[string]any{}}
 	fail := func(err error) (*mode, error) {
 		stopUDPSetup(m)
 		return nil, err
@@ -158,7 +170,7 @@ func setupUDPTunnel(kids *children, bin, suffix string, utgt *udpTarget, tcp boo
 	if _, err := edge.call("startEdge", map[string]any{
 		"hubHost": "127.0.0.1", "hubPort": hr.TunnelPort,
 		"edgeId": tunnelEdgeID, "secret": secret,
-		"listenPorts": tcpPorts, "listenPortsUdp": []int{utgt.port()}, "listenHost": "127.0.0.1",
+		"listenPorts": tcpPorts, "listenPortsUdp": []int{utgt.port()}, "listenHost": host, "transport": transport,
 		"udpIdleTimeoutSecs": 600,
 		"stunServer":         "127.0.0.1:" + strconv.Itoa(stunPort), "stunIntervalSecs": 300,
 	}, 10*time.Second); err != nil {
@@ -170,11 +182,21 @@ func setupUDPTunnel(kids *children, bin, suffix string, utgt *udpTarget, tcp boo
 	if err := edge.waitEvent("tunnelConnected", 1, 15*time.Second); err != nil {
 		return fail(err)
 	}
-	m.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(utgt.port()))
-	m.info = map[string]any{"edgeListenUdp": m.addr, "hubTunnel": net.JoinHostPort("127.0.0.1", strconv.Itoa(hr.TunnelPort)),
+	raw, err = edge.call("getEdgeStatus", map[string]any{}, 10*time.Second)
+	if err != nil {
+		return fail(err)
+	}
+	var es struct {
+		Transport string `json:"transport"`
+	}
+	if err := json.Unmarshal(raw, &es); err != nil || es.Transport != transport {
+		return fail(fmt.Errorf("the edge's tunnel is on %q, not %q", es.Transport, transport))
+	}
+	m.addr = net.JoinHostPort(host, strconv.Itoa(utgt.port()))
+	m.info = map[string]any{"edgeListenUdp": m.addr, "hubTunnel": net.JoinHostPort("127.0.0.1", strconv.Itoa(hr.TunnelPort)), "transport": transport,
 		"hubPid": hub.pid(), "edgePid": edge.pid(), "udpProxyProtocol": "none", "udpIdleTimeoutSecs": 600}
 	if m.tgt != nil {
-		m.info["edgeListenTcp"] = net.JoinHostPort("127.0.0.1", strconv.Itoa(m.tgt.port()))
+		m.info["edgeListenTcp"] = net.JoinHostPort(host, strconv.Itoa(m.tgt.port()))
 	}
 	return m, nil
 }
@@ -184,7 +206,8 @@ func (m *mode) tcpAddr() string {
 	if m.hub == nil {
 		return m.tgt.ln.Addr().String()
 	}
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(m.tgt.port()))
+	host, _, _ := net.SplitHostPort(m.addr) // the edge's listen host
+	return net.JoinHostPort(host, strconv.Itoa(m.tgt.port()))
 }
 
 // stopUDPSetup stops a UDP set-up's processes and its TCP target.
@@ -221,11 +244,7 @@ func udpStatus(m *mode) (edgeFlows, hubFlows int, dropped uint64, err error) {
 	if err != nil {
 		return 0, 0, 0, err
 	}
-	var hs struct {
-		ConnectedEdges []struct {
-			ActiveUDPFlows int `json:"activeUdpFlows"`
-		} `json:"connectedEdges"`
-	}
+	var hs hubUDPStatus
 	if err := json.Unmarshal(raw, &hs); err != nil {
 		return 0, 0, 0, err
 	}
@@ -233,6 +252,31 @@ func udpStatus(m *mode) (edgeFlows, hubFlows int, dropped uint64, err error) {
 		hubFlows += e.ActiveUDPFlows
 	}
 	return es.ActiveUDPFlows, hubFlows, es.UDPDatagramsDropped, nil
+}
+
+// hubUDPStatus is what the UDP rows read of getHubStatus.
+type hubUDPStatus struct {
+	ConnectedEdges []struct {
+		ActiveUDPFlows      int    `json:"activeUdpFlows"`
+		UDPDatagramsDropped uint64 `json:"udpDatagramsDropped"`
+	} `json:"connectedEdges"`
+}
+
+// hubUDPDropped is the hub's udpDatagramsDropped over its edges.
+func hubUDPDropped(m *mode) (uint64, error) {
+	raw, err := m.hub.call("getHubStatus", map[string]any{}, 10*time.Second)
+	if err != nil {
+		return 0, err
+	}
+	var hs hubUDPStatus
+	if err := json.Unmarshal(raw, &hs); err != nil {
+		return 0, err
+	}
+	var n uint64
+	for _, e := range hs.ConnectedEdges {
+		n += e.UDPDatagramsDropped
+	}
+	return n, nil
 }
 
 // udpSetups makes the UDP target and the set-ups of cfg.Modes for it (the
@@ -253,7 +297,7 @@ func (b *bench) udpSetups(suffix string, tcp bool) (modes []*mode, utgt *udpTarg
 	var tunnel *mode
 	if slices.Contains(b.cfg.Modes, modeTunnel) {
 		for attempt := 0; ; attempt++ {
-			tunnel, err = setupUDPTunnel(b.kids, b.cfg.Bin, suffix, utgt, tcp)
+			tunnel, err = setupUDPTunnel(b.kids, b.cfg.Bin, modeTunnel, suffix, "127.0.0.1", "tls", utgt, tcp)
 			if err == nil || attempt == 3 || !strings.Contains(err.Error(), "listen") {
 				break
 			}
@@ -279,8 +323,8 @@ func (b *bench) udpSetups(suffix string, tcp bool) (modes []*mode, utgt *udpTarg
 			m, err = setupUDPRelay(b.kids, utgt.pc.LocalAddr().String())
 		case modeTunnel:
 			m = tunnel
-		default: // tunnel-quic: no UDP rows
-			continue
+		case modeTunnelQUIC: // its edge on 127.0.0.4:P, to the same target
+			m, err = setupUDPTunnel(b.kids, b.cfg.Bin, modeTunnelQUIC, suffix+"-quic", "127.0.0.4", "quic", utgt, false)
 		}
 		if err != nil {
 			done()
@@ -323,8 +367,21 @@ func (b *bench) measureUDP(orig *mode) error {
 	var errs []error
 	part := func(p string) bool { return slices.Contains(b.cfg.UDPParts, p) }
 	if part("rtt") {
-		if err := b.udpRoundTrips(modes); err != nil {
+		if err := b.udpRoundTrips(modes, udpSize, "udp_rtt"); err != nil {
 			errs = append(errs, fmt.Errorf("round trips: %w", err))
+		}
+		if err := b.udpRoundTrips(modes, udpSmall, "udp_rtt64"); err != nil {
+			errs = append(errs, fmt.Errorf("round trips, %d B: %w", udpSmall, err))
+		}
+	}
+	if part("flows") {
+		if err := b.udpFlowRoundTrips(modes); err != nil {
+			errs = append(errs, fmt.Errorf("%d flows: %w", udpFlows, err))
+		}
+	}
+	if part("offered") {
+		if err := b.udpOffered(modes, utgt); err != nil {
+			errs = append(errs, fmt.Errorf("offered %d/s: %w", udpOfferedRate, err))
 		}
 	}
 	if part("rate") {
@@ -343,9 +400,10 @@ func (b *bench) measureUDP(orig *mode) error {
 	return errors.Join(errs...)
 }
 
-// udpRoundTrips: one flow per set-up, 1200-byte echo round trips, in
-// alternating rounds; a datagram without its reply within 200 ms counts as lost.
-func (b *bench) udpRoundTrips(modes []*mode) error {
+// udpRoundTrips: one flow per set-up, echo round trips of size-byte
+// datagrams, in alternating rounds; a datagram without its reply within
+// 200 ms counts as lost. The rows are key+"_p50_us" and key+"_p90_us".
+func (b *bench) udpRoundTrips(modes []*mode, size int, key string) error {
 	n, rounds := 5000, 4
 	if b.cfg.Quick {
 		n, rounds = 500, 1
@@ -361,7 +419,7 @@ func (b *bench) udpRoundTrips(modes []*mode) error {
 		defer c.Close()
 		conns[m.name] = c
 	}
-	out := make([]byte, udpSize)
+	out := make([]byte, size)
 	in := make([]byte, 65536)
 	out[0] = udpEcho
 	for round := 0; round < rounds; round++ {
@@ -381,7 +439,7 @@ func (b *bench) udpRoundTrips(modes []*mode) error {
 						lost[m.name]++
 						break
 					}
-					if k == udpSize && binary.BigEndian.Uint64(in[1:]) == seq {
+					if k == size && binary.BigEndian.Uint64(in[1:]) == seq {
 						samples[m.name] = append(samples[m.name], time.Since(t0))
 						break
 					}
@@ -397,11 +455,11 @@ func (b *bench) udpRoundTrips(modes []*mode) error {
 		}
 		p50, _ := percentiles(ds)
 		p90 := float64(ds[min(len(ds)-1, len(ds)*9/10)]) / float64(time.Microsecond)
-		b.res.set("udp_rtt_p50_us", m.name, p50)
-		b.res.set("udp_rtt_p90_us", m.name, p90)
-		b.res.detail(m.name, "udpRoundTrip", map[string]any{"roundTrips": len(ds), "lost": lost[m.name], "rounds": rounds})
+		b.res.set(key+"_p50_us", m.name, p50)
+		b.res.set(key+"_p90_us", m.name, p90)
+		b.res.detail(m.name, fmt.Sprintf("udpRoundTrip%dB", size), map[string]any{"roundTrips": len(ds), "lost": lost[m.name], "rounds": rounds})
 		if lost[m.name] > 0 {
-			b.res.problem("UDP round trip, %s: %d of %d datagrams got no reply within 200 ms", m.name, lost[m.name], n*rounds)
+			b.res.problem("UDP round trip %d B, %s: %d of %d datagrams got no reply within 200 ms", size, m.name, lost[m.name], n*rounds)
 		}
 	}
 	return nil
@@ -710,7 +768,7 @@ func (b *bench) measureUDPMemory(orig *mode) error {
 	defer utgt.close()
 	var m *mode
 	for attempt := 0; ; attempt++ {
-		m, err = setupUDPTunnel(b.kids, b.cfg.Bin, "-udpmem", utgt, false)
+		m, err = setupUDPTunnel(b.kids, b.cfg.Bin, modeTunnel, "-udpmem", "127.0.0.1", "tls", utgt, false)
 		if err == nil || attempt == 3 || !strings.Contains(err.Error(), "listen") {
 			break
 		}
@@ -808,11 +866,16 @@ func (b *bench) measureUDPMemory(orig *mode) error {
 func udpRowDefs() []rowDef {
 	tun := []string{modeTunnel}
 	dt := []string{modeDirect, modeTunnel}
-	return []rowDef{
-		{Key: "udp_rtt_p50_us", Label: "UDP round trip, 1 flow, 1200 B, p50", Unit: "µs", Better: "lower", decimals: 1},
-		{Key: "udp_rtt_p90_us", Label: "UDP round trip, 1 flow, 1200 B, p90", Unit: "µs", Better: "lower", decimals: 1},
-		{Key: "udp_rate_pps", Label: "UDP rate at ≤1% loss, 1 flow, 1200 B", Unit: "dgram/s", Better: "higher", decimals: 0},
-		{Key: "udp_rate_mbps", Label: "UDP rate at ≤1% loss, 1 flow, 1200 B", Unit: "Mbit/s", Better: "higher", decimals: 0},
+	rows := []rowDef{
+		{Key: "udp_rtt_p50_us", Label: "UDP round trip, 1 flow, 1200 B, p50", Unit: "µs", Better: "lower", decimals: 1, quic: true},
+		{Key: "udp_rtt_p90_us", Label: "UDP round trip, 1 flow, 1200 B, p90", Unit: "µs", Better: "lower", decimals: 1, quic: true},
+		{Key: "udp_rtt64_p50_us", Label: "UDP round trip, 1 flow, 64 B, p50", Unit: "µs", Better: "lower", decimals: 1, quic: true},
+		{Key: "udp_rtt64_p90_us", Label: "UDP round trip, 1 flow, 64 B, p90", Unit: "µs", Better: "lower", decimals: 1, quic: true},
+		{Key: "udp_rate_pps", Label: "UDP rate at ≤1% loss, 1 flow, 1200 B", Unit: "dgram/s", Better: "higher", decimals: 0, quic: true},
+		{Key: "udp_rate_mbps", Label: "UDP rate at ≤1% loss, 1 flow, 1200 B", Unit: "Mbit/s", Better: "higher", decimals: 0, quic: true},
+	}
+	rows = append(rows, udpLoadRowDefs()...)
+	return append(rows, []rowDef{
 		{Key: "udp_mem_hub_kib_per_flow", Label: "UDP memory per idle flow, hub", Unit: "KiB", Better: "lower", decimals: 2, modes: tun},
 		{Key: "udp_mem_edge_kib_per_flow", Label: "UDP memory per idle flow, edge", Unit: "KiB", Better: "lower", decimals: 2, modes: tun},
 		{Key: "udp_mem_flows", Label: "UDP memory, idle flows held", Unit: "flows", Better: "higher", decimals: 0, modes: tun},
@@ -824,7 +887,7 @@ func udpRowDefs() []rowDef {
 		{Key: "udp_fair_unread_sender_cores", Label: "UDP flood to a socket nobody reads: the sender's CPU", Unit: "cores", Better: "lower", decimals: 2, modes: tun},
 		{Key: "udp_fair_dropped", Label: "UDP flood: edge udpDatagramsDropped", Unit: "dgrams", Better: "lower", decimals: 0, modes: tun},
 		{Key: "udp_fair_cpu_ratio", Label: "UDP flood: hub+edge CPU per GB of TCP, beside / alone", Unit: "ratio", Better: "lower", decimals: 2, modes: tun},
-	}
+	}...)
 }
 
 // udpRcvbufErrors is the machine's count of UDP datagrams dropped because a
