@@ -108,7 +108,7 @@ export interface IConnectedEdgeStatus {
   activeUdpFlows?: number;
   /** "tls" or "quic": the transport of the edge's tunnel. */
   transport?: 'tls' | 'quic';
-  /** Datagrams of the edge's flows the hub dropped since the edge connected (replies the tunnel's queue could not take, datagrams a target's socket could not take). */
+  /** Datagrams of the edge's flows the hub dropped since the edge connected (replies the tunnel's queue could not take, datagrams a target's socket could not take; over QUIC also clients' datagrams the transport dropped, not those quic-go drops inside itself). */
   udpDatagramsDropped?: number;
   [extra: string]: unknown;
 }
@@ -243,7 +243,7 @@ export interface IEdgeStatus {
   hubs: IEdgeHubStatus[];
   /** UDP flows open now. */
   activeUdpFlows?: number;
-  /** Client datagrams dropped (tunnel congested or down, hub without UDP, port removed; on Linux also the kernel's drops at the ports' full socket buffers, e.g. while UDP is over its share beside busy TCP streams). */
+  /** Client datagrams dropped (tunnel congested or down, hub without UDP, port removed; on Linux also the kernel's drops at the ports' full socket buffers, e.g. while UDP is over its share beside busy TCP streams; over QUIC also replies the transport dropped, not those quic-go drops inside itself). */
   udpDatagramsDropped?: number;
   /** Why the tunnel is down, if it is. */
   lastError?: string;

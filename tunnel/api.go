@@ -119,8 +119,9 @@ type ConnectedEdge struct {
 	Transport string `json:"transport"`
 	// UDPDatagramsDropped counts the datagrams of the edge's flows the hub
 	// dropped since the edge connected: targets' replies the tunnel's queue
-	// could not take (it was congested), and clients' datagrams a target's
-	// socket could not take at once.
+	// could not take (it was congested), clients' datagrams a target's
+	// socket could not take at once, and over QUIC clients' datagrams the
+	// transport dropped (not those quic-go drops inside itself).
 	UDPDatagramsDropped uint64 `json:"udpDatagramsDropped"`
 }
 
@@ -152,6 +153,7 @@ type EdgeStatus struct {
 	// queue was full, there was no tunnel or the hub carries no UDP, the
 	// flow cap could not make room, or the kernel dropped them at a port's
 	// full socket buffer (Linux; the edge reads no faster than UDP's budget
-	// while TCP streams are busy).
+	// while TCP streams are busy); over QUIC also replies the transport
+	// dropped (not those quic-go drops inside itself).
 	UDPDatagramsDropped uint64 `json:"udpDatagramsDropped"`
 }

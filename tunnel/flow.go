@@ -132,7 +132,6 @@ type udpQueue struct {
 	data    int
 	ctl     int
 	pending atomic.Bool
-	dropped atomic.Uint64
 }
 
 // push queues the frame in bp; false (bp released) when the queue is full.
@@ -144,9 +143,6 @@ func (u *udpQueue) push(bp *[]byte, data bool) bool {
 	if full {
 		u.mu.Unlock()
 		putBuf(bp)
-		if data {
-			u.dropped.Add(1)
-		}
 		return false
 	}
 	if u.head > 0 && u.head == len(u.q) {
@@ -279,7 +275,6 @@ var (
 // SendDatagram implements tunnelConn.
 func (s *session) SendDatagram(id uint32, p []byte) bool {
 	if len(p) > MaxDatagram {
-		s.udp.dropped.Add(1)
 		return false
 	}
 	return s.queueFlowFrame(frameUDPData, id, p)
@@ -288,8 +283,9 @@ func (s *session) SendDatagram(id uint32, p []byte) bool {
 // CloseFlow implements tunnelConn.
 func (s *session) CloseFlow(id uint32) { s.queueFlowFrame(frameUDPClose, id, nil) }
 
-// DatagramsDropped implements tunnelConn.
-func (s *session) DatagramsDropped() uint64 { return s.udp.dropped.Load() }
+// CountDropsIn implements tunnelConn: over TLS a datagram is dropped only
+// where SendDatagram refuses it.
+func (s *session) CountDropsIn(*atomic.Uint64) {}
 
 // dispatchFlow handles UDP_OPEN, UDP_DATA and UDP_CLOSE.
 func (s *session) dispatchFlow(h frameHeader) error {

@@ -527,6 +527,7 @@ func (h *Hub) serveTunnel(c *hubConn) {
 		_ = c.conn.Serve(nil) // ends at once: frees what the connection holds
 		return
 	}
+	c.conn.CountDropsIn(&e.flows.droppedInTunnel)
 	if first {
 		h.log.Info("edge connected", "edgeId", e.id, "remote", c.remote, "connections", int(c.set.Size), "transport", c.transport)
 		h.emit(EventEdgeConnected, EdgeEvent{EdgeID: e.id, RemoteAddr: c.remote})

@@ -67,6 +67,7 @@ type hubFlows struct {
 	// their sockets could not take at once, and replies for the edge, that
 	// the tunnel's queue could not take.
 	droppedToTarget, droppedToEdge atomic.Uint64
+	droppedInTunnel                atomic.Uint64 // by the edge's connections of their own accord (CountDropsIn)
 }
 
 func newHubFlows(h *Hub, edgeID string, c *streamCounters) *hubFlows {
@@ -88,7 +89,9 @@ func (f *hubFlows) toEdge(fl *hubFlow, p []byte) {
 }
 
 // dropped counts the datagrams dropped both ways.
-func (f *hubFlows) dropped() uint64 { return f.droppedToTarget.Load() + f.droppedToEdge.Load() }
+func (f *hubFlows) dropped() uint64 {
+	return f.droppedToTarget.Load() + f.droppedToEdge.Load() + f.droppedInTunnel.Load()
+}
 
 // active counts the flows open now.
 func (f *hubFlows) active() int {

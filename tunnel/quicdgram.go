@@ -139,10 +139,11 @@ type partialDgram struct {
 // quicDatagrams is the flow layer of one quicConn.
 type quicDatagrams struct {
 	c        *quicConn
-	dropped  atomic.Uint64
-	nextFlow atomic.Uint32 // edge: the last flow id given out
-	maxSize  atomic.Int64  // the largest QUIC datagram payload, as learnt
-	reprobe  atomic.Int64  // unix ns from which quicDatagramMax is tried again
+	dropped  atomic.Uint64                 // what this connection dropped of its own accord
+	dropsTo  atomic.Pointer[atomic.Uint64] // and where else to count it (CountDropsIn)
+	nextFlow atomic.Uint32                 // edge: the last flow id given out
+	maxSize  atomic.Int64                  // the largest QUIC datagram payload, as learnt
+	reprobe  atomic.Int64                  // unix ns from which quicDatagramMax is tried again
 	// fragmented counts the client datagrams sent in fragments.
 	fragmented atomic.Uint64
 
@@ -189,7 +190,6 @@ func (c *quicConn) OpenFlow(hdr proxyproto.Header) (uint32, error) {
 func (c *quicConn) SendDatagram(id uint32, p []byte) bool {
 	d := &c.dg
 	if len(p) > MaxDatagram {
-		d.dropped.Add(1)
 		return false
 	}
 	bp := getDatagramBuf(len(p))
@@ -198,7 +198,6 @@ func (c *quicConn) SendDatagram(id uint32, p []byte) bool {
 	if d.done || len(d.q) >= udpQueueCount || d.bytes+len(p) > udpQueueBytes {
 		d.mu.Unlock()
 		putBuf(bp)
-		d.dropped.Add(1)
 		return false
 	}
 	d.q = append(d.q, queuedDgram{flow: id, bp: bp})
@@ -214,8 +213,16 @@ func (c *quicConn) SendDatagram(id uint32, p []byte) bool {
 // CloseFlow implements tunnelConn.
 func (c *quicConn) CloseFlow(id uint32) { c.queueCtrl(id, frameUDPClose, nil, true) }
 
-// DatagramsDropped implements tunnelConn.
-func (c *quicConn) DatagramsDropped() uint64 { return c.dg.dropped.Load() }
+// CountDropsIn implements tunnelConn.
+func (c *quicConn) CountDropsIn(n *atomic.Uint64) { c.dg.dropsTo.Store(n) }
+
+// drop counts n datagrams this connection dropped of its own accord.
+func (d *quicDatagrams) drop(n uint64) {
+	d.dropped.Add(n)
+	if c := d.dropsTo.Load(); c != nil {
+		c.Add(n)
+	}
+}
 
 // sender writes the queued datagrams into the QUIC connection until it ends.
 func (d *quicDatagrams) sender() {
@@ -282,12 +289,12 @@ func (d *quicDatagrams) send(scratch *[]byte, seq *uint64, flow uint32, p []byte
 		}
 		if !tooLarge {
 			if err != nil {
-				d.dropped.Add(1)
+				d.drop(1)
 			}
 			return err
 		}
 	}
-	d.dropped.Add(1)
+	d.drop(1)
 	return nil
 }
 
@@ -380,11 +387,11 @@ func (d *quicDatagrams) holdLocked(flow uint32, p []byte) {
 		drop++
 	}
 	if drop > 0 {
-		d.dropped.Add(uint64(drop))
+		d.drop(uint64(drop))
 		d.pending = append(d.pending[:0], d.pending[drop:]...)
 	}
 	if len(p) > quicPendingBytes {
-		d.dropped.Add(1)
+		d.drop(1)
 		return
 	}
 	d.pending = append(d.pending, pendingDgram{flow: flow, p: p, at: now})
@@ -444,7 +451,7 @@ func (d *quicDatagrams) dropPartialLocked(flow uint32, pd *partialDgram) {
 	d.partialBytes -= pd.size
 	delete(d.partial, flow)
 	if !pd.done {
-		d.dropped.Add(1)
+		d.drop(1)
 	}
 }
 
@@ -491,7 +498,7 @@ func (d *quicDatagrams) ctrlFrame(h frameHeader, p []byte) error {
 				d.pendingBytes -= len(e.p)
 			case e.flow < h.StreamID: // its flow was never opened: skipped ids
 				d.pendingBytes -= len(e.p)
-				d.dropped.Add(1)
+				d.drop(1)
 			default:
 				kept = append(kept, e)
 			}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -182,6 +183,29 @@ func TestQUICPendingDatagramsBounded(t *testing.T) {
 	}
 	if d.dropped.Load() == 0 {
 		t.Fatal("nothing counted as dropped")
+	}
+}
+
+// What a QUIC connection drops of its own accord counts in the counter of
+// whoever owns its flows (the hub's per-edge count, the edge's), beside
+// its own; before CountDropsIn only in its own.
+func TestQUICDropsCountInTheOwner(t *testing.T) {
+	d, _ := newDgramSide(true)
+	p := make([]byte, 1200)
+	hold := func(n int) {
+		for i := 0; i < n; i++ {
+			if err := d.received(whole(uint32(1+i%1000), p)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	hold(2 * quicPendingCount)
+	before := d.dropped.Load()
+	var owner atomic.Uint64
+	d.c.CountDropsIn(&owner)
+	hold(2 * quicPendingCount)
+	if got := d.dropped.Load() - before; before == 0 || got == 0 || owner.Load() != got {
+		t.Fatalf("dropped %d before and %d after CountDropsIn; the owner counted %d", before, got, owner.Load())
 	}
 }
 

@@ -89,6 +89,7 @@ func (e *Edge) connectQUIC(l *hubLink, set setPlace, slots *streamSlots, first c
 	c := newQUICConn(qc, ctrl, false, e.cfg.Tuning, peer, e.log)
 	c.slots = slots
 	c.stats = &e.traffic
+	c.CountDropsIn(&e.udp.dropped)
 	return c, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
+	"sync/atomic"
 
 	"github.com/serve-zone/remoteingress/tunnel/proxyproto"
 )
@@ -62,8 +63,11 @@ type tunnelConn interface {
 	SendDatagram(id uint32, p []byte) bool
 	// CloseFlow tells the peer that flow id has ended here.
 	CloseFlow(id uint32)
-	// DatagramsDropped counts the datagrams SendDatagram dropped.
-	DatagramsDropped() uint64
+	// CountDropsIn makes the connection count into c the datagrams it
+	// drops of its own accord: after SendDatagram took them, or on their
+	// way in (SendDatagram's refusals its caller counts). The hub calls it
+	// once it knows the edge, the edge when the connection is made.
+	CountDropsIn(c *atomic.Uint64)
 }
 
 // streamHandler serves the streams a peer opens (the hub's side).
