@@ -744,9 +744,18 @@ func tcpRelay(t testing.TB, listen, target string) {
 // bytes per datagram), in order (iperf3's sequence numbers: no datagram out
 // of order), with at most 5% lost; it logs loss, jitter and received rate
 // direct and through the tunnel side by side, and the edge's
-// udpDatagramsDropped.
+// udpDatagramsDropped. It runs with the edge on each transport (over QUIC
+// the datagrams ride QUIC datagrams).
 func TestUDPIperf3ThroughTunnel(t *testing.T) {
 	requireTool(t, "iperf3", "iperf3")
+	for _, tr := range []string{"tls", "quic"} {
+		t.Run(tr, func(t *testing.T) { iperf3UDPThroughTunnel(t, tr) })
+	}
+}
+
+// iperf3UDPThroughTunnel is TestUDPIperf3ThroughTunnel with the edge on
+// transport tr.
+func iperf3UDPThroughTunnel(t *testing.T, tr string) {
 	const (
 		rate    = "20M"
 		size    = 1200
@@ -758,7 +767,7 @@ func TestUDPIperf3ThroughTunnel(t *testing.T) {
 	const edgeID = "edge-iperf"
 	r := newRigWith(t, "", map[string]any{"tunnelPort": 0, "targetHost": "127.0.0.2", "udpProxyProtocol": "none"}, edgeID)
 	edge := r.startEdge(t, "edge", edgeID, "", "127.0.0.1", map[string]any{
-		"listenHost": "127.0.0.1", "listenPortsUdp": []int{port},
+		"listenHost": "127.0.0.1", "listenPortsUdp": []int{port}, "transport": tr,
 	})
 	tcpRelay(t, hostPort("127.0.0.1", port), hostPort("127.0.0.2", port))
 
@@ -769,7 +778,7 @@ func TestUDPIperf3ThroughTunnel(t *testing.T) {
 	tunneled := runIperf3UDP(t, "127.0.0.1", port, rate, size, dur)
 	st := udpFlows(t, edge, r.Hub, edgeID)
 
-	t.Logf("iperf3 -u -b %s -l %d -t %d, received at the server:", rate, size, int(dur/time.Second))
+	t.Logf("iperf3 -u -b %s -l %d -t %d, edge on %s, received at the server:", rate, size, int(dur/time.Second), tr)
 	t.Logf("  %-8s %9s %9s %7s %8s %10s %8s %9s", "path", "sent", "received", "lost", "lost %", "jitter ms", "Mbit/s", "reordered")
 	for _, row := range []struct {
 		name string

@@ -482,12 +482,16 @@ func (d *quicDatagrams) ctrlFrame(h frameHeader, p []byte) error {
 		if err != nil {
 			return protoErr("UDP_OPEN for flow %d: %v", h.StreamID, err)
 		}
+		// Under rmu to the end: a datagram of the flow that arrives
+		// meanwhile waits in deliver until the flow exists and what was
+		// held for it has gone on, so it neither finds no flow nor
+		// overtakes them.
 		d.rmu.Lock()
+		defer d.rmu.Unlock()
 		if h.StreamID <= d.maxFlowID {
-			last := d.maxFlowID
-			d.rmu.Unlock()
-			return protoErr("UDP_OPEN for flow %d, not above the last opened %d", h.StreamID, last)
+			return protoErr("UDP_OPEN for flow %d, not above the last opened %d", h.StreamID, d.maxFlowID)
 		}
+		fh.opened(h.StreamID, hdr)
 		d.maxFlowID = h.StreamID
 		var held [][]byte
 		kept := d.pending[:0]
@@ -504,8 +508,6 @@ func (d *quicDatagrams) ctrlFrame(h frameHeader, p []byte) error {
 			}
 		}
 		d.pending = kept
-		d.rmu.Unlock()
-		fh.opened(h.StreamID, hdr)
 		for _, q := range held {
 			fh.data(h.StreamID, q)
 		}

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -289,5 +291,51 @@ func TestQUICDatagramsGoWholeWhenTheyFit(t *testing.T) {
 	}
 	if n := fragmented(); n == 0 {
 		t.Fatal("an 8192-byte datagram was not sent in fragments")
+	}
+}
+
+// A datagram that arrives while its flow's UDP_OPEN is being handled (the
+// hub dials the flow's socket) waits for it and comes after the datagrams
+// held for the flow: none reaches the flows before the flow exists.
+func TestQUICDatagramDuringItsOpen(t *testing.T) {
+	d, _ := newDgramSide(true)
+	var mu sync.Mutex
+	var events []string
+	inOpen, release := make(chan struct{}), make(chan struct{})
+	d.c.flows = &flowHandler{
+		opened: func(id uint32, _ proxyproto.Header) {
+			close(inOpen)
+			<-release
+			mu.Lock()
+			events = append(events, "opened")
+			mu.Unlock()
+		},
+		data: func(id uint32, p []byte) {
+			mu.Lock()
+			events = append(events, string(p))
+			mu.Unlock()
+		},
+		closed: func(uint32) {},
+	}
+	if err := d.received(whole(1, []byte("held"))); err != nil {
+		t.Fatal(err)
+	}
+	opened := make(chan error, 1)
+	go func() { opened <- openFrame(t, d, 1) }()
+	<-inOpen
+	arrived := make(chan error, 1)
+	go func() { arrived <- d.received(whole(1, []byte("during"))) }()
+	time.Sleep(50 * time.Millisecond) // the datagram is in received (or delivered, wrongly) by now
+	close(release)
+	if err := <-opened; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-arrived; err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if diff := cmp.Diff([]string{"opened", "held", "during"}, events); diff != "" {
+		t.Fatalf("what the flows saw (-want +got):\n%s", diff)
 	}
 }
