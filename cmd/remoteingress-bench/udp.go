@@ -338,6 +338,26 @@ func (b *bench) udpSetups(suffix string, tcp bool) (modes []*mode, utgt *udpTarg
 	return modes, utgt, done, nil
 }
 
+// udpDialEach is a client socket toward each set-up, by its name; closeAll
+// closes them.
+func udpDialEach(modes []*mode) (conns map[string]*net.UDPConn, closeAll func(), err error) {
+	conns = map[string]*net.UDPConn{}
+	closeAll = func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+	for _, m := range modes {
+		c, err := udpDial(m.addr)
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		conns[m.name] = c
+	}
+	return conns, closeAll, nil
+}
+
 // udpDial is a connected client socket toward addr.
 func udpDial(addr string) (*net.UDPConn, error) {
 	ra, err := net.ResolveUDPAddr("udp4", addr)
@@ -410,15 +430,11 @@ func (b *bench) udpRoundTrips(modes []*mode, size int, key string) error {
 	}
 	samples := map[string][]time.Duration{}
 	lost := map[string]int{}
-	conns := map[string]*net.UDPConn{}
-	for _, m := range modes {
-		c, err := udpDial(m.addr)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		conns[m.name] = c
+	conns, closeAll, err := udpDialEach(modes)
+	if err != nil {
+		return err
 	}
+	defer closeAll()
 	out := make([]byte, size)
 	in := make([]byte, 65536)
 	out[0] = udpEcho
@@ -510,14 +526,14 @@ func (b *bench) udpRates(modes []*mode, utgt *udpTarget) error {
 		achieved        map[float64]float64 // offered rate → what the client managed to send
 		trials          []map[string]any
 	}
+	conns, closeAll, err := udpDialEach(modes)
+	if err != nil {
+		return err
+	}
+	defer closeAll()
 	var all []*search
 	for _, m := range modes {
-		c, err := udpDial(m.addr)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		all = append(all, &search{m: m, c: c, next: 5000, achieved: map[float64]float64{}})
+		all = append(all, &search{m: m, c: conns[m.name], next: 5000, achieved: map[float64]float64{}})
 	}
 	for more := true; more && b.ctx.Err() == nil; {
 		more = false

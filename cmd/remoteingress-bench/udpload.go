@@ -106,15 +106,13 @@ func (b *bench) udpOffered(modes []*mode, utgt *udpTarget) error {
 		perRoundPps    []float64
 		socketBufDrops int64
 	}
+	conns, closeAll, err := udpDialEach(modes)
+	if err != nil {
+		return err
+	}
+	defer closeAll()
 	accs := map[string]*acc{}
-	conns := map[string]*net.UDPConn{}
 	for _, m := range modes {
-		c, err := udpDial(m.addr)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		conns[m.name] = c
 		accs[m.name] = &acc{}
 	}
 	for round := 0; round < rounds && b.ctx.Err() == nil; round++ {
