@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/serve-zone/remoteingress/internal/netstat"
 	"github.com/serve-zone/remoteingress/internal/testutil"
 )
 
@@ -30,8 +31,8 @@ import (
 
 // udpFlowStatus is what the edge and the hub say about the edge's UDP flows.
 type udpFlowStatus struct {
-	EdgeFlows, HubFlows int
-	EdgeDropped         uint64
+	EdgeFlows, HubFlows     int
+	EdgeDropped, HubDropped uint64
 }
 
 func udpFlows(t testing.TB, edge, hub *Engine, edgeID string) udpFlowStatus {
@@ -43,8 +44,9 @@ func udpFlows(t testing.TB, edge, hub *Engine, edgeID string) udpFlowStatus {
 	edge.MustCall(t, "getEdgeStatus", nil, &es)
 	var hs struct {
 		ConnectedEdges []struct {
-			EdgeID         string `json:"edgeId"`
-			ActiveUDPFlows int    `json:"activeUdpFlows"`
+			EdgeID              string `json:"edgeId"`
+			ActiveUDPFlows      int    `json:"activeUdpFlows"`
+			UDPDatagramsDropped uint64 `json:"udpDatagramsDropped"`
 		} `json:"connectedEdges"`
 	}
 	hub.MustCall(t, "getHubStatus", nil, &hs)
@@ -52,6 +54,7 @@ func udpFlows(t testing.TB, edge, hub *Engine, edgeID string) udpFlowStatus {
 	for _, e := range hs.ConnectedEdges {
 		if e.EdgeID == edgeID {
 			st.HubFlows += e.ActiveUDPFlows
+			st.HubDropped += e.UDPDatagramsDropped
 		}
 	}
 	return st
@@ -775,7 +778,9 @@ func iperf3UDPThroughTunnel(t *testing.T, tr string) {
 	if st := udpFlows(t, edge, r.Hub, edgeID); st.EdgeFlows != 0 || st.HubFlows != 0 {
 		t.Fatalf("after the direct run: activeUdpFlows edge %d, hub %d; want 0 (nothing crossed the tunnel)", st.EdgeFlows, st.HubFlows)
 	}
+	rcvbuf := netstat.UDPRcvbufErrors()
 	tunneled := runIperf3UDP(t, "127.0.0.1", port, rate, size, dur)
+	rcvbuf = netstat.UDPRcvbufErrors() - rcvbuf
 	st := udpFlows(t, edge, r.Hub, edgeID)
 
 	t.Logf("iperf3 -u -b %s -l %d -t %d, edge on %s, received at the server:", rate, size, int(dur/time.Second), tr)
@@ -790,8 +795,9 @@ func iperf3UDPThroughTunnel(t *testing.T, tr string) {
 	load, _ := os.ReadFile("/proc/loadavg") // a busy machine explains loss, direct or not
 	loadavg := strings.Fields(string(load))
 	loadavg = loadavg[:min(3, len(loadavg))]
-	t.Logf("after the tunnel run: activeUdpFlows edge %d, hub %d; edge udpDatagramsDropped %d; load average %s",
-		st.EdgeFlows, st.HubFlows, st.EdgeDropped, strings.Join(loadavg, " "))
+	t.Logf("after the tunnel run: activeUdpFlows edge %d, hub %d; udpDatagramsDropped edge %d, hub %d; "+
+		"datagrams full socket buffers dropped during it %d (the machine's RcvbufErrors); load average %s",
+		st.EdgeFlows, st.HubFlows, st.EdgeDropped, st.HubDropped, rcvbuf, strings.Join(loadavg, " "))
 
 	if st.EdgeFlows < 1 || st.HubFlows < 1 {
 		t.Errorf("after the tunnel run: activeUdpFlows edge %d, hub %d; want the iperf3 flow on both sides", st.EdgeFlows, st.HubFlows)

@@ -69,7 +69,9 @@ type config struct {
 	HubsLoad       int           `json:"hubsLoadClients"`
 	HubsLoadDur    time.Duration `json:"hubsLoadPhaseNs"`
 	UDPParts       []string      `json:"udpParts"`
-	Verbose        bool          `json:"-"`
+	// UDPTargetRcvbuf is the UDP target's receive buffer (0: the kernel's).
+	UDPTargetRcvbuf int  `json:"udpTargetRcvbuf"`
+	Verbose         bool `json:"-"`
 }
 
 // usageText follows the flag list in -h.
@@ -115,6 +117,7 @@ func parseFlags(args []string) (config, error) {
 	hubsLoad := fs.Int("hubs-load", 4, "client goroutines of the several-hubs failover load, each doing connect, one round trip, close, every 5 ms")
 	hubsLoadDur := fs.Duration("hubs-load-phase", 2*time.Second, "length of each phase of the failover load: before the kill, after the edge noticed, after the restart, around the stopHub (quick: 500ms)")
 	udpParts := fs.String("udp-parts", strings.Join(allUDPParts, ","), "parts of the udp row to measure: rtt (round trip, 1200 and 64 B), flows (50 flows' round trips), rate (≤ 1% loss), offered (delivered of 100k/s, CPU per GB), fair (TCP beside a flood)")
+	udpRcvbuf := fs.Int("udp-target-rcvbuf", 8<<20, "receive buffer of the UDP rows' target, in bytes (0: the kernel's default, as a target that sets none has)")
 	verbose := fs.Bool("v", false, "also print the children's stderr warnings as they happen (progress always goes to stderr)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -174,7 +177,10 @@ func parseFlags(args []string) (config, error) {
 		Workers: *workers, Streams: *streams, Verbose: *verbose, SetConns: *setConns,
 		MetricsAB: *metricsAB, ABRounds: *abRounds, ABOffBin: *abOffBin, ScrapeInterval: *scrape,
 		PortChanges: *portChanges, FwCIDRs: *fwCIDRs, FwRounds: *fwRounds, FwConns: *fwConns,
-		HubsRounds: *hubsRounds, HubsLoad: *hubsLoad, HubsLoadDur: *hubsLoadDur,
+		HubsRounds: *hubsRounds, HubsLoad: *hubsLoad, HubsLoadDur: *hubsLoadDur, UDPTargetRcvbuf: *udpRcvbuf,
+	}
+	if cfg.UDPTargetRcvbuf < 0 {
+		return config{}, fmt.Errorf("-udp-target-rcvbuf wants 0 or a size in bytes, got %d", cfg.UDPTargetRcvbuf)
 	}
 	for _, f := range strings.Split(*mem, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"runtime"
 	"slices"
 	"strconv"
@@ -17,6 +16,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/serve-zone/remoteingress/internal/netstat"
 )
 
 // The UDP rows (issue 12): round trip, rate at ≤ 1% loss, memory per idle
@@ -58,7 +59,9 @@ type udpTarget struct {
 	done    chan struct{}
 }
 
-func listenUDPTarget(addr string) (*udpTarget, error) {
+// listenUDPTarget starts the UDP target on addr with a receive buffer of
+// rcvbuf bytes (0: the kernel's default).
+func listenUDPTarget(addr string, rcvbuf int) (*udpTarget, error) {
 	la, err := net.ResolveUDPAddr("udp4", addr)
 	if err != nil {
 		return nil, err
@@ -67,7 +70,9 @@ func listenUDPTarget(addr string) (*udpTarget, error) {
 	if err != nil {
 		return nil, err
 	}
-	pc.SetReadBuffer(8 << 20)
+	if rcvbuf > 0 {
+		pc.SetReadBuffer(rcvbuf)
+	}
 	t := &udpTarget{pc: pc, counts: map[uint64]int64{}, done: make(chan struct{})}
 	go t.serve()
 	return t, nil
@@ -282,7 +287,7 @@ func hubUDPDropped(m *mode) (uint64, error) {
 // udpSetups makes the UDP target and the set-ups of cfg.Modes for it (the
 // relay is the udp-relay chain); done stops them all.
 func (b *bench) udpSetups(suffix string, tcp bool) (modes []*mode, utgt *udpTarget, done func(), err error) {
-	utgt, err = listenUDPTarget("127.0.0.2:0")
+	utgt, err = listenUDPTarget("127.0.0.2:0", b.cfg.UDPTargetRcvbuf)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -302,7 +307,7 @@ func (b *bench) udpSetups(suffix string, tcp bool) (modes []*mode, utgt *udpTarg
 				break
 			}
 			utgt.close()
-			if utgt, err = listenUDPTarget("127.0.0.2:0"); err != nil {
+			if utgt, err = listenUDPTarget("127.0.0.2:0", b.cfg.UDPTargetRcvbuf); err != nil {
 				return nil, nil, nil, err
 			}
 		}
@@ -547,9 +552,9 @@ func (b *bench) udpRates(modes []*mode, utgt *udpTarget) error {
 			if m.edge != nil {
 				_, _, drop0, _ = udpStatus(m)
 			}
-			rcv0 := udpRcvbufErrors()
+			rcv0 := netstat.UDPRcvbufErrors()
 			sent, got := b.udpOffer(s.c, utgt, rate, trial)
-			rcvErrs := udpRcvbufErrors() - rcv0
+			rcvErrs := netstat.UDPRcvbufErrors() - rcv0
 			if m.edge != nil {
 				_, _, drop1, _ = udpStatus(m)
 			}
@@ -777,7 +782,7 @@ func (b *bench) measureUDPMemory(orig *mode) error {
 	if b.cfg.Quick {
 		flows = 1000
 	}
-	utgt, err := listenUDPTarget("127.0.0.2:0")
+	utgt, err := listenUDPTarget("127.0.0.2:0", b.cfg.UDPTargetRcvbuf)
 	if err != nil {
 		return err
 	}
@@ -789,7 +794,7 @@ func (b *bench) measureUDPMemory(orig *mode) error {
 			break
 		}
 		utgt.close()
-		if utgt, err = listenUDPTarget("127.0.0.2:0"); err != nil {
+		if utgt, err = listenUDPTarget("127.0.0.2:0", b.cfg.UDPTargetRcvbuf); err != nil {
 			return err
 		}
 	}
@@ -904,32 +909,4 @@ func udpRowDefs() []rowDef {
 		{Key: "udp_fair_dropped", Label: "UDP flood: edge udpDatagramsDropped", Unit: "dgrams", Better: "lower", decimals: 0, modes: tun},
 		{Key: "udp_fair_cpu_ratio", Label: "UDP flood: hub+edge CPU per GB of TCP, beside / alone", Unit: "ratio", Better: "lower", decimals: 2, modes: tun},
 	}...)
-}
-
-// udpRcvbufErrors is the machine's count of UDP datagrams dropped because a
-// socket's receive buffer was full (/proc/net/snmp Udp RcvbufErrors): on
-// loopback, every socket on the way.
-func udpRcvbufErrors() int64 {
-	raw, err := os.ReadFile("/proc/net/snmp")
-	if err != nil {
-		return 0
-	}
-	var names []string
-	for _, line := range strings.Split(string(raw), "\n") {
-		f := strings.Fields(line)
-		if len(f) == 0 || f[0] != "Udp:" {
-			continue
-		}
-		if names == nil {
-			names = f
-			continue
-		}
-		for i, n := range names {
-			if n == "RcvbufErrors" && i < len(f) {
-				v, _ := strconv.ParseInt(f[i], 10, 64)
-				return v
-			}
-		}
-	}
-	return 0
 }

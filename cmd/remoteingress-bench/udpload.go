@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/serve-zone/remoteingress/internal/netstat"
 )
 
 // The UDP rows under load that PEERS.md compares with frp: round trips of
@@ -123,11 +125,11 @@ func (b *bench) udpOffered(modes []*mode, utgt *udpTarget) error {
 				_, _, drop0, _ = udpStatus(m)
 				hdrop0, _ = hubUDPDropped(m)
 			}
-			rcv0 := udpRcvbufErrors()
+			rcv0 := netstat.UDPRcvbufErrors()
 			c0, _, _ := m.cpuSeconds()
 			sent, got := b.udpOffer(conns[m.name], utgt, udpOfferedRate, d)
 			c1, _, _ := m.cpuSeconds()
-			a.socketBufDrops += udpRcvbufErrors() - rcv0
+			a.socketBufDrops += netstat.UDPRcvbufErrors() - rcv0
 			if m.edge != nil {
 				_, _, drop1, _ := udpStatus(m)
 				hdrop1, _ := hubUDPDropped(m)
